@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Start the Docker engine and a Consul dev agent on loopback if they are not running already,
+# and build the FROM-scratch busybox image the demo and tests use. Meant to be sourced after
+# deploy/bootstrap.sh; `services_stop` stops only what `services_start` started.
+#
+# REGISTRAR_STATE (default /tmp/registrar-services) keeps the pid and log files.
+
+REGISTRAR_STATE="${REGISTRAR_STATE:-/tmp/registrar-services}"
+REGISTRAR_TEST_IMAGE="${REGISTRAR_TEST_IMAGE:-registrar-test/busybox:latest}"
+export REGISTRAR_STATE REGISTRAR_TEST_IMAGE
+mkdir -p "$REGISTRAR_STATE"
+_started=()
+
+_wait_for() {  # _wait_for SECONDS DESCRIPTION COMMAND...
+    local deadline=$((SECONDS + $1)) what=$2
+    shift 2
+    until "$@" >/dev/null 2>&1; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "services: $what did not come up; see $REGISTRAR_STATE" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+services_start() {
+    if ! docker info >/dev/null 2>&1; then
+        echo "services: starting dockerd (log: $REGISTRAR_STATE/dockerd.log)" >&2
+        dockerd --ip 127.0.0.1 >"$REGISTRAR_STATE/dockerd.log" 2>&1 &
+        echo $! >"$REGISTRAR_STATE/dockerd.pid"
+        _started+=(dockerd)
+        _wait_for 60 dockerd docker info || return 1
+    fi
+    if ! curl -fsS http://127.0.0.1:8500/v1/status/leader 2>/dev/null | grep -q ':'; then
+        echo "services: starting a consul dev agent (log: $REGISTRAR_STATE/consul.log)" >&2
+        "$REGISTRAR_CONSUL" agent -dev -client 127.0.0.1 -bind 127.0.0.1 \
+            -hcl 'enable_local_script_checks = true' >"$REGISTRAR_STATE/consul.log" 2>&1 &
+        echo $! >"$REGISTRAR_STATE/consul.pid"
+        _started+=(consul)
+        _wait_for 60 consul sh -c 'curl -fsS http://127.0.0.1:8500/v1/status/leader | grep -q :' || return 1
+    fi
+    build_test_image
+}
+
+build_test_image() {
+    docker image inspect "$REGISTRAR_TEST_IMAGE" >/dev/null 2>&1 && return 0
+    echo "services: building $REGISTRAR_TEST_IMAGE from scratch around busybox" >&2
+    local ctx
+    ctx="$(mktemp -d)"
+    cp /bin/busybox "$ctx/busybox"
+    mkdir -p "$ctx/www"
+    cat >"$ctx/www/index.cgi" <<'CGI'
+#!/bin/sh
+echo "Content-Type: text/plain"
+echo
+hostname
+CGI
+    chmod +x "$ctx/www/index.cgi"
+    cat >"$ctx/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY www /www
+EXPOSE 80
+CMD ["httpd", "-f", "-p", "80", "-h", "/www"]
+DOCKERFILE
+    DOCKER_BUILDKIT=0 docker build -q -t "$REGISTRAR_TEST_IMAGE" "$ctx" >/dev/null
+    local rc=$?
+    rm -rf "$ctx"
+    return $rc
+}
+
+services_stop() {
+    local name pid
+    for name in "${_started[@]}"; do
+        pid="$(cat "$REGISTRAR_STATE/$name.pid" 2>/dev/null)" || continue
+        kill "$pid" 2>/dev/null && echo "services: stopped $name" >&2
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        rm -f "$REGISTRAR_STATE/$name.pid"
+    done
+    _started=()
+}

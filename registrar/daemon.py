@@ -1,0 +1,192 @@
+"""The level-triggered loop: subscribe, list, reconcile; then re-inspect on events.
+
+Events only say *when* to look. One thread reads the Docker event stream and queues container
+IDs; the loop drains the queue (coalescing many events for one container into one inspect),
+re-plans and applies. A full reconcile runs at start, after every reconnect of the event stream,
+on ``--resync`` and after a failed write (with backoff). The agent's services are read every few
+seconds, so an agent that restarted empty is refilled without waiting for a resync.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from registrar.errors import ConsulError, DockerError
+from registrar.reconciler import ContainerSource, Reconciler, ServiceSink
+from registrar.settings import Settings
+
+log = structlog.get_logger("registrar")
+
+RESYNC = "<resync>"  # queue marker: a full reconcile is due
+CONSUL_PROBE_SECONDS = 3.0
+DOCKER_IDLE_PING_SECONDS = 15.0
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff between ``first`` and ``most`` seconds."""
+
+    first: float = 0.2
+    most: float = 10.0
+    _next: float = field(default=0.0, init=False)
+
+    def next(self) -> float:
+        self._next = min(self.most, self._next * 2) if self._next else self.first
+        return self._next
+
+    def reset(self) -> None:
+        self._next = 0.0
+
+
+class Daemon:
+    """Runs until stop() is called; every step is safe to interrupt."""
+
+    def __init__(self, source: ContainerSource, sink: ServiceSink, settings: Settings) -> None:
+        self.source = source
+        self.settings = settings
+        self.reconciler = Reconciler(source, sink, settings)
+        self.stopping = threading.Event()
+        self.queue: queue.Queue[str] = queue.Queue()
+        self.ready = threading.Event()
+        """Set once the first full reconcile has succeeded."""
+        self.docker_up = True
+        self.consul_up = True
+        self._last_event = time.monotonic()
+
+    def stop(self) -> None:
+        """Ask the loop to finish the action in flight and return (safe from a signal handler)."""
+        self.stopping.set()
+        self.queue.put(RESYNC)
+        self.source.close_events()
+
+    # The event thread --------------------------------------------------------------------------
+
+    def _watch_events(self) -> None:
+        backoff = Backoff(0.1, 5.0)
+        first = True
+        while not self.stopping.is_set():
+            try:
+                stream = self.source.events()
+                if not first:
+                    log.info("docker_stream_reconnected")
+                    self.queue.put(RESYNC)
+                first = False
+                self.docker_up = True
+                backoff.reset()
+                for _action, container_id in stream:
+                    self._last_event = time.monotonic()
+                    self.queue.put(container_id)
+                if not self.stopping.is_set():
+                    log.warning("docker_stream_ended")
+            except DockerError as e:
+                self.docker_up = False
+                log.warning("docker_stream_failed", error=str(e))
+            self.stopping.wait(backoff.next())
+
+    # The loop ------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The daemon's main loop; returns after stop()."""
+        watcher = threading.Thread(target=self._watch_events, name="registrar-events", daemon=True)
+        watcher.start()
+        now = time.monotonic()
+        full_due: float | None = now
+        retry = Backoff(0.2, 10.0)
+        next_probe = now + CONSUL_PROBE_SECONDS
+        next_resync = now + self.settings.resync if self.settings.resync > 0 else None
+        next_ttl = now + self.settings.ttl_refresh_seconds if self.settings.ttl > 0 else None
+        try:
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                deadlines = [d for d in (full_due, next_probe, next_resync, next_ttl) if d is not None]
+                containers, resync = self._drain(max(0.0, min(deadlines) - now))
+                if self.stopping.is_set():
+                    break
+                now = time.monotonic()
+                if resync or (next_resync is not None and now >= next_resync):
+                    full_due = now
+                    if next_resync is not None:
+                        next_resync = now + self.settings.resync
+                try:
+                    if full_due is not None and now >= full_due:
+                        self._full()
+                        full_due = None
+                    elif containers:
+                        self.reconciler.refresh(containers)
+                        self._converge(read=False)
+                    elif now >= next_probe:
+                        self._converge(read=True)
+                    if now >= next_probe:
+                        next_probe = now + CONSUL_PROBE_SECONDS
+                        self._ping_docker_if_idle()
+                    retry.reset()
+                except (ConsulError, DockerError) as e:
+                    delay = retry.next()
+                    full_due = time.monotonic() + delay
+                    log.warning("reconcile_failed", error=str(e), retry_in=round(delay, 2))
+                if next_ttl is not None and time.monotonic() >= next_ttl:
+                    self.reconciler.pass_ttls()
+                    next_ttl = time.monotonic() + self.settings.ttl_refresh_seconds
+        finally:
+            self.stopping.set()
+            self.source.close_events()
+            self.reconciler.close()
+            log.info("registrar_stopped")
+
+    def _drain(self, timeout: float) -> tuple[list[str], bool]:
+        """Wait up to ``timeout`` for work, then take everything queued (coalesced)."""
+        items: list[str] = []
+        try:
+            items.append(self.queue.get(timeout=timeout))
+            while True:
+                items.append(self.queue.get_nowait())
+        except queue.Empty:
+            pass
+        resync = RESYNC in items
+        return list(dict.fromkeys(i for i in items if i != RESYNC)), resync
+
+    def _full(self) -> None:
+        try:
+            self.reconciler.refresh_all()
+            self.docker_up = True
+        except DockerError:
+            self.docker_up = False
+            raise
+        outcome = self._converge(read=True)
+        if outcome:
+            self.ready.set()
+            log.info(
+                "reconcile_done", services=len(self.reconciler.actual or {}), containers=len(self.reconciler.known)
+            )
+
+    def _converge(self, read: bool) -> bool:
+        try:
+            outcome = self.reconciler.converge(read=read, stop=self.stopping)
+        except ConsulError:
+            if self.consul_up:
+                log.warning("consul_unreachable")
+            self.consul_up = False
+            raise
+        if not self.consul_up:
+            log.info("consul_reachable")
+        self.consul_up = True
+        if outcome.failed:
+            raise ConsulError(f"{outcome.failed} write(s) to Consul failed")
+        return True
+
+    def _ping_docker_if_idle(self) -> None:
+        """A stream can hang without ending: when it has been quiet, make sure the engine answers."""
+        if time.monotonic() - self._last_event < DOCKER_IDLE_PING_SECONDS:
+            return
+        try:
+            self.source.ping()
+        except DockerError as e:
+            log.warning("docker_unreachable", error=str(e))
+            self.docker_up = False
+            self.source.close_events()
+        self._last_event = time.monotonic()

@@ -1,0 +1,100 @@
+"""The Docker adapter: lists, inspects and streams events. Decides nothing.
+
+Uses docker-py's low-level APIClient (one keep-alive session). Every call made here is a read:
+``GET /_ping``, ``/info``, ``/containers/json``, ``/containers/<id>/json`` and ``/events``, so
+registrar can run behind a read-only Docker socket proxy. Library errors become DockerError here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests
+
+from registrar.errors import DockerError
+from registrar.settings import Settings
+
+T = TypeVar("T")
+
+#: Container events that can change what a container yields.
+WATCHED_EVENTS = ("start", "die", "destroy", "rename", "pause", "unpause", "health_status")
+
+
+class DockerSource:
+    """Talks to one Docker engine."""
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str], timeout: float = 10.0) -> None:
+        try:
+            kwargs: dict[str, Any] = docker.utils.kwargs_from_env(environment=dict(environ))
+        except docker.errors.DockerException as e:
+            raise DockerError(f"Docker TLS settings: {e}") from None
+        if settings.docker_host:
+            kwargs["base_url"] = settings.docker_host
+        self.where = str(kwargs.get("base_url") or "unix:///var/run/docker.sock")
+        try:
+            self.api = docker.APIClient(version="auto", timeout=timeout, max_pool_size=16, **kwargs)
+        except (docker.errors.DockerException, requests.RequestException, OSError) as e:
+            raise DockerError(f"cannot reach the Docker engine at {self.where}: {_reason(e)}") from None
+        self._stream: Any = None
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (docker.errors.DockerException, requests.RequestException, OSError) as e:
+            raise DockerError(f"{what} at {self.where}: {_reason(e)}") from None
+
+    def ping(self) -> None:
+        self._call("pinging the Docker engine", self.api.ping)
+
+    def host_name(self) -> str:
+        """The engine's host name (``docker info`` Name)."""
+        return str(self._call("reading docker info", self.api.info)["Name"])
+
+    def list_containers(self) -> list[dict[str, Any]]:
+        """Summaries of all containers (``GET /containers/json?all=1``), one request."""
+        result: list[dict[str, Any]] = self._call("listing containers", lambda: self.api.containers(all=True))
+        return result
+
+    def inspect(self, container_id: str) -> dict[str, Any] | None:
+        """``docker inspect``, or None when the container is gone."""
+        try:
+            result: dict[str, Any] = self.api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+        except (docker.errors.DockerException, requests.RequestException, OSError) as e:
+            raise DockerError(f"inspecting container {container_id[:12]} at {self.where}: {_reason(e)}") from None
+        return result
+
+    def events(self) -> Iterator[tuple[str, str]]:
+        """Container events as (action, container id) until the stream ends or is closed."""
+        stream = self._call(
+            "subscribing to Docker events",
+            lambda: self.api.events(decode=True, filters={"type": "container", "event": list(WATCHED_EVENTS)}),
+        )
+        self._stream = stream
+        try:
+            for event in stream:
+                actor = event.get("Actor") or {}
+                container_id = actor.get("ID") or event.get("id") or ""
+                if container_id:
+                    yield str(event.get("Action") or event.get("status") or ""), str(container_id)
+        except (docker.errors.DockerException, requests.RequestException, OSError, ValueError) as e:
+            raise DockerError(f"Docker event stream at {self.where}: {_reason(e)}") from None
+        finally:
+            self._stream = None
+
+    def close_events(self) -> None:
+        """Unblock a thread reading events(); safe to call from another thread."""
+        stream = self._stream
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,17 @@
+"""The small error tree: every failure registrar reports is one of these."""
+
+
+class RegistrarError(Exception):
+    """Base of registrar's own errors; its message is one line fit for an operator."""
+
+
+class ConfigError(RegistrarError):
+    """The configuration (flags, environment, files) cannot work."""
+
+
+class DockerError(RegistrarError):
+    """The Docker engine could not be reached or refused a request."""
+
+
+class ConsulError(RegistrarError):
+    """The Consul agent could not be reached or refused a request."""

@@ -1,0 +1,85 @@
+"""Reading ``SERVICE_*`` metadata from a container's labels and environment.
+
+Pure: takes the ``Config`` section of ``docker inspect`` and returns plain values. No I/O.
+The rules are registrator's: ``SERVICE_<KEY>`` applies to every port, ``SERVICE_<port>_<KEY>``
+to one port and beats the general key; a label beats an environment variable; an empty value
+counts as unset; keys are lower-cased.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+PREFIX = "SERVICE_"
+
+
+@dataclass(frozen=True)
+class Value:
+    """A metadata value with where it came from, so a warning can name the key."""
+
+    value: str
+    source: str  # e.g. "label SERVICE_80_CHECK_HTTP"
+    from_port: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerMetadata:
+    """All ``SERVICE_*`` entries of one container, general and per port."""
+
+    general: Mapping[str, Value]
+    per_port: Mapping[str, Mapping[str, Value]]
+
+    def for_port(self, port: str) -> dict[str, Value]:
+        """The metadata for one container port: the port's own keys beat the general ones."""
+        merged = dict(self.general)
+        merged.update(self.per_port.get(port, {}))
+        return merged
+
+
+def _entries(config: Mapping[str, Any]) -> Iterable[tuple[str, str, str]]:
+    """(name, value, kind) of env entries then labels, so later labels win."""
+    for entry in config.get("Env") or ():
+        if isinstance(entry, str) and "=" in entry:
+            name, _, value = entry.partition("=")
+            yield name, value, "env"
+    labels = config.get("Labels") or {}
+    for name, value in labels.items():
+        if isinstance(name, str) and isinstance(value, str):
+            yield name, value, "label"
+
+
+def read_metadata(config: Mapping[str, Any]) -> ContainerMetadata:
+    """Collect the ``SERVICE_*`` labels and environment variables of a container's Config."""
+    general: dict[str, Value] = {}
+    per_port: dict[str, dict[str, Value]] = {}
+    for name, value, kind in _entries(config):
+        if not name.startswith(PREFIX) or value == "":
+            continue
+        key = name[len(PREFIX) :].lower()
+        head, sep, rest = key.partition("_")
+        source = f"{kind} {name}"
+        if sep and rest and head.isascii() and head.isdigit():
+            per_port.setdefault(str(int(head)), {})[rest] = Value(value, source, from_port=True)
+        elif key:
+            general[key] = Value(value, source)
+    return ContainerMetadata(general, per_port)
+
+
+def split_tags(text: str) -> list[str]:
+    r"""Split a comma-separated tag list; ``\,`` is a literal comma. Blank tags are dropped."""
+    tags: list[str] = []
+    current: list[str] = []
+    chars = iter(text)
+    for char in chars:
+        if char == "\\":
+            nxt = next(chars, "")
+            current.append("," if nxt == "," else char + nxt)
+        elif char == ",":
+            tags.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    tags.append("".join(current))
+    return [t.strip() for t in tags if t.strip()]

@@ -1,0 +1,143 @@
+"""Plain values of the core: services, checks, ownership and the actions that reconcile them.
+
+Everything here is frozen and hashable, so tests compare them with ``==`` and plans sort.
+No I/O happens in this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Meta keys that mark a registration as registrar's and name its host and container.
+META_SOURCE = "external-source"
+META_SOURCE_VALUE = "registrar"
+META_HOST = "registrar-host"
+META_CONTAINER = "registrar-container"
+META_DIGEST = "registrar-digest"
+OWNERSHIP_KEYS = (META_SOURCE, META_HOST, META_CONTAINER, META_DIGEST)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a container's metadata: logged as a warning, never raised."""
+
+    container: str
+    key: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Check:
+    """A Consul health check attached to a service registration."""
+
+    check_id: str
+    http: str | None = None
+    method: str | None = None
+    tls_skip_verify: bool = False
+    tcp: str | None = None
+    grpc: str | None = None
+    grpc_use_tls: bool = False
+    args: tuple[str, ...] = ()
+    ttl: str | None = None
+    interval: str | None = None
+    timeout: str | None = None
+    status: str | None = None
+    deregister_after: str | None = None
+
+    def to_consul(self) -> dict[str, Any]:
+        """The check as the agent's service registration endpoint takes it."""
+        body: dict[str, Any] = {"CheckID": self.check_id}
+        fields = {
+            "HTTP": self.http,
+            "Method": self.method,
+            "TCP": self.tcp,
+            "GRPC": self.grpc,
+            "TTL": self.ttl,
+            "Interval": self.interval,
+            "Timeout": self.timeout,
+            "Status": self.status,
+            "DeregisterCriticalServiceAfter": self.deregister_after,
+        }
+        body.update({k: v for k, v in fields.items() if v is not None})
+        if self.args:
+            body["Args"] = list(self.args)
+        if self.tls_skip_verify:
+            body["TLSSkipVerify"] = True
+        if self.grpc_use_tls:
+            body["GRPCUseTLS"] = True
+        return body
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service registration that a container yields (what registrator calls a service)."""
+
+    id: str
+    name: str
+    port: int
+    address: str = ""
+    tags: tuple[str, ...] = ()
+    meta: tuple[tuple[str, str], ...] = ()
+    checks: tuple[Check, ...] = ()
+    container_id: str = ""
+    container_name: str = ""
+    digest: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digest", _digest(self._body()))
+
+    def _body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"ID": self.id, "Name": self.name, "Port": self.port}
+        if self.address:
+            body["Address"] = self.address
+        if self.tags:
+            body["Tags"] = list(self.tags)
+        body["Meta"] = dict(self.meta)
+        if self.checks:
+            body["Checks"] = [c.to_consul() for c in self.checks]
+        return body
+
+    def to_consul(self) -> dict[str, Any]:
+        """The body of ``PUT /v1/agent/service/register``, with the digest in Meta."""
+        body = self._body()
+        body["Meta"][META_DIGEST] = self.digest
+        return body
+
+
+def _digest(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, order=True)
+class Owned:
+    """A registration found on the agent that this host's registrar made."""
+
+    id: str
+    digest: str
+    container_id: str
+
+
+@dataclass(frozen=True)
+class Register:
+    """Write this service to the agent."""
+
+    service: Service
+
+    @property
+    def service_id(self) -> str:
+        return self.service.id
+
+
+@dataclass(frozen=True)
+class Deregister:
+    """Remove this service ID from the agent."""
+
+    service_id: str
+    reason: str = "stale"
+
+
+Action = Register | Deregister

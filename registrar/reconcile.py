@@ -1,0 +1,84 @@
+"""The reconcile core: which registrations are ours, and what to change to reach the desired state.
+
+Purely computational: imports nothing that does I/O (no docker, consul, os, time). Takes the JSON
+the Consul agent returns and the services computed from containers; returns sorted actions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Set
+from typing import Any
+
+from registrar.model import (
+    META_CONTAINER,
+    META_DIGEST,
+    META_HOST,
+    META_SOURCE,
+    META_SOURCE_VALUE,
+    Action,
+    Deregister,
+    Owned,
+    Problem,
+    Register,
+    Service,
+)
+
+
+def owned_services(agent_services: Mapping[str, Any], host: str) -> dict[str, Owned]:
+    """The registrations in ``GET /v1/agent/services`` that this host's registrar made."""
+    owned: dict[str, Owned] = {}
+    for service_id, body in agent_services.items():
+        meta = (body or {}).get("Meta") or {}
+        if meta.get(META_SOURCE) == META_SOURCE_VALUE and meta.get(META_HOST) == host:
+            owned[service_id] = Owned(service_id, meta.get(META_DIGEST, ""), meta.get(META_CONTAINER, ""))
+    return owned
+
+
+def desired_state(
+    per_container: Iterable[Iterable[Service]],
+) -> tuple[dict[str, Service], list[Problem]]:
+    """Merge the services of all containers by ID; a second claim on one ID is a problem."""
+    desired: dict[str, Service] = {}
+    problems: list[Problem] = []
+    for services in per_container:
+        for service in services:
+            first = desired.get(service.id)
+            if first is None:
+                desired[service.id] = service
+            elif first.container_id != service.container_id:
+                problems.append(
+                    Problem(
+                        service.container_name,
+                        "SERVICE_ID",
+                        f"service ID {service.id!r} is already taken by container {first.container_name}",
+                    )
+                )
+    return desired, problems
+
+
+def kept_ids(actual: Mapping[str, Owned], keep_containers: Set[str]) -> frozenset[str]:
+    """IDs of registrations to leave alone because their container is in ``keep_containers``."""
+    short = {c[:12] for c in keep_containers}
+    return frozenset(i for i, o in actual.items() if o.container_id and o.container_id in short)
+
+
+def plan(
+    desired: Mapping[str, Service],
+    actual: Mapping[str, Owned],
+    keep: Set[str] = frozenset(),
+) -> list[Action]:
+    """The actions that turn ``actual`` into ``desired``, sorted by service ID.
+
+    A desired service is registered when it is missing or its digest differs (so an unchanged
+    service is never written again); an owned registration that is not desired is deregistered,
+    unless its ID is in ``keep``.
+    """
+    actions: list[Action] = []
+    for service_id, service in desired.items():
+        have = actual.get(service_id)
+        if have is None or have.digest != service.digest:
+            actions.append(Register(service))
+    for service_id in actual:
+        if service_id not in desired and service_id not in keep:
+            actions.append(Deregister(service_id))
+    return sorted(actions, key=lambda a: (a.service_id, isinstance(a, Register)))

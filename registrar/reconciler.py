@@ -1,0 +1,261 @@
+"""Desired state from Docker, actual state from Consul, and applying the difference.
+
+The Reconciler keeps what the last look at Docker learned (per container: a fingerprint of its
+state and the services it yields) and what the agent holds (this host's registrations). Talking to
+the two systems goes through the ContainerSource and ServiceSink protocols, so tests can drive it
+in memory.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from registrar.errors import ConsulError
+from registrar.model import Action, Owned, Problem, Register, Service
+from registrar.reconcile import desired_state, kept_ids, owned_services, plan
+from registrar.services import container_name, is_running, services_from_container
+from registrar.settings import Settings
+
+log = structlog.get_logger("registrar")
+
+
+class ContainerSource(Protocol):
+    """What the reconciler needs from Docker."""
+
+    def list_containers(self) -> list[dict[str, Any]]: ...
+    def inspect(self, container_id: str) -> dict[str, Any] | None: ...
+    def events(self) -> Iterator[tuple[str, str]]: ...
+    def close_events(self) -> None: ...
+    def ping(self) -> None: ...
+
+
+class ServiceSink(Protocol):
+    """What the reconciler needs from Consul."""
+
+    def services(self) -> dict[str, Any]: ...
+    def register(self, service: Service) -> None: ...
+    def deregister(self, service_id: str) -> None: ...
+    def pass_ttl(self, check_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Known:
+    """What registrar last learned of one container."""
+
+    fingerprint: str
+    name: str
+    services: tuple[Service, ...]
+    keep: bool
+    """Exited non-zero under ``--deregister on-success``: its registrations stay."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one convergence did."""
+
+    registered: int = 0
+    deregistered: int = 0
+    failed: int = 0
+
+
+_EXITED = re.compile(r"Exited \((-?\d+)\)")
+_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
+def summary_fingerprint(summary: Mapping[str, Any]) -> str:
+    """What can change in a container without a new ID, read from a ``/containers/json`` entry."""
+    status = str(summary.get("Status") or "")
+    exited = _EXITED.search(status)
+    health = _HEALTH.search(status)
+    ports = sorted(
+        (
+            int(p.get("PrivatePort") or 0),
+            str(p.get("Type") or ""),
+            str(p.get("IP") or ""),
+            int(p.get("PublicPort") or 0),
+        )
+        for p in summary.get("Ports") or ()
+    )
+    networks = (summary.get("NetworkSettings") or {}).get("Networks") or {}
+    return repr(
+        (
+            summary.get("State"),
+            exited.group(1) if exited else "",
+            health.group(1).replace("health: ", "") if health else "",
+            ports,
+            sorted((n, (v or {}).get("IPAddress") or "") for n, v in networks.items()),
+            sorted(summary.get("Names") or []),
+        )
+    )
+
+
+def inspect_fingerprint(container: Mapping[str, Any]) -> str:
+    """The same fingerprint as summary_fingerprint, read from ``docker inspect``."""
+    state = container.get("State") or {}
+    settings = container.get("NetworkSettings") or {}
+    ports = []
+    for key, bindings in (settings.get("Ports") or {}).items():
+        number, _, proto = key.partition("/")
+        for b in bindings or [{}]:
+            ports.append((int(number), proto, str(b.get("HostIp") or ""), int(b.get("HostPort") or 0)))
+    status = state.get("Status")
+    health = ((state.get("Health") or {}).get("Status") or "") if status == "running" else ""
+    return repr(
+        (
+            status,
+            str(state.get("ExitCode", "")) if status == "exited" else "",
+            health,
+            sorted(ports),
+            sorted((n, (v or {}).get("IPAddress") or "") for n, v in (settings.get("Networks") or {}).items()),
+            ["/" + container_name(container)],
+        )
+    )
+
+
+class Reconciler:
+    """Keeps this host's registrations on the agent equal to what its containers yield."""
+
+    def __init__(self, source: ContainerSource, sink: ServiceSink, settings: Settings, workers: int = 8) -> None:
+        self.source = source
+        self.sink = sink
+        self.settings = settings
+        self.known: dict[str, Known] = {}
+        self.actual: dict[str, Owned] | None = None
+        """This host's registrations on the agent as last read and since written; None = unknown."""
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registrar-io")
+        self._problems: set[Problem] = set()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    # Docker side -----------------------------------------------------------------------------
+
+    def _learn(self, container_id: str, fingerprint: str | None) -> Known | None:
+        container = self.source.inspect(container_id)
+        if container is None:
+            return None
+        result = services_from_container(container, self.settings)
+        for problem in result.problems:
+            log.warning(
+                "container_label_problem", container=problem.container, key=problem.key, problem=problem.message
+            )
+        state = container.get("State") or {}
+        keep = self.settings.deregister == "on-success" and not is_running(container) and state.get("ExitCode", 0) != 0
+        return Known(fingerprint or inspect_fingerprint(container), container_name(container), result.services, keep)
+
+    def _learn_many(self, items: Iterable[tuple[str, str | None]]) -> None:
+        items = list(items)
+        futures = [(cid, self.pool.submit(self._learn, cid, fp)) for cid, fp in items]
+        for cid, future in futures:
+            known = future.result()
+            if known is None:
+                self.known.pop(cid, None)
+            else:
+                self.known[cid] = known
+
+    def refresh_all(self) -> None:
+        """Re-list every container; inspect only those whose state changed since the last look."""
+        summaries = self.source.list_containers()
+        seen = set()
+        changed: list[tuple[str, str | None]] = []
+        for summary in summaries:
+            cid = str(summary["Id"])
+            seen.add(cid)
+            fingerprint = summary_fingerprint(summary)
+            known = self.known.get(cid)
+            if known is not None and known.fingerprint == fingerprint:
+                continue
+            if summary.get("State") != "running" and self.settings.deregister == "always":
+                # A stopped container yields nothing; no need to inspect it.
+                self.known[cid] = Known(fingerprint, "", (), False)
+                continue
+            changed.append((cid, fingerprint))
+        for cid in [c for c in self.known if c not in seen]:
+            del self.known[cid]
+        self._learn_many(changed)
+
+    def refresh(self, container_ids: Iterable[str]) -> None:
+        """Re-inspect these containers (after events about them)."""
+        self._learn_many((cid, None) for cid in container_ids)
+
+    # Consul side -----------------------------------------------------------------------------
+
+    def desired(self) -> dict[str, Service]:
+        ordered = sorted(self.known.values(), key=lambda k: k.name)
+        desired, problems = desired_state(k.services for k in ordered)
+        for problem in set(problems) - self._problems:
+            log.warning(
+                "container_label_problem", container=problem.container, key=problem.key, problem=problem.message
+            )
+        self._problems = set(problems)
+        return desired
+
+    def read_actual(self) -> dict[str, Owned]:
+        self.actual = owned_services(self.sink.services(), self.settings.hostname)
+        return self.actual
+
+    def plan(self) -> list[Action]:
+        """The actions that would bring the agent in line (reads the agent if needed)."""
+        actual = self.actual if self.actual is not None else self.read_actual()
+        keep = kept_ids(actual, {cid for cid, k in self.known.items() if k.keep})
+        return plan(self.desired(), actual, keep)
+
+    def _apply_one(self, action: Action) -> Action:
+        if isinstance(action, Register):
+            self.sink.register(action.service)
+        else:
+            self.sink.deregister(action.service_id)
+        return action
+
+    def apply(self, actions: list[Action], stop: Any = None) -> Outcome:
+        """Apply actions concurrently; record each success in ``actual``. Raises nothing."""
+        actual = self.actual if self.actual is not None else {}
+        registered = deregistered = failed = 0
+        futures = [self.pool.submit(self._apply_one, a) for a in actions if not (stop and stop.is_set())]
+        for future in futures:
+            try:
+                action = future.result()
+            except ConsulError as e:
+                failed += 1
+                log.error("consul_write_failed", error=str(e))
+                continue
+            if isinstance(action, Register):
+                service = action.service
+                actual[service.id] = Owned(service.id, service.digest, service.container_id[:12])
+                registered += 1
+                log.info(
+                    "service_registered",
+                    service_id=service.id,
+                    service=service.name,
+                    container=service.container_name,
+                    address=service.address,
+                    port=service.port,
+                )
+            else:
+                actual.pop(action.service_id, None)
+                deregistered += 1
+                log.info("service_deregistered", service_id=action.service_id, reason=action.reason)
+        if failed:
+            self.actual = None  # Unknown after a failure: read it again before the next plan.
+        return Outcome(registered, deregistered, failed)
+
+    def converge(self, read: bool = False, stop: Any = None) -> Outcome:
+        """Plan against the agent (read afresh when ``read``) and apply; raises ConsulError."""
+        if read or self.actual is None:
+            self.read_actual()
+        return self.apply(self.plan(), stop)
+
+    def pass_ttls(self) -> None:
+        """Keep registrar's own TTL checks passing."""
+        checks = [c.check_id for s in self.desired().values() for c in s.checks if c.check_id.endswith(":ttl")]
+        for future in [self.pool.submit(self.sink.pass_ttl, c) for c in checks]:
+            try:
+                future.result()
+            except ConsulError as e:
+                log.warning("ttl_pass_failed", error=str(e))

@@ -1,0 +1,262 @@
+"""From a container's ``docker inspect`` JSON to the services it yields (registrator's rules).
+
+Pure: takes the inspect payload and the Settings, returns values. No I/O, no logging: problems
+are returned for the caller to log, one per bad key, each naming the container and the key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from registrar.checks import CheckContext, build_checks
+from registrar.metadata import Value, read_metadata, split_tags
+from registrar.model import (
+    META_CONTAINER,
+    META_HOST,
+    META_SOURCE,
+    META_SOURCE_VALUE,
+    OWNERSHIP_KEYS,
+    Problem,
+    Service,
+)
+from registrar.settings import Settings
+
+#: Metadata keys that configure the registration itself and are not copied into Meta.
+RESERVED_KEYS = frozenset({"name", "id", "tags", "ignore", "network"})
+META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+MAX_META_KEYS = 64
+MAX_META_VALUE = 512
+DNS_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+UNBOUND = ("", "0.0.0.0", "::")
+
+
+@dataclass(frozen=True)
+class Port:
+    """One candidate port of a container: its own port and where it is published, if anywhere."""
+
+    port: str  # the port inside the container, e.g. "80"
+    proto: str  # "tcp" or "udp"
+    host_ip: str = ""
+    host_port: str = ""
+
+
+@dataclass(frozen=True)
+class Yield:
+    """What one container yields: its services and the problems met on the way."""
+
+    services: tuple[Service, ...]
+    problems: tuple[Problem, ...]
+
+
+def container_name(container: Mapping[str, Any]) -> str:
+    """The container's name without Docker's leading slash."""
+    return str(container.get("Name") or "").lstrip("/") or str(container.get("Id", ""))[:12]
+
+
+def image_base_name(image: str) -> str:
+    """``registry:5000/gliderlabs/foo:1@sha256:..`` -> ``foo``."""
+    base = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    return base.split(":", 1)[0]
+
+
+def is_running(container: Mapping[str, Any]) -> bool:
+    state = container.get("State") or {}
+    return bool(state.get("Running")) and not state.get("Restarting")
+
+
+def _ports(container: Mapping[str, Any], internal: bool) -> list[Port]:
+    config = container.get("Config") or {}
+    host_config = container.get("HostConfig") or {}
+    exposed = set((config.get("ExposedPorts") or {}).keys())
+    published = (container.get("NetworkSettings") or {}).get("Ports") or {}
+    found: list[Port] = []
+    if host_config.get("NetworkMode") == "host":
+        for key in exposed:
+            port, _, proto = key.partition("/")
+            found.append(Port(port, proto or "tcp", "", port))
+    else:
+        for key in exposed | set(published):
+            port, _, proto = key.partition("/")
+            bindings = [b for b in (published.get(key) or []) if b.get("HostPort")]
+            # Prefer an IPv4 binding: Docker lists 0.0.0.0 and :: for one published port.
+            bindings.sort(key=lambda b: ":" in (b.get("HostIp") or ""))
+            if bindings:
+                found.append(Port(port, proto or "tcp", bindings[0].get("HostIp") or "", bindings[0]["HostPort"]))
+            elif internal:
+                found.append(Port(port, proto or "tcp"))
+    if not internal:
+        found = [p for p in found if p.host_port]
+    return sorted(found, key=lambda p: (int(p.port) if p.port.isdigit() else 0, p.port, p.proto))
+
+
+def _container_ip(container: Mapping[str, Any], network: str) -> str:
+    settings = container.get("NetworkSettings") or {}
+    networks: Mapping[str, Any] = settings.get("Networks") or {}
+    mode = (container.get("HostConfig") or {}).get("NetworkMode") or ""
+    order = [network] if network else []
+    order += [mode, *sorted(networks)]
+    for name in order:
+        net = networks.get(name) or {}
+        ip = net.get("IPAddress") or net.get("GlobalIPv6Address")
+        if ip:
+            return str(ip)
+    return str(settings.get("IPAddress") or "")
+
+
+def _printable(text: str) -> bool:
+    return text.isprintable() and text.strip() == text and text != ""
+
+
+class _Builder:
+    """Builds the services of one container; collects problems as it goes."""
+
+    def __init__(self, container: Mapping[str, Any], settings: Settings) -> None:
+        self.container = container
+        self.settings = settings
+        self.cid = str(container.get("Id", ""))
+        self.name = container_name(container)
+        self.config: Mapping[str, Any] = container.get("Config") or {}
+        self.problems: list[Problem] = []
+
+    def warn(self, value: Value | str, message: str) -> None:
+        key = value.source if isinstance(value, Value) else value
+        self.problems.append(Problem(self.name, key, message))
+
+    def build(self) -> Yield:
+        if not is_running(self.container):
+            return Yield((), ())
+        metadata = read_metadata(self.config)
+        ports = _ports(self.container, self.settings.internal)
+        group = len(ports) > 1
+        services = []
+        for port in ports:
+            service = self.service(port, metadata.for_port(port.port), group)
+            if service is not None:
+                services.append(service)
+        return Yield(tuple(services), tuple(self.problems))
+
+    def service(self, port: Port, meta: dict[str, Value], group: bool) -> Service | None:
+        if "ignore" in meta:
+            return None
+        name = self.service_name(port, meta, group)
+        if name is None:
+            return None
+        service_id = self.service_id(port, meta, group)
+        address, number = self.address(port, meta)
+        if number is None:
+            return None
+        checks, problems = build_checks(
+            meta,
+            CheckContext(
+                container=self.name,
+                service_id=service_id,
+                host=address or "127.0.0.1",
+                port=number,
+                allow_script_checks=self.settings.allow_script_checks,
+                ttl=self.settings.ttl,
+            ),
+        )
+        self.problems.extend(problems)
+        return Service(
+            id=service_id,
+            name=name,
+            port=number,
+            address=address,
+            tags=self.tags(port, meta),
+            meta=self.meta(meta),
+            checks=checks,
+            container_id=self.cid,
+            container_name=self.name,
+        )
+
+    def service_name(self, port: Port, meta: Mapping[str, Value], group: bool) -> str | None:
+        given = meta.get("name")
+        if given is not None and not _printable(given.value):
+            self.warn(given, f"{given.value!r} is not a usable service name; using the image name")
+            given = None
+        if given is None and self.settings.explicit:
+            return None
+        if given is not None:
+            name = given.value
+            if not DNS_LABEL.match(name):
+                self.warn(given, f"service name {name!r} cannot be looked up in Consul DNS")
+        else:
+            name = image_base_name(str(self.config.get("Image") or "")) or self.name
+        if group and not (given is not None and given.from_port):
+            name = f"{name}-{port.port}"
+        return name
+
+    def service_id(self, port: Port, meta: Mapping[str, Value], group: bool) -> str:
+        default = f"{self.settings.hostname}:{self.name}:{port.port}"
+        given = meta.get("id")
+        if given is not None and (not _printable(given.value) or "/" in given.value or "?" in given.value):
+            self.warn(given, f"{given.value!r} is not a usable service ID (no slashes, '?' or control characters)")
+            given = None
+        if given is None:
+            service_id = default
+        elif group and not given.from_port:
+            # One SERVICE_ID for several ports would make them overwrite each other in Consul.
+            service_id = f"{given.value}:{port.port}"
+        else:
+            service_id = given.value
+        return service_id + ":udp" if port.proto == "udp" else service_id
+
+    def address(self, port: Port, meta: Mapping[str, Value]) -> tuple[str, int | None]:
+        network = meta.get("network")
+        if self.settings.internal:
+            address = _container_ip(self.container, network.value if network else "")
+            number = port.port
+        else:
+            address = self.settings.ip or ("" if port.host_ip in UNBOUND else port.host_ip)
+            number = port.host_port
+        label = self.settings.use_ip_from_label
+        if label:
+            from_label = ((self.config.get("Labels") or {}).get(label) or "").strip()
+            if from_label:
+                address = from_label
+        if not number.isdigit() or not 0 < int(number) < 65536:
+            self.warn(f"port {port.port}/{port.proto}", f"{number!r} is not a port number")
+            return address, None
+        return address, int(number)
+
+    def tags(self, port: Port, meta: Mapping[str, Value]) -> tuple[str, ...]:
+        tags: list[str] = []
+        given = meta.get("tags")
+        if given is not None:
+            for tag in split_tags(given.value):
+                if tag.isprintable():
+                    tags.append(tag)
+                else:
+                    self.warn(given, f"tag {tag!r} has control characters and was dropped")
+        tags.extend(self.settings.tags)
+        if port.proto == "udp":
+            tags.append("udp")
+        return tuple(dict.fromkeys(tags))
+
+    def meta(self, meta: Mapping[str, Value]) -> tuple[tuple[str, str], ...]:
+        out: dict[str, str] = {}
+        room = MAX_META_KEYS - len(OWNERSHIP_KEYS)
+        for key in sorted(meta):
+            value = meta[key]
+            if key in RESERVED_KEYS or key.startswith("check_"):
+                continue
+            if not META_KEY.match(key) or key.startswith("consul-") or key in OWNERSHIP_KEYS:
+                self.warn(value, f"Meta key {key!r} is not accepted by Consul (letters, digits, _ and - only)")
+            elif len(value.value) > MAX_META_VALUE:
+                self.warn(value, f"Meta value is {len(value.value)} characters; Consul takes {MAX_META_VALUE} at most")
+            elif len(out) >= room:
+                self.warn(value, f"more than {room} Meta keys; Consul takes {MAX_META_KEYS} in all")
+            else:
+                out[key] = value.value
+        out[META_SOURCE] = META_SOURCE_VALUE
+        out[META_HOST] = self.settings.hostname
+        out[META_CONTAINER] = self.cid[:12]
+        return tuple(sorted(out.items()))
+
+
+def services_from_container(container: Mapping[str, Any], settings: Settings) -> Yield:
+    """The services a container yields under these settings (none unless it is running)."""
+    return _Builder(container, settings).build()

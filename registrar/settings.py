@@ -1,0 +1,127 @@
+"""One place for configuration: the frozen Settings and the parsing of the registry URI.
+
+The environment is read once, from a mapping passed in (never ``os.environ`` directly), and the
+precedence between flags and the standard ``CONSUL_*`` variables is decided here, not in py-consul.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from registrar.errors import ConfigError
+
+DEFAULT_REGISTRY = "consul://127.0.0.1:8500"
+SCHEMES = ("consul", "consul-tls", "consul-unix")
+DEREGISTER_MODES = ("always", "on-success")
+
+
+@dataclass(frozen=True)
+class ConsulTarget:
+    """Where and how to reach the Consul agent."""
+
+    scheme: str = "http"
+    """``http``, ``https`` or ``unix``."""
+    host: str = "127.0.0.1"
+    port: int = 8500
+    socket_path: str = ""
+    """The agent's unix socket, for ``consul-unix://``."""
+    token: str = field(default="", repr=False)
+    """ACL token, sent as the X-Consul-Token header; never printed."""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def describe(self) -> str:
+        """Where the agent is, for messages (never with the token)."""
+        if self.scheme == "unix":
+            return f"unix://{self.socket_path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon and the one-shot commands need, fixed at start."""
+
+    hostname: str = ""
+    """Host identity in service IDs and ownership Meta; empty until resolved from ``docker info``."""
+    ip: str = ""
+    """Address registered for published ports."""
+    internal: bool = False
+    """Register the container's own address and exposed port."""
+    explicit: bool = False
+    """Only containers/ports with a SERVICE_NAME / SERVICE_<port>_NAME."""
+    tags: tuple[str, ...] = ()
+    """Tags added to every service."""
+    resync: float = 0
+    """Seconds between full reconciles; 0 turns the periodic resync off."""
+    cleanup: bool = False
+    """Accepted for compatibility: stale registrations of this host are always removed."""
+    deregister: str = "always"
+    """On container exit: ``always`` remove its services, or only when it exited 0 (``on-success``)."""
+    retry_attempts: int = 10
+    """Attempts to reach Consul at start; -1 retries forever."""
+    retry_interval_ms: int = 1000
+    """Milliseconds between those attempts."""
+    ttl: int = 0
+    """Seconds of a TTL check registrar adds to each service and keeps passing; 0 = none."""
+    ttl_refresh: int = 0
+    """Seconds between TTL passes; 0 means half the TTL."""
+    use_ip_from_label: str = ""
+    """Container label whose value is the address to register."""
+    allow_script_checks: bool = False
+    """Allow SERVICE_CHECK_SCRIPT (runs commands on the Consul agent's host)."""
+    docker_host: str = ""
+    """Docker endpoint; empty = DOCKER_HOST, else the local socket."""
+    docker_tls_verify: bool = False
+    docker_cert_path: str = ""
+    consul: ConsulTarget = ConsulTarget()
+    log_format: str = "auto"
+    log_level: str = "info"
+    metrics_addr: str = ""
+    """host:port of the metrics and health endpoints; empty turns them off."""
+
+    @property
+    def ttl_refresh_seconds(self) -> float:
+        return float(self.ttl_refresh) if self.ttl_refresh > 0 else max(self.ttl / 2, 1)
+
+
+def parse_registry_uri(uri: str | None, environ: Mapping[str, str]) -> ConsulTarget:
+    """Parse REGISTRY_URI (or CONSUL_HTTP_ADDR, or the default) and the CONSUL_* variables."""
+    text = uri or _consul_addr_uri(environ.get("CONSUL_HTTP_ADDR", "")) or DEFAULT_REGISTRY
+    parsed = urllib.parse.urlsplit(text)
+    scheme = parsed.scheme
+    if scheme not in SCHEMES:
+        raise ConfigError(
+            f"unknown registry URI scheme {scheme or '(none)'!r} in {text!r}: use one of "
+            + ", ".join(f"{s}://" for s in SCHEMES)
+        )
+    common = ConsulTarget(
+        token=environ.get("CONSUL_HTTP_TOKEN", ""),
+        ca_file=environ.get("CONSUL_CACERT", ""),
+        cert_file=environ.get("CONSUL_CLIENT_CERT", ""),
+        key_file=environ.get("CONSUL_CLIENT_KEY", ""),
+    )
+    if scheme == "consul-unix":
+        path = parsed.path or parsed.netloc
+        if not path:
+            raise ConfigError(f"registry URI {text!r} names no socket path (consul-unix:///path/to.sock)")
+        return replace(common, scheme="unix", socket_path=path)
+    try:
+        host = parsed.hostname or "127.0.0.1"
+        port = parsed.port or 8500
+    except ValueError:
+        raise ConfigError(f"registry URI {text!r} has an invalid port") from None
+    return replace(common, scheme="https" if scheme == "consul-tls" else "http", host=host, port=port)
+
+
+def _consul_addr_uri(addr: str) -> str:
+    """CONSUL_HTTP_ADDR (``host:port``, ``http://host:port``, ``unix:///p``) as a registry URI."""
+    if not addr:
+        return ""
+    if "://" not in addr:
+        return "consul://" + addr
+    scheme, _, rest = addr.partition("://")
+    return {"http": "consul", "https": "consul-tls", "unix": "consul-unix"}.get(scheme, scheme) + "://" + rest
