@@ -1,0 +1,82 @@
+"""In-memory Docker and Consul that satisfy registrar's ContainerSource / ServiceSink protocols."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from registrar.errors import ConsulError
+from registrar.model import Service
+
+
+class MemoryDocker:
+    """Containers as inspect payloads; events pushed by the test."""
+
+    def __init__(self, *containers: dict[str, Any]) -> None:
+        self.containers = {c["Id"]: c for c in containers}
+        self.inspects = 0
+        self._events: queue.Queue[tuple[str, str] | None] = queue.Queue()
+
+    def list_containers(self) -> list[dict[str, Any]]:
+        return [
+            {"Id": cid, "State": c["State"]["Status"], "Status": "", "Names": [c["Name"]]}
+            for cid, c in self.containers.items()
+        ]
+
+    def inspect(self, container_id: str) -> dict[str, Any] | None:
+        self.inspects += 1
+        return self.containers.get(container_id)
+
+    def events(self) -> Iterator[tuple[str, str]]:
+        while (item := self._events.get()) is not None:
+            yield item
+
+    def close_events(self) -> None:
+        self._events.put(None)
+
+    def ping(self) -> None:
+        pass
+
+    def emit(self, action: str, container_id: str) -> None:
+        self._events.put((action, container_id))
+
+
+class MemoryConsul:
+    """An agent's service list; ``down`` makes every call fail."""
+
+    def __init__(self) -> None:
+        self.registered: dict[str, dict[str, Any]] = {}
+        self.writes = 0
+        self.down = False
+        self.changed = threading.Condition()
+
+    def _check(self) -> None:
+        if self.down:
+            raise ConsulError("connection refused")
+
+    def services(self) -> dict[str, Any]:
+        self._check()
+        return {k: {"ID": k, "Meta": v["Meta"]} for k, v in self.registered.items()}
+
+    def register(self, service: Service) -> None:
+        self._check()
+        with self.changed:
+            self.writes += 1
+            self.registered[service.id] = service.to_consul()
+            self.changed.notify_all()
+
+    def deregister(self, service_id: str) -> None:
+        self._check()
+        with self.changed:
+            self.writes += 1
+            self.registered.pop(service_id, None)
+            self.changed.notify_all()
+
+    def pass_ttl(self, check_id: str) -> None:
+        self._check()
+
+    def wait_for(self, predicate: Any, timeout: float = 5.0) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: predicate(self.registered), timeout), self.registered

@@ -1,0 +1,110 @@
+"""The command line: flags and REGISTRAR_* variables into Settings; bad configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from registrar import __version__
+from registrar.cli import build_settings, cli, main, run
+from registrar.settings import Settings
+
+
+def settings_for(args: list[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, str] | None = None) -> Settings:
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    ctx = run.make_context("run", args)
+    return build_settings(ctx.params, env or {})
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "field", "value"),
+    [
+        (["--hostname", "h1"], {}, "hostname", "h1"),
+        ([], {"REGISTRAR_HOSTNAME": "h2"}, "hostname", "h2"),
+        (["--ip", "10.0.0.9"], {}, "ip", "10.0.0.9"),
+        (["-ip", "10.0.0.8"], {}, "ip", "10.0.0.8"),
+        (["--internal"], {}, "internal", True),
+        (["-internal"], {}, "internal", True),
+        ([], {"REGISTRAR_INTERNAL": "true"}, "internal", True),
+        (["--explicit"], {}, "explicit", True),
+        (["--tags", "a, b"], {}, "tags", ("a", "b")),
+        ([], {"REGISTRAR_TAGS": "x,y"}, "tags", ("x", "y")),
+        (["--resync", "30"], {}, "resync", 30),
+        ([], {"REGISTRAR_RESYNC": "30"}, "resync", 30),
+        (["--resync", "5"], {"REGISTRAR_RESYNC": "30"}, "resync", 5),
+        (["--cleanup"], {}, "cleanup", True),
+        (["--deregister", "on-success"], {}, "deregister", "on-success"),
+        ([], {"REGISTRAR_DEREGISTER": "on-success"}, "deregister", "on-success"),
+        (["--retry-attempts", "-1"], {}, "retry_attempts", -1),
+        (["--retry-interval", "250"], {}, "retry_interval_ms", 250),
+        (["--ttl", "30", "--ttl-refresh", "10"], {}, "ttl_refresh", 10),
+        (["-useIpFromLabel", "ip.label"], {}, "use_ip_from_label", "ip.label"),
+        (["--use-ip-from-label", "ip.label"], {}, "use_ip_from_label", "ip.label"),
+        (["--allow-script-checks"], {}, "allow_script_checks", True),
+        (["--docker-host", "tcp://127.0.0.1:2375"], {}, "docker_host", "tcp://127.0.0.1:2375"),
+        ([], {"REGISTRAR_DOCKER_HOST": "unix:///x.sock"}, "docker_host", "unix:///x.sock"),
+        (["--log-format", "json"], {}, "log_format", "json"),
+        (["--log-level", "debug"], {}, "log_level", "debug"),
+        (["--metrics-addr", "127.0.0.1:9105"], {}, "metrics_addr", "127.0.0.1:9105"),
+    ],
+)
+def test_option_table(
+    args: list[str], env: dict[str, str], field: str, value: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every option comes from its flag or REGISTRAR_<OPTION>; the flag beats the environment."""
+    assert getattr(settings_for(args, monkeypatch, env), field) == value
+
+
+def test_registry_uri_argument_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """REGISTRY_URI comes from the argument or REGISTRAR_REGISTRY_URI."""
+    assert settings_for(["consul://10.9.9.9:8500"], monkeypatch).consul.host == "10.9.9.9"
+    assert settings_for([], monkeypatch, {"REGISTRAR_REGISTRY_URI": "consul://e:1"}).consul.host == "e"
+
+
+def test_ttl_refresh_must_be_shorter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--ttl-refresh at or above --ttl is a usage error."""
+    with pytest.raises(click.UsageError):
+        settings_for(["--ttl", "10", "--ttl-refresh", "10"], monkeypatch)
+
+
+def test_version() -> None:
+    """--version prints the version and exits 0."""
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["sync", "etcd://x:1"], 3, "unknown registry URI scheme 'etcd'"),
+        (["plan", "consul://x:port"], 3, "invalid port"),
+        (["sync", "--deregister", "sometimes"], 2, "'sometimes' is not one of"),
+        (["run", "--resync", "-3"], 2, "--resync"),
+        (["sync", "--ttl-refresh", "3"], 2, "--ttl-refresh needs --ttl"),
+    ],
+)
+def test_bad_configuration_one_line(args: list[str], code: int, needle: str) -> None:
+    """Bad configuration: a short error naming the problem, a non-zero exit, no traceback."""
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == code, result.output
+    assert needle in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unreadable_tls_file(tmp_path: Any) -> None:
+    """A CONSUL_CACERT that cannot be read is one line and exit 3."""
+    result = CliRunner().invoke(cli, ["sync"], env={"CONSUL_CACERT": str(tmp_path / "missing.pem")})
+    assert result.exit_code == 3
+    assert result.output.strip() == f"registrar: CONSUL_CACERT: cannot read {tmp_path / 'missing.pem'}"
+
+
+def test_no_command_means_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """registrator-style invocation without a command runs the daemon (here: fails on a bad URI, as run)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["-internal", "zk://x:1"])
+    assert exit_info.value.code == 3

@@ -1,0 +1,254 @@
+"""Which services a container yields: registrator's rules, on recorded docker inspect payloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from registrar.model import Service
+from registrar.services import image_base_name, services_from_container
+from registrar.settings import Settings
+from tests.unit.payloads import container, payload, published
+
+S = Settings(hostname="host1")
+
+
+def only(c: dict[str, Any], settings: Settings = S) -> Service:
+    services = services_from_container(c, settings).services
+    assert len(services) == 1, services
+    return services[0]
+
+
+def ids(c: dict[str, Any], settings: Settings = S) -> list[str]:
+    return [s.id for s in services_from_container(c, settings).services]
+
+
+def problems(c: dict[str, Any], settings: Settings = S) -> list[tuple[str, str]]:
+    return [(p.container, p.key) for p in services_from_container(c, settings).problems]
+
+
+@pytest.mark.parametrize(
+    ("image", "name"),
+    [
+        ("gliderlabs/foo:1", "foo"),
+        ("foo", "foo"),
+        ("registry.example:5000/team/foo:2.1", "foo"),
+        ("foo@sha256:abcdef", "foo"),
+        ("registry:5000/foo:1@sha256:abcdef", "foo"),
+    ],
+)
+def test_default_name_is_image_base_name(image: str, name: str) -> None:
+    """The default service name is the image's base name without registry, tag or digest."""
+    assert image_base_name(image) == name
+    c = container("plain", image=image, ports=published("80/tcp=127.0.0.1:30000"))
+    assert only(c).name == name
+
+
+def test_recorded_web_container() -> None:
+    """A recorded container with labels yields the service registrator would register."""
+    s = only(payload("web"))
+    assert (s.id, s.name, s.address, s.port) == ("host1:rec-web:80", "web", "127.0.0.1", 32768)
+    assert s.tags == ("a", "b,c")
+    assert dict(s.meta)["version"] == "1.2"
+    assert [c.http for c in s.checks] == ["http://127.0.0.1:32768/"]
+
+
+def test_multi_port_names_ids_and_udp() -> None:
+    """Several ports: -<port> appended to names unless port-scoped; UDP adds :udp to the ID and a udp tag."""
+    services = {s.id: s for s in services_from_container(payload("multi"), S).services}
+    assert sorted(services) == ["host1:rec-multi:443", "host1:rec-multi:53:udp", "host1:rec-multi:80"]
+    assert services["host1:rec-multi:80"].name == "busybox-80"
+    assert services["host1:rec-multi:443"].name == "secure"
+    assert services["host1:rec-multi:53:udp"].name == "busybox-53"
+    assert services["host1:rec-multi:53:udp"].tags == ("udp",)
+    assert dict(services["host1:rec-multi:80"].meta)["region"] == "eu"
+
+
+@pytest.mark.parametrize(
+    ("labels", "env", "expected_name"),
+    [
+        ({"SERVICE_NAME": "lab"}, ["SERVICE_NAME=env"], "lab"),
+        ({}, ["SERVICE_NAME=env"], "env"),
+        ({"SERVICE_80_NAME": "port"}, ["SERVICE_NAME=env"], "port"),
+        ({"SERVICE_NAME": ""}, [], "busybox"),
+    ],
+)
+def test_name_precedence(labels: dict[str, str], env: list[str], expected_name: str) -> None:
+    """Port-scoped beats general, label beats env, empty counts as unset."""
+    c = container("plain", labels=labels, env=env, ports=published("80/tcp=127.0.0.1:30000"))
+    assert only(c).name == expected_name
+
+
+def test_general_name_gets_port_suffix_in_a_group() -> None:
+    """SERVICE_NAME with several ports gives name-<port> (registrator's rule)."""
+    c = container("plain", labels={"SERVICE_NAME": "app"}, ports=published("80/tcp=0.0.0.0:1", "443/tcp=0.0.0.0:2"))
+    assert sorted(s.name for s in services_from_container(c, S).services) == ["app-443", "app-80"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({"SERVICE_ID": "custom"}, ["custom"]),
+        ({"SERVICE_80_ID": "custom80"}, ["custom80"]),
+        ({"SERVICE_ID": "a/b"}, ["host1:rec-plain:80"]),
+        ({"SERVICE_ID": "bell\x07"}, ["host1:rec-plain:80"]),
+    ],
+)
+def test_service_id(labels: dict[str, str], expected: list[str]) -> None:
+    """SERVICE_ID replaces the default ID; an unusable one falls back to the default."""
+    c = container("plain", labels=labels, ports=published("80/tcp=127.0.0.1:30000"))
+    assert ids(c) == expected
+
+
+def test_one_service_id_for_several_ports_stays_unique() -> None:
+    """A general SERVICE_ID on a multi-port container gets :<port> so registrations do not collide."""
+    c = container("plain", labels={"SERVICE_ID": "x"}, ports=published("80/tcp=0.0.0.0:1", "81/tcp=0.0.0.0:2"))
+    assert ids(c) == ["x:80", "x:81"]
+
+
+def test_slash_in_id_is_reported() -> None:
+    """An ID with a slash is one problem naming the container and the label."""
+    c = container("plain", labels={"SERVICE_ID": "a/b"}, ports=published("80/tcp=127.0.0.1:30000"))
+    assert problems(c) == [("rec-plain", "label SERVICE_ID")]
+
+
+def test_tags_from_labels_and_flag() -> None:
+    """Tags: the label's list, then --tags, without duplicates."""
+    c = container("plain", labels={"SERVICE_TAGS": r"a,b\,c,shared"}, ports=published("80/tcp=127.0.0.1:1"))
+    assert only(c, Settings(hostname="h", tags=("shared", "prod"))).tags == ("a", "b,c", "shared", "prod")
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({"SERVICE_IGNORE": "true"}, []),
+        ({"SERVICE_IGNORE": ""}, ["host1:rec-plain:80", "host1:rec-plain:81"]),
+        ({"SERVICE_81_IGNORE": "yes"}, ["host1:rec-plain:80"]),
+    ],
+)
+def test_ignore(labels: dict[str, str], expected: list[str]) -> None:
+    """Any non-empty IGNORE drops the container, or only that port when port-scoped."""
+    c = container("plain", labels=labels, ports=published("80/tcp=0.0.0.0:1", "81/tcp=0.0.0.0:2"))
+    assert ids(c) == expected
+
+
+def test_explicit_needs_a_name() -> None:
+    """--explicit registers only ports that have a SERVICE_NAME or SERVICE_<port>_NAME."""
+    explicit = Settings(hostname="host1", explicit=True)
+    c = container("plain", labels={"SERVICE_81_NAME": "b"}, ports=published("80/tcp=0.0.0.0:1", "81/tcp=0.0.0.0:2"))
+    assert ids(c, explicit) == ["host1:rec-plain:81"]
+    assert ids(payload("plain"), explicit) == []
+
+
+@pytest.mark.parametrize(
+    ("binding", "settings", "address"),
+    [
+        ("127.0.0.1:30000", S, "127.0.0.1"),
+        ("0.0.0.0:30000", S, ""),
+        (":::30000", S, ""),
+        ("0.0.0.0:30000", Settings(hostname="h", ip="10.1.2.3"), "10.1.2.3"),
+        ("127.0.0.1:30000", Settings(hostname="h", ip="10.1.2.3"), "10.1.2.3"),
+    ],
+)
+def test_published_address(binding: str, settings: Settings, address: str) -> None:
+    """--ip wins, else the binding's own host IP, else empty (the agent's address)."""
+    c = container("plain", ports=published(f"80/tcp={binding}"))
+    s = only(c, settings)
+    assert (s.address, s.port) == (address, 30000)
+
+
+def test_ipv4_binding_preferred() -> None:
+    """Of Docker's 0.0.0.0 and :: bindings for one port, one service is made, from the IPv4 one."""
+    c = container("plain")
+    c["NetworkSettings"]["Ports"] = {
+        "80/tcp": [{"HostIp": "::", "HostPort": "30001"}, {"HostIp": "0.0.0.0", "HostPort": "30000"}]
+    }
+    assert only(c).port == 30000
+
+
+def test_no_published_port_yields_nothing() -> None:
+    """An exposed but unpublished port yields no service without --internal."""
+    assert services_from_container(payload("plain"), S).services == ()
+
+
+def test_internal_uses_container_address_and_exposed_ports() -> None:
+    """--internal registers the container's network address and every exposed port."""
+    internal = Settings(hostname="host1", internal=True)
+    services = services_from_container(payload("internal"), internal).services
+    assert [(s.name, s.address, s.port) for s in services] == [
+        ("inner-80", "172.18.0.2", 80),
+        ("inner-9000", "172.18.0.2", 9000),
+    ]
+
+
+def test_use_ip_from_label() -> None:
+    """--use-ip-from-label takes the address from that label when it is set."""
+    settings = Settings(hostname="h", use_ip_from_label="com.example.ip")
+    c = container("plain", labels={"com.example.ip": "192.0.2.7"}, ports=published("80/tcp=0.0.0.0:1"))
+    assert only(c, settings).address == "192.0.2.7"
+    c = container("plain", labels={}, ports=published("80/tcp=127.0.0.1:1"))
+    assert only(c, settings).address == "127.0.0.1"
+
+
+def test_host_network_uses_exposed_ports_at_host_address() -> None:
+    """A host-network container yields its exposed ports, at --ip or the agent's address."""
+    services = services_from_container(payload("hostnet"), S).services
+    assert [(s.name, s.address, s.port) for s in services] == [("hostweb-80", "", 80), ("hostweb-8080", "", 8080)]
+    with_ip = services_from_container(payload("hostnet"), Settings(hostname="h", ip="127.0.0.1")).services
+    assert {s.address for s in with_ip} == {"127.0.0.1"}
+
+
+def test_stopped_container_yields_nothing() -> None:
+    """A container that is not running yields no service."""
+    assert services_from_container(payload("exited"), S).services == ()
+
+
+def test_meta_keeps_other_keys_and_marks_ownership() -> None:
+    """Other SERVICE_ keys become Meta (lower-cased); CHECK_* and reserved keys do not; ownership is added."""
+    c = container(
+        "plain",
+        labels={"SERVICE_REGION": "eu", "SERVICE_CHECK_TCP": "true", "SERVICE_NAME": "n", "SERVICE_Team-X": "a"},
+        ports=published("80/tcp=127.0.0.1:1"),
+    )
+    meta = dict(only(c).meta)
+    assert meta == {
+        "region": "eu",
+        "team-x": "a",
+        "external-source": "registrar",
+        "registrar-host": "host1",
+        "registrar-container": c["Id"][:12],
+    }
+
+
+@pytest.mark.parametrize(
+    ("labels", "key"),
+    [
+        ({"SERVICE_BAD.KEY": "v"}, "label SERVICE_BAD.KEY"),
+        ({"SERVICE_BIG": "x" * 513}, "label SERVICE_BIG"),
+        ({"SERVICE_CONSUL-X": "v"}, "label SERVICE_CONSUL-X"),
+        ({"SERVICE_REGISTRAR-HOST": "evil"}, "label SERVICE_REGISTRAR-HOST"),
+    ],
+)
+def test_meta_consul_would_reject_is_dropped(labels: dict[str, str], key: str) -> None:
+    """A Meta key or value Consul refuses is dropped with one problem; the service is still made."""
+    c = container("plain", labels=labels, ports=published("80/tcp=127.0.0.1:1"))
+    s = only(c)
+    assert problems(c) == [("rec-plain", key)]
+    assert dict(s.meta)["registrar-host"] == "host1"
+
+
+def test_meta_key_limit() -> None:
+    """No more than 64 Meta keys in all reach Consul, ownership keys included."""
+    labels = {f"SERVICE_K{i:03}": "v" for i in range(100)}
+    c = container("plain", labels=labels, ports=published("80/tcp=127.0.0.1:1"))
+    assert len(only(c).to_consul()["Meta"]) == 64
+    assert len(problems(c)) == 100 - 60
+
+
+def test_digest_changes_with_registration() -> None:
+    """Two containers that differ only in a label yield services with different digests."""
+    a = only(container("plain", labels={"SERVICE_TAGS": "a"}, ports=published("80/tcp=127.0.0.1:1")))
+    b = only(container("plain", labels={"SERVICE_TAGS": "b"}, ports=published("80/tcp=127.0.0.1:1")))
+    assert a.digest != b.digest
+    assert a.to_consul()["Meta"]["registrar-digest"] == a.digest
