@@ -6,7 +6,7 @@
 # REGISTRAR_STATE (default /tmp/registrar-services) keeps the pid and log files.
 
 REGISTRAR_STATE="${REGISTRAR_STATE:-/tmp/registrar-services}"
-REGISTRAR_TEST_IMAGE="${REGISTRAR_TEST_IMAGE:-registrar-test/busybox:latest}"
+REGISTRAR_TEST_IMAGE="${REGISTRAR_TEST_IMAGE:-registrar-test/busybox:2}"
 export REGISTRAR_STATE REGISTRAR_TEST_IMAGE
 mkdir -p "$REGISTRAR_STATE"
 _started=()
@@ -34,7 +34,7 @@ services_start() {
     if ! curl -fsS http://127.0.0.1:8500/v1/status/leader 2>/dev/null | grep -q ':'; then
         echo "services: starting a consul dev agent (log: $REGISTRAR_STATE/consul.log)" >&2
         "$REGISTRAR_CONSUL" agent -dev -client 127.0.0.1 -bind 127.0.0.1 \
-            -hcl 'enable_local_script_checks = true' >"$REGISTRAR_STATE/consul.log" 2>&1 &
+            -hcl 'enable_script_checks = true' >"$REGISTRAR_STATE/consul.log" 2>&1 &
         echo $! >"$REGISTRAR_STATE/consul.pid"
         _started+=(consul)
         _wait_for 60 consul sh -c 'curl -fsS http://127.0.0.1:8500/v1/status/leader | grep -q :' || return 1
@@ -48,21 +48,14 @@ build_test_image() {
     local ctx
     ctx="$(mktemp -d)"
     cp /bin/busybox "$ctx/busybox"
-    mkdir -p "$ctx/www"
-    cat >"$ctx/www/index.cgi" <<'CGI'
-#!/bin/sh
-echo "Content-Type: text/plain"
-echo
-hostname
-CGI
-    chmod +x "$ctx/www/index.cgi"
     cat >"$ctx/Dockerfile" <<'DOCKERFILE'
 FROM scratch
 COPY busybox /bin/busybox
 RUN ["/bin/busybox", "--install", "-s", "/bin"]
-COPY www /www
+RUN ["/bin/mkdir", "-p", "/www", "/tmp"]
 EXPOSE 80
-CMD ["httpd", "-f", "-p", "80", "-h", "/www"]
+# The page answers with the container's host name, so a balancer test can tell instances apart.
+CMD ["sh", "-c", "hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
 DOCKERFILE
     DOCKER_BUILDKIT=0 docker build -q -t "$REGISTRAR_TEST_IMAGE" "$ctx" >/dev/null
     local rc=$?

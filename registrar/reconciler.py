@@ -147,6 +147,13 @@ class Reconciler:
             )
         state = container.get("State") or {}
         keep = self.settings.deregister == "on-success" and not is_running(container) and state.get("ExitCode", 0) != 0
+        if keep:
+            log.info(
+                "services_kept",
+                container=container_name(container),
+                exit_code=state.get("ExitCode"),
+                reason="exited non-zero under --deregister on-success",
+            )
         return Known(fingerprint or inspect_fingerprint(container), container_name(container), result.services, keep)
 
     def _learn_many(self, items: Iterable[tuple[str, str | None]]) -> None:

@@ -1,0 +1,87 @@
+"""Fixtures for the integration suite: real engine, real agent, and cleanup of all a test makes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+from tests.integration.harness import IMAGE, TEST_LABEL, Consul, Daemon, unique_host
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    """The engine tests/run.sh started; the suite fails (never skips) without it."""
+    try:
+        client = docker.from_env()
+        client.ping()
+        client.images.get(IMAGE)
+    except docker.errors.DockerException as e:
+        pytest.fail(f"integration tests need a Docker engine with image {IMAGE} (run tests/run.sh): {e}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def consul() -> Consul:
+    """The Consul dev agent tests/run.sh started; the suite fails (never skips) without it."""
+    agent = Consul()
+    if not agent.up():
+        pytest.fail(f"integration tests need a Consul agent at {agent.url} (run tests/run.sh)")
+    return agent
+
+
+@pytest.fixture
+def host(consul: Consul) -> Iterator[str]:
+    """A --hostname of this test alone; its registrations are removed afterwards."""
+    name = unique_host()
+    yield name
+    consul.clean(name)
+
+
+Container = Any
+
+
+@pytest.fixture
+def containers(docker_client: docker.DockerClient) -> Iterator[Callable[..., Container]]:
+    """Start test containers from the busybox image; every one is removed afterwards."""
+    made: list[Container] = []
+
+    def run(labels: dict[str, str] | None = None, ports: Any = None, **kwargs: Any) -> Container:
+        kwargs.setdefault("detach", True)
+        container = docker_client.containers.run(
+            kwargs.pop("image", IMAGE),
+            labels={TEST_LABEL: "1", **(labels or {})},
+            ports=ports if ports is not None else {"80/tcp": ("127.0.0.1", None)},
+            **kwargs,
+        )
+        made.append(container)
+        return container
+
+    yield run
+    for container in made:
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """Start ``registrar run`` subprocesses; each is stopped afterwards."""
+    started: list[Daemon] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> Daemon:
+        d = Daemon(list(args), tmp_path / f"registrar-{len(started)}.log", env)
+        started.append(d)
+        if ready:
+            d.wait_for_event("reconcile_done")
+        return d
+
+    yield start
+    for d in started:
+        d.stop()

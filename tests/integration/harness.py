@@ -1,0 +1,135 @@
+"""Helpers for tests against the real Docker engine and Consul agent that tests/run.sh starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+
+T = TypeVar("T")
+IMAGE = os.environ.get("REGISTRAR_TEST_IMAGE", "registrar-test/busybox:2")
+CONSUL = os.environ.get("REGISTRAR_TEST_CONSUL", "http://127.0.0.1:8500")
+TEST_LABEL = "registrar-test"
+DEADLINE = 20.0
+
+
+def wait_until(probe: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def unique_host(prefix: str = "t") -> str:
+    """A host identity of one test, so tests never see each other's registrations."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class Consul:
+    """Reads what a user would look at on the agent."""
+
+    def __init__(self, url: str = CONSUL) -> None:
+        self.url = url
+        self.session = requests.Session()
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        response = self.session.get(self.url + path, timeout=5, **kwargs)
+        response.raise_for_status()
+        return response
+
+    def up(self) -> bool:
+        try:
+            return ":" in self.get("/v1/status/leader").text
+        except requests.RequestException:
+            return False
+
+    def services(self, host: str) -> dict[str, Any]:
+        """The agent's services that the registrar with this --hostname owns."""
+        return {
+            k: v
+            for k, v in self.get("/v1/agent/services").json().items()
+            if (v.get("Meta") or {}).get("registrar-host") == host
+        }
+
+    def checks(self, service_id: str) -> list[dict[str, Any]]:
+        return [c for c in self.get("/v1/agent/checks").json().values() if c.get("ServiceID") == service_id]
+
+    def register(self, body: dict[str, Any]) -> None:
+        self.session.put(self.url + "/v1/agent/service/register", json=body, timeout=5).raise_for_status()
+
+    def deregister(self, service_id: str) -> None:
+        self.session.put(self.url + f"/v1/agent/service/deregister/{service_id}", timeout=5)
+
+    def clean(self, host: str) -> None:
+        for service_id in self.services(host):
+            self.deregister(service_id)
+
+
+def registrar_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "registrar", *args]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a one-shot registrar command; capture its output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        registrar_cmd(*args), capture_output=True, text=True, env=full_env, timeout=timeout, check=False
+    )
+
+
+class Daemon:
+    """``registrar run`` as a subprocess, with its JSON log lines readable."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.log_path = log_path
+        self.log_file = log_path.open("w")
+        self.proc = subprocess.Popen(
+            registrar_cmd("run", "--log-format", "json", *args),
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"event": "raw", "line": line})
+        return out
+
+    def count(self, event: str) -> int:
+        return sum(1 for e in self.events() if e.get("event") == event)
+
+    def wait_for_event(self, event: str, count: int = 1, timeout: float = DEADLINE) -> None:
+        wait_until(lambda: self.count(event) >= count or self.proc.poll() is not None, f"log event {event}", timeout)
+        assert self.proc.poll() is None, f"registrar exited {self.proc.returncode}:\n{self.log_path.read_text()}"
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+        return self.proc.returncode

@@ -1,0 +1,83 @@
+"""registrar sync / plan / --version against the real engine and agent."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from tests.integration.harness import Consul, run_cli
+
+
+def host_port(container: Any, key: str = "80/tcp") -> int:
+    container.reload()
+    return int(container.ports[key][0]["HostPort"])
+
+
+def test_sync_registers_and_exits_zero(host: str, consul: Consul, containers: Callable[..., Any]) -> None:
+    """sync registers a labelled container as registrator would and exits 0."""
+    c = containers(labels={"SERVICE_NAME": "web", "SERVICE_TAGS": "a,b"})
+    result = run_cli("sync", "--hostname", host)
+    assert result.returncode == 0, result.stderr
+    service = consul.services(host)[f"{host}:{c.name}:80"]
+    assert (service["Service"], service["Address"], service["Port"]) == ("web", "127.0.0.1", host_port(c))
+    assert service["Tags"] == ["a", "b"]
+    assert service["Meta"]["external-source"] == "registrar"
+
+
+def test_plan_prints_and_changes_nothing(host: str, consul: Consul, containers: Callable[..., Any]) -> None:
+    """plan prints one line per service ID it would register, registers nothing, and --json is parseable."""
+    c = containers(labels={"SERVICE_NAME": "planned"})
+    result = run_cli("plan", "--hostname", host)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if f"{host}:{c.name}:80" in line]
+    assert lines and lines[0].startswith("register")
+    assert consul.services(host) == {}
+    rows = json.loads(run_cli("plan", "--json", "--hostname", host).stdout)
+    mine = [r for r in rows if r["id"] == f"{host}:{c.name}:80"]
+    assert mine[0]["action"] == "register" and mine[0]["service"]["Name"] == "planned"
+
+
+def test_plan_after_sync_is_in_sync(host: str, containers: Callable[..., Any]) -> None:
+    """After sync, plan has nothing to change for this host."""
+    containers(labels={"SERVICE_NAME": "steady"})
+    assert run_cli("sync", "--hostname", host).returncode == 0
+    assert run_cli("plan", "--hostname", host).stdout.strip() == "in sync: nothing to change"
+
+
+def test_stale_registration_removed_and_others_kept(host: str, consul: Consul) -> None:
+    """sync removes this host's registrations whose container is gone, and leaves hand-made ones."""
+    stale = {"external-source": "registrar", "registrar-host": host, "registrar-container": "0123456789ab"}
+    consul.register({"ID": f"{host}:gone:80", "Name": "gone", "Port": 1, "Meta": stale})
+    consul.register({"ID": f"{host}-handmade", "Name": "handmade", "Port": 2})
+    try:
+        plan = run_cli("plan", "--hostname", host).stdout
+        assert f"deregister  {host}:gone:80" in plan
+        assert run_cli("sync", "--hostname", host).returncode == 0
+        ids = set(consul.get("/v1/agent/services").json())
+        assert f"{host}:gone:80" not in ids
+        assert f"{host}-handmade" in ids
+    finally:
+        consul.deregister(f"{host}-handmade")
+
+
+def test_sync_fails_when_consul_unreachable(host: str) -> None:
+    """sync against an agent that does not answer exits non-zero with one line naming it."""
+    result = run_cli("sync", "--hostname", host, "--retry-attempts", "0", "consul://127.0.0.1:1")
+    assert result.returncode == 5
+    assert result.stderr.strip().startswith("registrar: gave up after 1 attempt(s)")
+    assert "127.0.0.1:1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sync_fails_when_docker_unreachable(host: str, tmp_path: Any) -> None:
+    """An unreadable Docker socket is one line and a non-zero exit."""
+    result = run_cli("sync", "--hostname", host, "--docker-host", f"unix://{tmp_path}/none.sock")
+    assert result.returncode == 4
+    assert "cannot reach the Docker engine" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_version() -> None:
+    """registrar --version prints the version."""
+    result = run_cli("--version")
+    assert result.returncode == 0 and "registrar, version" in result.stdout

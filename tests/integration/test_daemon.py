@@ -1,0 +1,83 @@
+"""registrar run against the real engine and agent: events, exits, resync, signals."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import Consul, wait_until
+
+Run = Callable[..., Any]
+
+
+def test_start_and_stop_follow_events(host: str, consul: Consul, containers: Run, daemon: Any) -> None:
+    """A container started after registrar is registered; stopping it deregisters it."""
+    daemon("--hostname", host)
+    c = containers(labels={"SERVICE_NAME": "live"})
+    service_id = f"{host}:{c.name}:80"
+    wait_until(lambda: service_id in consul.services(host), "registration after start")
+    c.stop(timeout=1)
+    wait_until(lambda: service_id not in consul.services(host), "deregistration after stop")
+
+
+def test_startup_registers_running_containers_and_removes_stale(
+    host: str, consul: Consul, containers: Run, daemon: Any
+) -> None:
+    """At start the daemon registers what already runs and removes this host's stale entries."""
+    c = containers()
+    stale = {"external-source": "registrar", "registrar-host": host, "registrar-container": "0123456789ab"}
+    consul.register({"ID": f"{host}:gone:80", "Name": "gone", "Port": 1, "Meta": stale})
+    daemon("--hostname", host)
+    assert set(consul.services(host)) == {f"{host}:{c.name}:80"}
+
+
+def test_removed_container_deregistered(host: str, consul: Consul, containers: Run, daemon: Any) -> None:
+    """docker rm -f of a running container deregisters its services."""
+    c = containers()
+    daemon("--hostname", host)
+    c.remove(force=True)
+    wait_until(lambda: consul.services(host) == {}, "deregistration after rm -f")
+
+
+@pytest.mark.parametrize(("code", "kept"), [(3, True), (0, False)])
+def test_deregister_on_success(host: str, consul: Consul, containers: Run, daemon: Any, code: int, kept: bool) -> None:
+    """--deregister on-success keeps a container that exited non-zero and removes one that exited 0."""
+    d = daemon("--hostname", host, "--deregister", "on-success")
+    script = f"httpd -p 80 -h /www; until [ -f /tmp/go ]; do sleep 0.05; done; exit {code}"
+    c = containers(command=["sh", "-c", script])
+    service_id = f"{host}:{c.name}:80"
+    wait_until(lambda: service_id in consul.services(host), "registration")
+    c.exec_run(["touch", "/tmp/go"])
+    if kept:
+        wait_until(lambda: d.count("services_kept"), "the exit to be handled")
+        assert service_id in consul.services(host)
+    else:
+        wait_until(lambda: service_id not in consul.services(host), "deregistration after exit 0")
+
+
+def test_resync_writes_nothing(host: str, consul: Consul, containers: Run, daemon: Any) -> None:
+    """A resync that finds nothing changed leaves the catalog index unchanged."""
+    containers()
+    d = daemon("--hostname", host, "--resync", "1")
+    index = consul.get("/v1/catalog/services").headers["X-Consul-Index"]
+    d.wait_for_event("reconcile_done", count=3)
+    assert consul.get("/v1/catalog/services").headers["X-Consul-Index"] == index
+    assert d.count("service_registered") == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_exits_zero_and_keeps_registrations(
+    host: str, consul: Consul, containers: Run, daemon: Any, sig: int
+) -> None:
+    """SIGTERM or SIGINT: exit 0 within a few seconds; running containers stay registered."""
+    c = containers()
+    d = daemon("--hostname", host)
+    started = time.monotonic()
+    d.signal(sig)
+    assert d.proc.wait(5) == 0
+    assert time.monotonic() - started < 5
+    assert f"{host}:{c.name}:80" in consul.services(host)
