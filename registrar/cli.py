@@ -256,8 +256,11 @@ def sync(**params: Any) -> None:
         _fail(ExitCode.CONSUL, str(e))
     finally:
         reconciler.close()
-    click.echo(f"registered {outcome.registered}, deregistered {outcome.deregistered}, failed {outcome.failed}")
-    sys.exit(ExitCode.NOT_IN_SYNC if outcome.failed else ExitCode.OK)
+    click.echo(
+        f"registered {outcome.registered}, deregistered {outcome.deregistered}, "
+        f"failed {outcome.failed}, rejected by Consul {outcome.rejected}"
+    )
+    sys.exit(ExitCode.NOT_IN_SYNC if outcome.failed or outcome.rejected else ExitCode.OK)
 
 
 @cli.command(name="plan")

@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 import consul
 import consul.callback
 import requests
+from consul.exceptions import ACLPermissionDenied, BadRequest, ConsulException
 from docker.transport import UnixHTTPAdapter
 
-from registrar.errors import ConsulError
+from registrar.errors import ConsulError, ConsulRejected
 from registrar.model import Service
 from registrar.settings import ConsulTarget
 
@@ -50,9 +51,11 @@ class ConsulSink:
         self.requests += 1
         try:
             return fn()
-        except consul.ACLPermissionDenied as e:
+        except BadRequest as e:
+            raise ConsulRejected(f"{what}: Consul refused it ({_first_line(e)})") from None
+        except ACLPermissionDenied as e:
             raise ConsulError(f"{what}: permission denied by Consul's ACLs ({_first_line(e)})") from None
-        except (consul.ConsulException, requests.RequestException, OSError) as e:
+        except (ConsulException, requests.RequestException, OSError) as e:
             raise ConsulError(f"{what} at {self.target.describe()}: {_first_line(e)}") from None
 
     def services(self) -> dict[str, Any]:

@@ -15,3 +15,7 @@ class DockerError(RegistrarError):
 
 class ConsulError(RegistrarError):
     """The Consul agent could not be reached or refused a request."""
+
+
+class ConsulRejected(ConsulError):
+    """The agent refused a registration as invalid (HTTP 400): retrying the same body cannot help."""

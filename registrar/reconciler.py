@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from registrar.errors import ConsulError
+from registrar.errors import ConsulError, ConsulRejected
 from registrar.model import Action, Owned, Problem, Register, Service
 from registrar.reconcile import desired_state, kept_ids, owned_services, plan
 from registrar.services import container_name, is_running, services_from_container
@@ -62,6 +62,9 @@ class Outcome:
     registered: int = 0
     deregistered: int = 0
     failed: int = 0
+    """Writes that failed and should be retried (Consul unreachable, 5xx, ACL)."""
+    rejected: int = 0
+    """Registrations Consul refused as invalid; not retried until they change."""
 
 
 _EXITED = re.compile(r"Exited \((-?\d+)\)")
@@ -130,6 +133,8 @@ class Reconciler:
         """This host's registrations on the agent as last read and since written; None = unknown."""
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registrar-io")
         self._problems: set[Problem] = set()
+        self.rejected: dict[str, str] = {}
+        """Service ID -> digest of a registration the agent refused as invalid."""
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -211,7 +216,11 @@ class Reconciler:
         """The actions that would bring the agent in line (reads the agent if needed)."""
         actual = self.actual if self.actual is not None else self.read_actual()
         keep = kept_ids(actual, {cid for cid, k in self.known.items() if k.keep})
-        return plan(self.desired(), actual, keep)
+        return [
+            a
+            for a in plan(self.desired(), actual, keep)
+            if not (isinstance(a, Register) and self.rejected.get(a.service_id) == a.service.digest)
+        ]
 
     def _apply_one(self, action: Action) -> Action:
         if isinstance(action, Register):
@@ -223,11 +232,22 @@ class Reconciler:
     def apply(self, actions: list[Action], stop: Any = None) -> Outcome:
         """Apply actions concurrently; record each success in ``actual``. Raises nothing."""
         actual = self.actual if self.actual is not None else {}
-        registered = deregistered = failed = 0
-        futures = [self.pool.submit(self._apply_one, a) for a in actions if not (stop and stop.is_set())]
-        for future in futures:
+        registered = deregistered = failed = rejected = 0
+        futures = [(a, self.pool.submit(self._apply_one, a)) for a in actions if not (stop and stop.is_set())]
+        for attempted, future in futures:
             try:
                 action = future.result()
+            except ConsulRejected as e:
+                rejected += 1
+                if isinstance(attempted, Register):
+                    self.rejected[attempted.service_id] = attempted.service.digest
+                    log.error(
+                        "service_rejected",
+                        service_id=attempted.service_id,
+                        container=attempted.service.container_name,
+                        error=str(e),
+                    )
+                continue
             except ConsulError as e:
                 failed += 1
                 log.error("consul_write_failed", error=str(e))
@@ -250,7 +270,7 @@ class Reconciler:
                 log.info("service_deregistered", service_id=action.service_id, reason=action.reason)
         if failed:
             self.actual = None  # Unknown after a failure: read it again before the next plan.
-        return Outcome(registered, deregistered, failed)
+        return Outcome(registered, deregistered, failed, rejected)
 
     def converge(self, read: bool = False, stop: Any = None) -> Outcome:
         """Plan against the agent (read afresh when ``read``) and apply; raises ConsulError."""

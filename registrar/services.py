@@ -245,8 +245,9 @@ class _Builder:
                 continue
             if not META_KEY.match(key) or key.startswith("consul-") or key in OWNERSHIP_KEYS:
                 self.warn(value, f"Meta key {key!r} is not accepted by Consul (letters, digits, _ and - only)")
-            elif len(value.value) > MAX_META_VALUE:
-                self.warn(value, f"Meta value is {len(value.value)} characters; Consul takes {MAX_META_VALUE} at most")
+            elif len(value.value.encode()) > MAX_META_VALUE:
+                size = len(value.value.encode())
+                self.warn(value, f"Meta value is {size} bytes long; Consul takes {MAX_META_VALUE} at most")
             elif len(out) >= room:
                 self.warn(value, f"more than {room} Meta keys; Consul takes {MAX_META_KEYS} in all")
             else:

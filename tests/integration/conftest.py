@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import docker
 import docker.errors
 import pytest
 
-from tests.integration.harness import IMAGE, TEST_LABEL, Consul, Daemon, unique_host
+from tests.integration.harness import IMAGE, TEST_LABEL, Consul, ConsulAgent, Daemon, DockerEngine, unique_host
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +56,8 @@ def containers(docker_client: docker.DockerClient) -> Iterator[Callable[..., Con
 
     def run(labels: dict[str, str] | None = None, ports: Any = None, **kwargs: Any) -> Container:
         kwargs.setdefault("detach", True)
+        # busybox httpd as PID 1 ignores SIGTERM: stop at once instead of after 10 s.
+        kwargs.setdefault("stop_signal", "SIGKILL")
         container = docker_client.containers.run(
             kwargs.pop("image", IMAGE),
             labels={TEST_LABEL: "1", **(labels or {})},
@@ -85,3 +88,24 @@ def daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     yield start
     for d in started:
         d.stop()
+
+
+@pytest.fixture
+def own_consul(tmp_path: Path) -> Iterator[ConsulAgent]:
+    """A Consul dev agent of this test alone (not started yet); stopped afterwards."""
+    agent = ConsulAgent(tmp_path)
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture
+def docker_engine(docker_client: docker.DockerClient) -> DockerEngine:
+    """The dockerd tests/run.sh started. Restarting someone else's engine is refused: skipped on a
+    developer's machine whose engine the suite did not start, a failure in CI."""
+    engine = DockerEngine()
+    if not engine.available():
+        message = f"no {engine.pid_file}: the engine was not started by tests/run.sh"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return engine

@@ -133,3 +133,79 @@ class Daemon:
                 self.proc.wait()
         self.log_file.close()
         return self.proc.returncode
+
+
+def consul_binary() -> str:
+    """The consul binary tests/run.sh chose (REGISTRAR_CONSUL), else the one on PATH."""
+    import shutil
+
+    found = os.environ.get("REGISTRAR_CONSUL") or shutil.which("consul")
+    if not found:
+        raise AssertionError("no consul binary: run the suite through tests/run.sh")
+    return found
+
+
+class ConsulAgent:
+    """A Consul dev agent owned by one test, on its own loopback ports, that it may stop and restart."""
+
+    HTTP_PORT = 18500
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.url = f"http://127.0.0.1:{self.HTTP_PORT}"
+        self.uri = f"consul://127.0.0.1:{self.HTTP_PORT}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = Consul(self.url)
+
+    def start(self) -> None:
+        ports = "ports { http = 18500, dns = 18600, serf_lan = 18301, serf_wan = 18302, server = 18300, grpc = -1 }"
+        log = (self.workdir / "consul-agent.log").open("ab")
+        self.proc = subprocess.Popen(
+            [consul_binary(), "agent", "-dev", "-client", "127.0.0.1", "-bind", "127.0.0.1", "-hcl", ports],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(self.client.up, "the test's Consul agent to elect itself", timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        wait_until(lambda: not self.client.up(), "the test's Consul agent to stop")
+
+
+class DockerEngine:
+    """The dockerd that tests/run.sh started (its pid file in REGISTRAR_STATE), restartable by a test."""
+
+    def __init__(self) -> None:
+        self.state = Path(os.environ.get("REGISTRAR_STATE", "/tmp/registrar-services"))
+        self.pid_file = self.state / "dockerd.pid"
+
+    def available(self) -> bool:
+        return self.pid_file.exists()
+
+    def restart(self, ping: Callable[[], bool]) -> None:
+        pid = int(self.pid_file.read_text())
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not _alive(pid), "dockerd to stop", timeout=90)
+        log = (self.state / "dockerd.log").open("ab")
+        proc = subprocess.Popen(["dockerd", "--ip", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT)
+        self.pid_file.write_text(str(proc.pid))
+        wait_until(ping, "dockerd to answer again", timeout=90)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours counts as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from registrar.errors import ConsulError
+from registrar.errors import ConsulError, ConsulRejected
 from registrar.model import Service
 
 
@@ -50,6 +50,8 @@ class MemoryConsul:
         self.registered: dict[str, dict[str, Any]] = {}
         self.writes = 0
         self.down = False
+        self.refuse: set[str] = set()
+        self.attempts: dict[str, int] = {}
         self.changed = threading.Condition()
 
     def _check(self) -> None:
@@ -62,6 +64,9 @@ class MemoryConsul:
 
     def register(self, service: Service) -> None:
         self._check()
+        self.attempts[service.id] = self.attempts.get(service.id, 0) + 1
+        if service.id in self.refuse:
+            raise ConsulRejected(f"registering {service.id}: Consul refused it (400)")
         with self.changed:
             self.writes += 1
             self.registered[service.id] = service.to_consul()

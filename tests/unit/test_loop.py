@@ -148,3 +148,16 @@ def test_fingerprints_agree() -> None:
         },
     }
     assert summary_fingerprint(summary) == inspect_fingerprint(web)
+
+
+def test_refused_registration_blocks_nothing_and_is_not_retried() -> None:
+    """A registration Consul refuses is reported once; others go through; it is not re-sent unchanged."""
+    docker, consul = MemoryDocker(payload("web"), payload("multi")), MemoryConsul()
+    consul.refuse = {"vm:rec-web:80"}
+    reconciler = Reconciler(docker, consul, S)
+    reconciler.refresh_all()
+    outcome = reconciler.converge(read=True)
+    assert (outcome.registered, outcome.rejected, outcome.failed) == (3, 1, 0)
+    assert sorted(consul.registered) == ["vm:rec-multi:443", "vm:rec-multi:53:udp", "vm:rec-multi:80"]
+    assert reconciler.converge(read=True) == type(outcome)()
+    assert consul.attempts["vm:rec-web:80"] == 1

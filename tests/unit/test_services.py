@@ -226,6 +226,7 @@ def test_meta_keeps_other_keys_and_marks_ownership() -> None:
     [
         ({"SERVICE_BAD.KEY": "v"}, "label SERVICE_BAD.KEY"),
         ({"SERVICE_BIG": "x" * 513}, "label SERVICE_BIG"),
+        ({"SERVICE_WIDE": "é" * 257}, "label SERVICE_WIDE"),
         ({"SERVICE_CONSUL-X": "v"}, "label SERVICE_CONSUL-X"),
         ({"SERVICE_REGISTRAR-HOST": "evil"}, "label SERVICE_REGISTRAR-HOST"),
     ],
