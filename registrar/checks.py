@@ -20,6 +20,13 @@ _HTTP_METHOD = re.compile(r"^[A-Z]{1,16}$")
 _STATUSES = ("passing", "warning", "critical")
 _FALSE = ("false", "0", "no", "off")
 DEFAULT_INTERVAL = "10s"
+KNOWN_KEYS = frozenset(
+    "check_" + k
+    for k in (
+        "http", "https", "http_method", "tcp", "grpc", "grpc_use_tls", "tls_skip_verify", "script", "ttl",
+        "interval", "timeout", "initial_status", "deregister_after",
+    )
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -133,7 +140,11 @@ def _substitute(word: str, subst: Mapping[str, str]) -> str:
 def build_checks(meta: Mapping[str, Value], ctx: CheckContext) -> tuple[tuple[Check, ...], list[Problem]]:
     """The checks of one service and the problems met while building them."""
     checks: list[Check] = []
-    problems: list[Problem] = []
+    problems = [
+        Problem(ctx.container, v.source, "unknown check option; ignored")
+        for k, v in sorted(meta.items())
+        if k.startswith("check_") and k not in KNOWN_KEYS
+    ]
     try:
         check = _label_check(meta, ctx)
         if check is not None:

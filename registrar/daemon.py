@@ -46,8 +46,19 @@ class Backoff:
 class Daemon:
     """Runs until stop() is called; every step is safe to interrupt."""
 
-    def __init__(self, source: ContainerSource, sink: ServiceSink, settings: Settings) -> None:
+    def __init__(
+        self,
+        source: ContainerSource,
+        sink: ServiceSink,
+        settings: Settings,
+        consul_probe: float = CONSUL_PROBE_SECONDS,
+        idle_ping: float = DOCKER_IDLE_PING_SECONDS,
+    ) -> None:
         self.source = source
+        self.consul_probe = consul_probe
+        """Seconds between reads of the agent's services (restores what an agent restart lost)."""
+        self.idle_ping = idle_ping
+        """Seconds of a quiet event stream after which the engine is pinged."""
         self.settings = settings
         self.reconciler = Reconciler(source, sink, settings)
         self.stopping = threading.Event()
@@ -97,7 +108,7 @@ class Daemon:
         now = time.monotonic()
         full_due: float | None = now
         retry = Backoff(0.2, 10.0)
-        next_probe = now + CONSUL_PROBE_SECONDS
+        next_probe = now + self.consul_probe
         next_resync = now + self.settings.resync if self.settings.resync > 0 else None
         next_ttl = now + self.settings.ttl_refresh_seconds if self.settings.ttl > 0 else None
         try:
@@ -122,7 +133,7 @@ class Daemon:
                     elif now >= next_probe:
                         self._converge(read=True)
                     if now >= next_probe:
-                        next_probe = now + CONSUL_PROBE_SECONDS
+                        next_probe = now + self.consul_probe
                         self._ping_docker_if_idle()
                     retry.reset()
                 except (ConsulError, DockerError) as e:
@@ -181,7 +192,7 @@ class Daemon:
 
     def _ping_docker_if_idle(self) -> None:
         """A stream can hang without ending: when it has been quiet, make sure the engine answers."""
-        if time.monotonic() - self._last_event < DOCKER_IDLE_PING_SECONDS:
+        if time.monotonic() - self._last_event < self.idle_ping:
             return
         try:
             self.source.ping()

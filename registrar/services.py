@@ -136,7 +136,12 @@ class _Builder:
             service = self.service(port, metadata.for_port(port.port), group)
             if service is not None:
                 services.append(service)
-        return Yield(tuple(services), tuple(self.problems))
+        numbers = sorted({p.port for p in ports}, key=int)
+        for port_key, values in sorted(metadata.per_port.items()):
+            if port_key not in numbers:
+                for value in values.values():
+                    self.warn(value, f"port {port_key} is not a service port of this container ({numbers or 'none'})")
+        return Yield(tuple(services), tuple(dict.fromkeys(self.problems)))
 
     def service(self, port: Port, meta: dict[str, Value], group: bool) -> Service | None:
         if "ignore" in meta:

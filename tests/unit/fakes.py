@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from registrar.errors import ConsulError, ConsulRejected
+from registrar.errors import ConsulError, ConsulRejected, DockerError
 from registrar.model import Service
 
 
@@ -17,6 +17,8 @@ class MemoryDocker:
     def __init__(self, *containers: dict[str, Any]) -> None:
         self.containers = {c["Id"]: c for c in containers}
         self.inspects = 0
+        self.subscriptions = 0
+        self.answers_ping = True
         self._events: queue.Queue[tuple[str, str] | None] = queue.Queue()
 
     def list_containers(self) -> list[dict[str, Any]]:
@@ -30,6 +32,7 @@ class MemoryDocker:
         return self.containers.get(container_id)
 
     def events(self) -> Iterator[tuple[str, str]]:
+        self.subscriptions += 1
         while (item := self._events.get()) is not None:
             yield item
 
@@ -37,7 +40,9 @@ class MemoryDocker:
         self._events.put(None)
 
     def ping(self) -> None:
-        pass
+        if not self.answers_ping:
+            self.answers_ping = True  # answers again after one failure
+            raise DockerError("ping timed out")
 
     def emit(self, action: str, container_id: str) -> None:
         self._events.put((action, container_id))

@@ -29,8 +29,8 @@ def stopped(c: dict[str, Any], code: int) -> dict[str, Any]:
 def running_daemon() -> Iterator[Any]:
     started: list[tuple[Daemon, threading.Thread]] = []
 
-    def start(docker: MemoryDocker, consul: MemoryConsul, settings: Settings = S) -> Daemon:
-        daemon = Daemon(docker, consul, settings)
+    def start(docker: MemoryDocker, consul: MemoryConsul, settings: Settings = S, **timing: float) -> Daemon:
+        daemon = Daemon(docker, consul, settings, **timing)
         thread = threading.Thread(target=daemon.run, daemon=True)
         thread.start()
         started.append((daemon, thread))
@@ -161,3 +161,15 @@ def test_refused_registration_blocks_nothing_and_is_not_retried() -> None:
     assert sorted(consul.registered) == ["vm:rec-multi:443", "vm:rec-multi:53:udp", "vm:rec-multi:80"]
     assert reconciler.converge(read=True) == type(outcome)()
     assert consul.attempts["vm:rec-web:80"] == 1
+
+
+def test_hung_stream_is_replaced_and_relisted(running_daemon: Any) -> None:
+    """A silent stream whose engine fails a ping is closed, resubscribed, and everything re-listed."""
+    docker, consul = MemoryDocker(), MemoryConsul()
+    daemon = running_daemon(docker, consul, consul_probe=0.05, idle_ping=0.1)
+    assert daemon.ready.wait(5)
+    web = payload("web")
+    docker.containers[web["Id"]] = web  # started, but the hung stream never says so
+    docker.answers_ping = False
+    consul.wait_for(lambda r: "vm:rec-web:80" in r)
+    assert docker.subscriptions >= 2

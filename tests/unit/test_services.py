@@ -253,3 +253,17 @@ def test_digest_changes_with_registration() -> None:
     b = only(container("plain", labels={"SERVICE_TAGS": "b"}, ports=published("80/tcp=127.0.0.1:1")))
     assert a.digest != b.digest
     assert a.to_consul()["Meta"]["registrar-digest"] == a.digest
+
+
+def test_key_for_a_port_the_container_lacks() -> None:
+    """SERVICE_<port>_KEY for a port that is not published is one problem naming the key."""
+    c = container("plain", labels={"SERVICE_8080_NAME": "x"}, ports=published("80/tcp=127.0.0.1:1"))
+    assert problems(c) == [("rec-plain", "label SERVICE_8080_NAME")]
+    assert only(c).name == "busybox"
+
+
+def test_unknown_check_option_reported_once() -> None:
+    """A misspelt CHECK_ key is one problem even on a multi-port container; the services are made."""
+    c = container("plain", labels={"SERVICE_CHECK_HTTPP": "/"}, ports=published("80/tcp=0.0.0.0:1", "81/tcp=0.0.0.0:2"))
+    assert problems(c) == [("rec-plain", "label SERVICE_CHECK_HTTPP")]
+    assert len(services_from_container(c, S).services) == 2
