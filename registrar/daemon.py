@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from registrar.errors import ConsulError, DockerError
+from registrar.model import DockerEvent
 from registrar.reconciler import ContainerSource, Reconciler, ServiceSink
 from registrar.settings import Settings
 
@@ -62,7 +63,7 @@ class Daemon:
         self.settings = settings
         self.reconciler = Reconciler(source, sink, settings)
         self.stopping = threading.Event()
-        self.queue: queue.Queue[str] = queue.Queue()
+        self.queue: queue.Queue[DockerEvent | str] = queue.Queue()
         self.ready = threading.Event()
         """Set once the first full reconcile has succeeded."""
         self.docker_up = True
@@ -89,9 +90,10 @@ class Daemon:
                 first = False
                 self.docker_up = True
                 backoff.reset()
-                for _action, container_id in stream:
+                for event in stream:
                     self._last_event = time.monotonic()
-                    self.queue.put(container_id)
+                    self.queue.put(event)
+                    log.debug("docker_event", action=event.action, container=event.name)
                 if not self.stopping.is_set():
                     log.warning("docker_stream_ended")
             except DockerError as e:
@@ -149,31 +151,35 @@ class Daemon:
             self.reconciler.close()
             log.info("registrar_stopped")
 
-    def _drain(self, timeout: float) -> tuple[list[str], bool]:
-        """Wait up to ``timeout`` for work, then take everything queued (coalesced)."""
-        items: list[str] = []
+    def _drain(self, timeout: float) -> tuple[list[DockerEvent], bool]:
+        """Wait up to ``timeout`` for work, then take everything queued, in order."""
+        items: list[DockerEvent | str] = []
         try:
             items.append(self.queue.get(timeout=timeout))
             while True:
                 items.append(self.queue.get_nowait())
         except queue.Empty:
             pass
-        resync = RESYNC in items
-        return list(dict.fromkeys(i for i in items if i != RESYNC)), resync
+        return [i for i in items if isinstance(i, DockerEvent)], RESYNC in items
 
     def _full(self) -> None:
+        started = time.perf_counter()
+        calls = dict(self.reconciler.calls)
         try:
             self.reconciler.refresh_all()
             self.docker_up = True
         except DockerError:
             self.docker_up = False
             raise
-        outcome = self._converge(read=True)
-        if outcome:
-            self.ready.set()
-            log.info(
-                "reconcile_done", services=len(self.reconciler.actual or {}), containers=len(self.reconciler.known)
-            )
+        self._converge(read=True)
+        self.ready.set()
+        log.info(
+            "reconcile_done",
+            services=len(self.reconciler.actual or {}),
+            containers=len(self.reconciler.known),
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            **{k: v - calls[k] for k, v in self.reconciler.calls.items()},
+        )
 
     def _converge(self, read: bool) -> bool:
         try:

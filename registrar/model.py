@@ -30,6 +30,16 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class DockerEvent:
+    """A container event from Docker: only a reason to look, plus what ``die`` already tells."""
+
+    action: str
+    container_id: str
+    name: str = ""
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
 class Check:
     """A Consul health check attached to a service registration."""
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
 
 from registrar.errors import ConsulError, ConsulRejected
-from registrar.model import Action, Owned, Problem, Register, Service
+from registrar.model import Action, DockerEvent, Owned, Problem, Register, Service
 from registrar.reconcile import desired_state, kept_ids, owned_services, plan
 from registrar.services import container_name, is_running, services_from_container
 from registrar.settings import Settings
@@ -30,7 +30,7 @@ class ContainerSource(Protocol):
 
     def list_containers(self) -> list[dict[str, Any]]: ...
     def inspect(self, container_id: str) -> dict[str, Any] | None: ...
-    def events(self) -> Iterator[tuple[str, str]]: ...
+    def events(self) -> Iterator[DockerEvent]: ...
     def close_events(self) -> None: ...
     def ping(self) -> None: ...
 
@@ -129,10 +129,13 @@ class Reconciler:
         self.sink = sink
         self.settings = settings
         self.known: dict[str, Known] = {}
+        self._desired: dict[str, Service] | None = None
         self.actual: dict[str, Owned] | None = None
         """This host's registrations on the agent as last read and since written; None = unknown."""
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registrar-io")
         self._problems: set[Problem] = set()
+        self.calls = {"docker_list": 0, "docker_inspect": 0, "consul_read": 0, "consul_write": 0}
+        """Requests made to each system, by kind (for logs and benchmarks)."""
         self.rejected: dict[str, str] = {}
         """Service ID -> digest of a registration the agent refused as invalid."""
 
@@ -142,9 +145,11 @@ class Reconciler:
     # Docker side -----------------------------------------------------------------------------
 
     def _learn(self, container_id: str, fingerprint: str | None) -> Known | None:
+        self.calls["docker_inspect"] += 1
         container = self.source.inspect(container_id)
         if container is None:
             return None
+        log.debug("container_inspected", container=container_name(container))
         result = services_from_container(container, self.settings)
         for problem in result.problems:
             log.warning(
@@ -161,18 +166,26 @@ class Reconciler:
             )
         return Known(fingerprint or inspect_fingerprint(container), container_name(container), result.services, keep)
 
+    def _remember(self, container_id: str, known: Known | None) -> None:
+        """Record what was learned of a container (None: it is gone)."""
+        if known is None:
+            self.known.pop(container_id, None)
+        else:
+            self.known[container_id] = known
+        self._desired = None
+
     def _learn_many(self, items: Iterable[tuple[str, str | None]]) -> None:
         items = list(items)
+        if len(items) == 1:  # the common case after one event: no hop through the pool
+            self._remember(items[0][0], self._learn(*items[0]))
+            return
         futures = [(cid, self.pool.submit(self._learn, cid, fp)) for cid, fp in items]
         for cid, future in futures:
-            known = future.result()
-            if known is None:
-                self.known.pop(cid, None)
-            else:
-                self.known[cid] = known
+            self._remember(cid, future.result())
 
     def refresh_all(self) -> None:
         """Re-list every container; inspect only those whose state changed since the last look."""
+        self.calls["docker_list"] += 1
         summaries = self.source.list_containers()
         seen = set()
         changed: list[tuple[str, str | None]] = []
@@ -185,20 +198,44 @@ class Reconciler:
                 continue
             if summary.get("State") != "running" and self.settings.deregister == "always":
                 # A stopped container yields nothing; no need to inspect it.
-                self.known[cid] = Known(fingerprint, "", (), False)
+                self._remember(cid, Known(fingerprint, "", (), False))
                 continue
             changed.append((cid, fingerprint))
         for cid in [c for c in self.known if c not in seen]:
-            del self.known[cid]
+            self._remember(cid, None)
         self._learn_many(changed)
 
-    def refresh(self, container_ids: Iterable[str]) -> None:
-        """Re-inspect these containers (after events about them)."""
-        self._learn_many((cid, None) for cid in container_ids)
+    def refresh(self, events: Iterable[DockerEvent]) -> None:
+        """Update what is known of the containers these events are about (the last event of each).
+
+        ``die`` says the container stopped and how, and ``destroy`` that it is gone: both are taken
+        as they are, because an inspect right after ``die`` waits while Docker tears the container's
+        network down. Anything else is a reason to inspect the container afresh.
+        """
+        to_inspect: list[tuple[str, str | None]] = []
+        for event in {e.container_id: e for e in events}.values():
+            if event.action == "destroy":
+                self._remember(event.container_id, None)
+            elif event.action == "die":
+                self._remember(event.container_id, self._stopped(event))
+            else:
+                to_inspect.append((event.container_id, None))
+        self._learn_many(to_inspect)
+
+    def _stopped(self, event: DockerEvent) -> Known:
+        keep = self.settings.deregister == "on-success" and event.exit_code not in (0, None)
+        if keep:
+            log.info("services_kept", container=event.name, exit_code=event.exit_code,
+                     reason="exited non-zero under --deregister on-success")  # fmt: skip
+        previous = self.known.get(event.container_id)
+        return Known("", event.name or (previous.name if previous else ""), (), keep)
 
     # Consul side -----------------------------------------------------------------------------
 
     def desired(self) -> dict[str, Service]:
+        """All services the known containers yield, by ID (recomputed only after a change)."""
+        if self._desired is not None:
+            return self._desired
         ordered = sorted(self.known.values(), key=lambda k: k.name)
         desired, problems = desired_state(k.services for k in ordered)
         for problem in set(problems) - self._problems:
@@ -206,9 +243,11 @@ class Reconciler:
                 "container_label_problem", container=problem.container, key=problem.key, problem=problem.message
             )
         self._problems = set(problems)
+        self._desired = desired
         return desired
 
     def read_actual(self) -> dict[str, Owned]:
+        self.calls["consul_read"] += 1
         self.actual = owned_services(self.sink.services(), self.settings.hostname)
         return self.actual
 
@@ -223,6 +262,7 @@ class Reconciler:
         ]
 
     def _apply_one(self, action: Action) -> Action:
+        self.calls["consul_write"] += 1
         if isinstance(action, Register):
             self.sink.register(action.service)
         else:
@@ -233,7 +273,7 @@ class Reconciler:
         """Apply actions concurrently; record each success in ``actual``. Raises nothing."""
         actual = self.actual if self.actual is not None else {}
         registered = deregistered = failed = rejected = 0
-        futures = [(a, self.pool.submit(self._apply_one, a)) for a in actions if not (stop and stop.is_set())]
+        futures = self._start([a for a in actions if not (stop and stop.is_set())])
         for attempted, future in futures:
             try:
                 action = future.result()
@@ -271,6 +311,17 @@ class Reconciler:
         if failed:
             self.actual = None  # Unknown after a failure: read it again before the next plan.
         return Outcome(registered, deregistered, failed, rejected)
+
+    def _start(self, actions: list[Action]) -> list[tuple[Action, Future[Action]]]:
+        """Start the writes on the pool; a lone write runs inline (one event, one write: no thread hop)."""
+        if len(actions) != 1:
+            return [(a, self.pool.submit(self._apply_one, a)) for a in actions]
+        done: Future[Action] = Future()
+        try:
+            done.set_result(self._apply_one(actions[0]))
+        except ConsulError as e:
+            done.set_exception(e)
+        return [(actions[0], done)]
 
     def converge(self, read: bool = False, stop: Any = None) -> Outcome:
         """Plan against the agent (read afresh when ``read``) and apply; raises ConsulError."""

@@ -14,8 +14,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 export REGISTRAR_CONSUL REGISTRAR_STATE REGISTRAR_TEST_IMAGE
 
 echo "== ruff" >&2
-ruff check registrar tests
-ruff format --check registrar tests
+ruff check registrar tests bench
+ruff format --check registrar tests bench
 echo "== mypy" >&2
 mypy
 echo "== pytest" >&2

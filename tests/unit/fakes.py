@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from registrar.errors import ConsulError, ConsulRejected, DockerError
-from registrar.model import Service
+from registrar.model import DockerEvent, Service
 
 
 class MemoryDocker:
@@ -19,7 +19,7 @@ class MemoryDocker:
         self.inspects = 0
         self.subscriptions = 0
         self.answers_ping = True
-        self._events: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        self._events: queue.Queue[DockerEvent | None] = queue.Queue()
 
     def list_containers(self) -> list[dict[str, Any]]:
         return [
@@ -31,7 +31,7 @@ class MemoryDocker:
         self.inspects += 1
         return self.containers.get(container_id)
 
-    def events(self) -> Iterator[tuple[str, str]]:
+    def events(self) -> Iterator[DockerEvent]:
         self.subscriptions += 1
         while (item := self._events.get()) is not None:
             yield item
@@ -44,8 +44,9 @@ class MemoryDocker:
             self.answers_ping = True  # answers again after one failure
             raise DockerError("ping timed out")
 
-    def emit(self, action: str, container_id: str) -> None:
-        self._events.put((action, container_id))
+    def emit(self, action: str, container_id: str, exit_code: int | None = None) -> None:
+        c = self.containers.get(container_id) or {}
+        self._events.put(DockerEvent(action, container_id, str(c.get("Name", "")).lstrip("/"), exit_code))
 
 
 class MemoryConsul:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from registrar.daemon import Daemon
+from registrar.model import DockerEvent
 from registrar.reconciler import Reconciler, inspect_fingerprint, summary_fingerprint
 from registrar.settings import Settings
 from tests.unit.fakes import MemoryConsul, MemoryDocker
@@ -79,7 +80,7 @@ def test_daemon_follows_events(running_daemon: Any) -> None:
     docker.emit("start", web["Id"])
     consul.wait_for(lambda r: "vm:rec-web:80" in r)
     docker.containers[web["Id"]] = stopped(web, 0)
-    docker.emit("die", web["Id"])
+    docker.emit("die", web["Id"], exit_code=0)
     consul.wait_for(lambda r: r == {})
 
 
@@ -90,7 +91,7 @@ def test_on_success_keeps_failed_containers(running_daemon: Any) -> None:
     running_daemon(docker, consul, Settings(hostname="vm", deregister="on-success"))
     consul.wait_for(lambda r: "vm:rec-web:80" in r)
     docker.containers[web["Id"]] = stopped(web, 2)
-    docker.emit("die", web["Id"])
+    docker.emit("die", web["Id"], exit_code=2)
     docker.emit("stop", web["Id"])
     del docker.containers[web["Id"]]
     docker.emit("destroy", web["Id"])
@@ -106,7 +107,7 @@ def test_on_success_decision() -> None:
         reconciler.refresh_all()
         reconciler.converge(read=True)
         docker.containers[web["Id"]] = stopped(web, code)
-        reconciler.refresh([web["Id"]])
+        reconciler.refresh([DockerEvent("die", web["Id"], "rec-web", code)])
         reconciler.converge()
         assert sorted(consul.registered) == expected
 

@@ -1,0 +1,293 @@
+"""registrar's benchmark: real Docker engine, real Consul agent, registrar as a subprocess.
+
+Prints a table of figures; asserts nothing. Run it through bench/run.sh, which brings up the engine
+and agent the way tests/run.sh does. Latencies are measured from the Docker event's own time
+(``timeNano``) to the timestamp of registrar's ``service_registered`` / ``service_deregistered``
+log line, which is written once the agent has answered the registration request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+
+IMAGE = os.environ.get("REGISTRAR_TEST_IMAGE", "registrar-test/busybox:2")
+CONSUL = "http://127.0.0.1:8500"
+LABEL = "registrar-bench"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def wait_until(probe: Callable[[], Any], what: str, timeout: float = 120, poll: float = 0.05) -> Any:
+    """Poll gently: figures come from timestamps, so polling faster would only steal CPU from registrar."""
+    deadline = time.monotonic() + timeout
+    while not (value := probe()):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: timed out waiting for {what}")
+        time.sleep(poll)
+    return value
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+class Events:
+    """The bench's own Docker event subscription: event time of start/die by container name."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.times: dict[tuple[str, str], float] = {}
+        self.stream = client.api.events(decode=True, filters={"type": "container", "event": ["start", "die"]})
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for event in self.stream:
+                name = event["Actor"]["Attributes"].get("name", "")
+                self.times[(event["Action"], name)] = event["timeNano"] / 1e9
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+class Registrar:
+    """``registrar run`` as a subprocess with its JSON log parsed as it grows."""
+
+    def __init__(self, host: str, workdir: Path, *flags: str) -> None:
+        self.log_path = workdir / f"registrar-{uuid.uuid4().hex[:6]}.log"
+        self.log_file = self.log_path.open("w")
+        self.started = time.time()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "registrar", "run", "--log-format", "json", "--hostname", host, *flags],
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
+        self._offset = 0
+        self.lines: list[dict[str, Any]] = []
+
+    def read(self) -> list[dict[str, Any]]:
+        with self.log_path.open() as f:
+            f.seek(self._offset)
+            chunk = f.read()
+        complete, _, _rest = chunk.rpartition("\n")
+        if complete:
+            self._offset += len(complete) + 1
+            for line in complete.splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                entry["t"] = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+                self.lines.append(entry)
+        return self.lines
+
+    def find(self, event: str, **fields: Any) -> list[dict[str, Any]]:
+        return [e for e in self.read() if e["event"] == event and all(e.get(k) == v for k, v in fields.items())]
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(20)
+        self.log_file.close()
+
+
+class Bench:
+    def __init__(self, workdir: Path) -> None:
+        self.client = docker.from_env(max_pool_size=16)
+        self.http = requests.Session()
+        self.host = f"bench-{uuid.uuid4().hex[:6]}"
+        self.workdir = workdir
+        self.containers: list[Any] = []
+        self.rows: list[tuple[str, str, str]] = []
+        self.events = Events(self.client)
+
+    def row(self, what: str, figure: str, target: str = "") -> None:
+        self.rows.append((what, figure, target))
+        print(f"  {what:<58} {figure:>18}   {target}", flush=True)
+
+    def owned(self) -> dict[str, Any]:
+        services = self.http.get(CONSUL + "/v1/agent/services", timeout=10).json()
+        return {k: v for k, v in services.items() if (v.get("Meta") or {}).get("registrar-host") == self.host}
+
+    def index(self) -> str:
+        return str(self.http.get(CONSUL + "/v1/catalog/services", timeout=10).headers["X-Consul-Index"])
+
+    def run_container(self, name: str) -> Any:
+        """What ``docker run -d`` does: create, then start (docker-py's run() would also inspect)."""
+        api = self.client.api
+        host_config = api.create_host_config(port_bindings={80: ("127.0.0.1", None)})
+        created = api.create_container(IMAGE, name=name, labels={LABEL: "1"}, host_config=host_config,
+                                       ports=[80], stop_signal="SIGKILL")  # fmt: skip
+        api.start(created["Id"])
+        c = self.client.containers.prepare_model({"Id": created["Id"], "Name": "/" + name})
+        self.containers.append(c)
+        return c
+
+    def start_many(self, count: int, prefix: str, parallel: int = 8) -> list[Any]:
+        with ThreadPoolExecutor(parallel) as pool:
+            return list(pool.map(lambda i: self.run_container(f"{prefix}-{i}"), range(count)))
+
+    def remove(self, containers: list[Any]) -> None:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda c: c.remove(force=True), containers))
+        for c in containers:
+            self.containers.remove(c)
+
+    def cleanup(self) -> None:
+        self.events.close()
+        self.remove(list(self.containers))
+        for service_id in self.owned():
+            self.http.put(CONSUL + f"/v1/agent/service/deregister/{service_id}", timeout=10)
+
+    # The figures ---------------------------------------------------------------------------------
+
+    def one_at_a_time(self, reg: Registrar, samples: int) -> None:
+        up, down, made = [], [], []
+        for i in range(samples):
+            time.sleep(0.2)  # one at a time: let the engine finish the previous container's teardown
+            name = f"{self.host}-lat-{i}"
+            c = self.run_container(name)
+            sid = f"{self.host}:{name}:80"
+            done = wait_until(lambda sid=sid: reg.find("service_registered", service_id=sid), "registration")
+            start = wait_until(lambda name=name: self.events.times.get(("start", name)), "start event")
+            up.append((done[0]["t"] - start) * 1000)
+            c.kill()
+            gone = wait_until(lambda sid=sid: reg.find("service_deregistered", service_id=sid), "deregistration")
+            die = wait_until(lambda name=name: self.events.times.get(("die", name)), "die event")
+            down.append((gone[0]["t"] - die) * 1000)
+            made.append(c)
+        self.remove(made)
+        self.row(f"start -> registered, one at a time (n={samples}), p50", f"{pct(up, 50):.1f} ms", "<= 7 ms")
+        self.row("start -> registered, one at a time, p99", f"{pct(up, 99):.1f} ms", "<= 20 ms")
+        self.row(f"die -> deregistered, one at a time (n={samples}), p50", f"{pct(down, 50):.1f} ms", "<= 7 ms")
+        self.row("die -> deregistered, one at a time, p99", f"{pct(down, 99):.1f} ms", "<= 20 ms")
+
+    def burst(self, reg: Registrar, count: int) -> None:
+        made = self.start_many(count, f"{self.host}-burst", parallel=8)
+        ids = {f"{self.host}:{c.name}:80": c.name for c in made}
+        wait_until(lambda: len({e["service_id"] for e in reg.find("service_registered")} & set(ids)) == count, "burst")
+        registered = {e["service_id"]: e["t"] for e in reg.find("service_registered") if e["service_id"] in ids}
+        starts = {sid: self.events.times[("start", name)] for sid, name in ids.items()}
+        lags = [(registered[sid] - starts[sid]) * 1000 for sid in ids]
+        after_last = (max(registered.values()) - max(starts.values())) * 1000
+        self.row(f"burst of {count} (8 at a time): registered", f"{len(registered)}/{count}", f"{count}/{count}")
+        self.row("burst: lag from start event, p50", f"{pct(lags, 50):.1f} ms")
+        self.row("burst: lag from start event, p99", f"{pct(lags, 99):.1f} ms", "<= 250 ms")
+        self.row("burst: all registered after the last start event", f"{after_last:.1f} ms", "<= 500 ms")
+
+    def resync(self, count: int, rounds: int = 5) -> float:
+        """Median full-reconcile time with ``count`` containers in sync; checks no writes happen."""
+        reg = Registrar(self.host, self.workdir, "--resync", "1")
+        wait_until(lambda: len(reg.find("reconcile_done")) >= 2, "first resyncs")
+        index = self.index()
+        wait_until(lambda: len(reg.find("reconcile_done")) >= 2 + rounds, "resyncs", timeout=60)
+        done = reg.find("reconcile_done")[2 : 2 + rounds]
+        reg.stop()
+        writes = sum(e["consul_write"] for e in done)
+        assert all(e["services"] == count for e in done), done
+        self.row(
+            f"resync, {count} containers in sync: wall time (median of {rounds})",
+            f"{statistics.median(e['duration_ms'] for e in done):.1f} ms",
+            "<= 300 ms" if count == 200 else "",
+        )
+        self.row(
+            f"resync, {count} in sync: requests per resync",
+            f"consul {done[0]['consul_read']}r+{writes}w, docker {done[0]['docker_list']}+{done[0]['docker_inspect']}",
+            "0 writes" if count == 200 else "",
+        )
+        if count == 200:
+            self.row("resync, 200 in sync: catalog X-Consul-Index", "unchanged" if self.index() == index else "CHANGED",
+                     "unchanged")  # fmt: skip
+        return float(statistics.median(e["duration_ms"] for e in done))
+
+    def cold_start(self, count: int) -> None:
+        for service_id in self.owned():
+            self.http.put(CONSUL + f"/v1/agent/service/deregister/{service_id}", timeout=10)
+        started = time.monotonic()
+        reg = Registrar(self.host, self.workdir)
+        wait_until(lambda: len(self.owned()) >= count, "cold start registrations", timeout=60)
+        elapsed = time.monotonic() - started
+        reg.stop()
+        self.row(f"cold start, {count} running: process start -> all registered", f"{elapsed:.2f} s",
+                 "<= 3 s" if count == 200 else "")  # fmt: skip
+
+    def idle(self, seconds: float) -> None:
+        reg = Registrar(self.host, self.workdir, "--resync", "30")
+        wait_until(lambda: reg.find("reconcile_done"), "ready")
+        time.sleep(2)  # let start-up work settle before measuring the idle state
+        cpu0, t0 = reg.cpu_seconds(), time.monotonic()
+        time.sleep(seconds)
+        cpu = (reg.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
+        rss = reg.rss_mib()
+        reg.stop()
+        what = f"idle {seconds:.0f} s (resync 30 s, {len(self.containers)} containers): CPU"
+        self.row(what, f"{cpu:.2f} % of a core", "<= 0.5 %")
+        self.row(f"idle: resident memory ({len(self.containers)} containers)", f"{rss:.1f} MiB", "<= 45 MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--samples", type=int, default=100, help="one-at-a-time latency samples")
+    parser.add_argument("--idle", type=float, default=60, help="seconds of the idle measurement")
+    parser.add_argument("--sizes", default="50,200,500", help="container counts for the reconcile figure")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = Bench(Path(tmp))
+        print(f"registrar benchmark: {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, host id {bench.host}")
+        try:
+            reg = Registrar(bench.host, Path(tmp), "--resync", "30")
+            wait_until(lambda: reg.find("reconcile_done"), "registrar ready")
+            bench.one_at_a_time(reg, args.samples)
+            bench.burst(reg, 100)
+            bench.row("resident memory after the burst", f"{reg.rss_mib():.1f} MiB", "<= 45 MiB")
+            reg.stop()
+            bench.start_many(100, f"{bench.host}-more")
+            bench.cold_start(200)
+            bench.resync(200)
+            bench.idle(args.idle)
+            for size in sizes:
+                if size == 200:
+                    continue  # measured above
+                have = len(bench.containers)
+                if size < have:
+                    bench.remove(bench.containers[size:])
+                elif size > have:
+                    bench.start_many(size - have, f"{bench.host}-n{size}")
+                bench.cold_start(size)
+                bench.resync(size, rounds=3)
+        finally:
+            bench.cleanup()
+
+
+if __name__ == "__main__":
+    main()
