@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -176,12 +177,12 @@ class Bench:
             name = f"{self.host}-lat-{i}"
             c = self.run_container(name)
             sid = f"{self.host}:{name}:80"
-            done = wait_until(lambda sid=sid: reg.find("service_registered", service_id=sid), "registration")
-            start = wait_until(lambda name=name: self.events.times.get(("start", name)), "start event")
+            done = wait_until(partial(reg.find, "service_registered", service_id=sid), "registration")
+            start = wait_until(partial(self.events.times.get, ("start", name)), "start event")
             up.append((done[0]["t"] - start) * 1000)
             c.kill()
-            gone = wait_until(lambda sid=sid: reg.find("service_deregistered", service_id=sid), "deregistration")
-            die = wait_until(lambda name=name: self.events.times.get(("die", name)), "die event")
+            gone = wait_until(partial(reg.find, "service_deregistered", service_id=sid), "deregistration")
+            die = wait_until(partial(self.events.times.get, ("die", name)), "die event")
             down.append((gone[0]["t"] - die) * 1000)
             made.append(c)
         self.remove(made)
