@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import docker
 import requests
@@ -73,6 +73,9 @@ class Events:
 class Registrar:
     """``registrar run`` as a subprocess with its JSON log parsed as it grows."""
 
+    running: ClassVar[list[Registrar]] = []
+    """Every registrar started and not yet stopped: the bench stops them all, however it ends."""
+
     def __init__(self, host: str, workdir: Path, *flags: str) -> None:
         self.log_path = workdir / f"registrar-{uuid.uuid4().hex[:6]}.log"
         self.log_file = self.log_path.open("w")
@@ -84,6 +87,7 @@ class Registrar:
         )
         self._offset = 0
         self.lines: list[dict[str, Any]] = []
+        Registrar.running.append(self)
 
     def read(self) -> list[dict[str, Any]]:
         with self.log_path.open() as f:
@@ -115,8 +119,13 @@ class Registrar:
         return 0.0
 
     def stop(self) -> None:
+        if self in Registrar.running:
+            Registrar.running.remove(self)
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(20)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
         self.log_file.close()
 
 
@@ -163,6 +172,8 @@ class Bench:
             self.containers.remove(c)
 
     def cleanup(self) -> None:
+        for reg in list(Registrar.running):
+            reg.stop()
         self.events.close()
         self.remove(list(self.containers))
         for service_id in self.owned():
@@ -260,6 +271,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=60, help="seconds of the idle measurement")
     parser.add_argument("--sizes", default="50,200,500", help="container counts for the reconcile figure")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through cleanup on SIGTERM too
     sizes = [int(s) for s in args.sizes.split(",")]
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,9 +29,10 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
-# Debian packages: the engine, a static busybox for test images, curl for the demo.
+# Debian packages: the engine, a static busybox for test images, curl for the demo, HAProxy for
+# the balancer test and debootstrap for the registry-free base of the sidecar image.
 command -v dockerd >/dev/null 2>&1 || apt_install docker.io
-apt_install busybox-static curl iproute2
+apt_install busybox-static curl iproute2 haproxy debootstrap
 
 # consul: prefer one on PATH; otherwise bullseye's package, unpacked into the cache.
 fetch_consul() {

@@ -211,7 +211,7 @@ def cli() -> None:
 @click.option(
     "--metrics-addr",
     envvar="REGISTRAR_METRICS_ADDR",
-    default="",
+    default="127.0.0.1:9105",
     show_default=True,
     show_envvar=True,
     help="host:port for /metrics, /healthz and /readyz (empty: off).",
@@ -228,6 +228,7 @@ def run(**params: Any) -> None:
     daemon = Daemon(source, sink, settings)
     for sig in previous:
         signal.signal(sig, lambda *_: daemon.stop())
+    server = _serve_health(settings.metrics_addr, daemon)
     log.info(
         "registrar_started",
         version=__version__,
@@ -235,8 +236,27 @@ def run(**params: Any) -> None:
         consul=settings.consul.describe(),
         docker=source.where,
     )
-    daemon.run()
+    try:
+        daemon.run()
+    finally:
+        if server is not None:
+            server.stop()
     sys.exit(ExitCode.OK)
+
+
+def _serve_health(addr: str, daemon: Any) -> Any:
+    """Start the metrics/health server; a taken port is logged, and registrar runs on without it."""
+    from registrar.metrics import HealthServer
+
+    if not addr:
+        return None
+    try:
+        server = HealthServer(addr, daemon.metrics, daemon.live, daemon.not_ready)
+    except (OSError, ValueError) as e:
+        log.error("metrics_unavailable", address=addr, error=str(e))
+        return None
+    server.start()
+    return server
 
 
 @cli.command()

@@ -56,7 +56,10 @@ class ConsulSink:
         except BadRequest as e:
             raise ConsulRejected(f"{what}: Consul refused it ({_first_line(e)})") from None
         except ACLPermissionDenied as e:
-            raise ConsulError(f"{what}: permission denied by Consul's ACLs ({_first_line(e)})") from None
+            raise ConsulError(
+                f"{what}: permission denied by Consul's ACLs ({_first_line(e)}); registrar's token "
+                "(CONSUL_HTTP_TOKEN) needs service:write"
+            ) from None
         except (ConsulException, requests.RequestException, OSError) as e:
             raise ConsulError(f"{what} at {self.target.describe()}: {_first_line(e)}") from None
 

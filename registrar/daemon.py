@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from registrar.errors import ConsulError, DockerError
+from registrar.metrics import Metrics
 from registrar.model import DockerEvent
 from registrar.reconciler import ContainerSource, Reconciler, ServiceSink
 from registrar.settings import Settings
@@ -26,6 +27,7 @@ log = structlog.get_logger("registrar")
 RESYNC = "<resync>"  # queue marker: a full reconcile is due
 CONSUL_PROBE_SECONDS = 3.0
 DOCKER_IDLE_PING_SECONDS = 15.0
+LIVENESS_SECONDS = 60.0
 
 
 @dataclass
@@ -54,21 +56,58 @@ class Daemon:
         settings: Settings,
         consul_probe: float = CONSUL_PROBE_SECONDS,
         idle_ping: float = DOCKER_IDLE_PING_SECONDS,
+        metrics: Metrics | None = None,
     ) -> None:
         self.source = source
+        self.metrics = metrics or Metrics()
         self.consul_probe = consul_probe
         """Seconds between reads of the agent's services (restores what an agent restart lost)."""
         self.idle_ping = idle_ping
         """Seconds of a quiet event stream after which the engine is pinged."""
         self.settings = settings
-        self.reconciler = Reconciler(source, sink, settings)
+        self.reconciler = Reconciler(source, sink, settings, metrics=self.metrics)
         self.stopping = threading.Event()
         self.queue: queue.Queue[DockerEvent | str] = queue.Queue()
         self.ready = threading.Event()
         """Set once the first full reconcile has succeeded."""
-        self.docker_up = True
-        self.consul_up = True
+        self._docker_up = self._consul_up = True
+        self.metrics.docker_up.set(1)
+        self.metrics.consul_up.set(1)
         self._last_event = time.monotonic()
+        self.heartbeat = time.monotonic()
+        """When the loop last turned (the liveness endpoint reads it)."""
+
+    @property
+    def docker_up(self) -> bool:
+        return self._docker_up
+
+    @docker_up.setter
+    def docker_up(self, up: bool) -> None:
+        self._docker_up = up
+        self.metrics.docker_up.set(int(up))
+
+    @property
+    def consul_up(self) -> bool:
+        return self._consul_up
+
+    @consul_up.setter
+    def consul_up(self, up: bool) -> None:
+        self._consul_up = up
+        self.metrics.consul_up.set(int(up))
+
+    def live(self) -> bool:
+        """The loop turns at least every few seconds; a minute without a turn means it is stuck."""
+        return time.monotonic() - self.heartbeat < LIVENESS_SECONDS
+
+    def not_ready(self) -> str:
+        """Why the daemon is not ready, or "" when it is."""
+        if not self.ready.is_set():
+            return "initial reconcile not done yet"
+        if not self.docker_up:
+            return "Docker engine unreachable"
+        if not self.consul_up:
+            return "Consul agent unreachable"
+        return ""
 
     def stop(self) -> None:
         """Ask the loop to finish the action in flight and return (safe from a signal handler)."""
@@ -92,6 +131,7 @@ class Daemon:
                 backoff.reset()
                 for event in stream:
                     self._last_event = time.monotonic()
+                    self.metrics.events.labels(event.action.split(":", 1)[0]).inc()
                     self.queue.put(event)
                     log.debug("docker_event", action=event.action, container=event.name)
                 if not self.stopping.is_set():
@@ -115,36 +155,41 @@ class Daemon:
         next_ttl = now + self.settings.ttl_refresh_seconds if self.settings.ttl > 0 else None
         try:
             while not self.stopping.is_set():
-                now = time.monotonic()
+                now = self.heartbeat = time.monotonic()
                 deadlines = [d for d in (full_due, next_probe, next_resync, next_ttl) if d is not None]
-                containers, resync = self._drain(max(0.0, min(deadlines) - now))
+                events, resync = self._drain(max(0.0, min(deadlines) - now))
                 if self.stopping.is_set():
                     break
+                # Every deadline that is due moves on *before* its work runs, so work that fails
+                # can never leave a deadline in the past (and the loop spinning).
                 now = time.monotonic()
-                if resync or (next_resync is not None and now >= next_resync):
+                if next_resync is not None and now >= next_resync:
+                    next_resync, resync = now + self.settings.resync, True
+                if resync:
                     full_due = now
-                    if next_resync is not None:
-                        next_resync = now + self.settings.resync
+                probe = now >= next_probe
+                if probe:
+                    next_probe = now + self.consul_probe
+                    self._ping_docker_if_idle()
+                full = full_due is not None and now >= full_due
+                if full:
+                    full_due = None
                 try:
-                    if full_due is not None and now >= full_due:
+                    if full:
                         self._full()
-                        full_due = None
-                    elif containers:
-                        self.reconciler.refresh(containers)
+                    elif events:
+                        self.reconciler.refresh(events)
                         self._converge(read=False)
-                    elif now >= next_probe:
+                    elif probe:
                         self._converge(read=True)
-                    if now >= next_probe:
-                        next_probe = now + self.consul_probe
-                        self._ping_docker_if_idle()
                     retry.reset()
                 except (ConsulError, DockerError) as e:
                     delay = retry.next()
                     full_due = time.monotonic() + delay
                     log.warning("reconcile_failed", error=str(e), retry_in=round(delay, 2))
-                if next_ttl is not None and time.monotonic() >= next_ttl:
+                if next_ttl is not None and now >= next_ttl:
+                    next_ttl = now + self.settings.ttl_refresh_seconds
                     self.reconciler.pass_ttls()
-                    next_ttl = time.monotonic() + self.settings.ttl_refresh_seconds
         finally:
             self.stopping.set()
             self.source.close_events()
@@ -172,6 +217,7 @@ class Daemon:
             self.docker_up = False
             raise
         self._converge(read=True)
+        self.metrics.reconcile.observe(time.perf_counter() - started)
         self.ready.set()
         log.info(
             "reconcile_done",

@@ -9,20 +9,23 @@ in memory.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
 from registrar.errors import ConsulError, ConsulRejected
+from registrar.metrics import Metrics
 from registrar.model import Action, DockerEvent, Owned, Problem, Register, Service
 from registrar.reconcile import desired_state, kept_ids, owned_services, plan
 from registrar.services import container_name, is_running, services_from_container
 from registrar.settings import Settings
 
 log = structlog.get_logger("registrar")
+T = TypeVar("T")
 
 
 class ContainerSource(Protocol):
@@ -124,8 +127,16 @@ def inspect_fingerprint(container: Mapping[str, Any]) -> str:
 class Reconciler:
     """Keeps this host's registrations on the agent equal to what its containers yield."""
 
-    def __init__(self, source: ContainerSource, sink: ServiceSink, settings: Settings, workers: int = 8) -> None:
+    def __init__(
+        self,
+        source: ContainerSource,
+        sink: ServiceSink,
+        settings: Settings,
+        workers: int = 8,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.source = source
+        self.metrics = metrics or Metrics()
         self.sink = sink
         self.settings = settings
         self.known: dict[str, Known] = {}
@@ -246,9 +257,24 @@ class Reconciler:
         self._desired = desired
         return desired
 
+    def _consul(self, operation: str, call: Callable[[], T]) -> T:
+        """Call the sink, counting the operation and its result in the metrics."""
+        try:
+            result = call()
+        except ConsulRejected:
+            self.metrics.consul_ops.labels(operation, "rejected").inc()
+            raise
+        except ConsulError:
+            self.metrics.consul_ops.labels(operation, "error").inc()
+            raise
+        self.metrics.consul_ops.labels(operation, "ok").inc()
+        return result
+
     def read_actual(self) -> dict[str, Owned]:
         self.calls["consul_read"] += 1
-        self.actual = owned_services(self.sink.services(), self.settings.hostname)
+        services = self._consul("read", self.sink.services)
+        self.actual = owned_services(services, self.settings.hostname)
+        self.metrics.services.set(len(self.actual))
         return self.actual
 
     def plan(self) -> list[Action]:
@@ -264,9 +290,9 @@ class Reconciler:
     def _apply_one(self, action: Action) -> Action:
         self.calls["consul_write"] += 1
         if isinstance(action, Register):
-            self.sink.register(action.service)
+            self._consul("register", lambda: self.sink.register(action.service))
         else:
-            self.sink.deregister(action.service_id)
+            self._consul("deregister", lambda: self.sink.deregister(action.service_id))
         return action
 
     def apply(self, actions: list[Action], stop: Any = None) -> Outcome:
@@ -308,6 +334,7 @@ class Reconciler:
                 actual.pop(action.service_id, None)
                 deregistered += 1
                 log.info("service_deregistered", service_id=action.service_id, reason=action.reason)
+        self.metrics.services.set(len(actual))
         if failed:
             self.actual = None  # Unknown after a failure: read it again before the next plan.
         return Outcome(registered, deregistered, failed, rejected)
@@ -332,7 +359,7 @@ class Reconciler:
     def pass_ttls(self) -> None:
         """Keep registrar's own TTL checks passing."""
         checks = [c.check_id for s in self.desired().values() for c in s.checks if c.check_id.endswith(":ttl")]
-        for future in [self.pool.submit(self.sink.pass_ttl, c) for c in checks]:
+        for future in [self.pool.submit(self._consul, "ttl_pass", partial(self.sink.pass_ttl, c)) for c in checks]:
             try:
                 future.result()
             except ConsulError as e:

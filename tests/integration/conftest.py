@@ -79,6 +79,8 @@ def daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
     def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> Daemon:
+        if "--metrics-addr" not in args:
+            args = ("--metrics-addr", "127.0.0.1:0", *args)  # any free port: tests run many daemons
         d = Daemon(list(args), tmp_path / f"registrar-{len(started)}.log", env)
         started.append(d)
         if ready:

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import requests
 
@@ -42,9 +42,14 @@ def unique_host(prefix: str = "t") -> str:
 class Consul:
     """Reads what a user would look at on the agent."""
 
-    def __init__(self, url: str = CONSUL) -> None:
+    def __init__(self, url: str = CONSUL, token: str = "", verify: bool | str = True, cert: Any = None) -> None:
         self.url = url
         self.session = requests.Session()
+        self.session.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment overrides verify
+        self.session.verify = verify
+        self.session.cert = cert
+        if token:
+            self.session.headers["X-Consul-Token"] = token
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         response = self.session.get(self.url + path, timeout=5, **kwargs)
@@ -70,6 +75,11 @@ class Consul:
 
     def register(self, body: dict[str, Any]) -> None:
         self.session.put(self.url + "/v1/agent/service/register", json=body, timeout=5).raise_for_status()
+
+    def put(self, path: str, body: dict[str, Any]) -> Any:
+        response = self.session.put(self.url + path, json=body, timeout=5)
+        response.raise_for_status()
+        return response.json()
 
     def deregister(self, service_id: str) -> None:
         self.session.put(self.url + f"/v1/agent/service/deregister/{service_id}", timeout=5)
@@ -148,22 +158,43 @@ def consul_binary() -> str:
 class ConsulAgent:
     """A Consul dev agent owned by one test, on its own loopback ports, that it may stop and restart."""
 
-    HTTP_PORT = 18500
+    PORTS: ClassVar[dict[str, int]] = {
+        "http": 18500,
+        "https": -1,
+        "dns": 18600,
+        "serf_lan": 18301,
+        "serf_wan": 18302,
+        "server": 18300,
+        "grpc": -1,
+    }
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.url = f"http://127.0.0.1:{self.HTTP_PORT}"
-        self.uri = f"consul://127.0.0.1:{self.HTTP_PORT}"
+        self.url = f"http://127.0.0.1:{self.PORTS['http']}"
+        self.uri = f"consul://127.0.0.1:{self.PORTS['http']}"
+        self.hcl: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = Consul(self.url)
 
+    def configure(self, hcl: str, client: Consul | None = None, **ports: int) -> None:
+        """Extra agent configuration (HCL), other ports, and the client tests read it with."""
+        self.hcl.append(hcl)
+        self.ports = {**self.PORTS, **ports}
+        if client is not None:
+            self.client = client
+
     def start(self) -> None:
-        ports = "ports { http = 18500, dns = 18600, serf_lan = 18301, serf_wan = 18302, server = 18300, grpc = -1 }"
+        ports = getattr(self, "ports", self.PORTS)
+        hcl = "ports { " + ", ".join(f"{k} = {v}" for k, v in ports.items()) + " }"
+        args = ["-hcl", hcl]
+        for extra in self.hcl:
+            args += ["-hcl", extra]
         log = (self.workdir / "consul-agent.log").open("ab")
         self.proc = subprocess.Popen(
-            [consul_binary(), "agent", "-dev", "-client", "127.0.0.1", "-bind", "127.0.0.1", "-hcl", ports],
+            [consul_binary(), "agent", "-dev", "-client", "127.0.0.1", "-bind", "127.0.0.1", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
+            cwd=self.workdir,
         )
         wait_until(self.client.up, "the test's Consul agent to elect itself", timeout=30)
 
@@ -177,6 +208,23 @@ class ConsulAgent:
                 self.proc.wait()
         self.proc = None
         wait_until(lambda: not self.client.up(), "the test's Consul agent to stop")
+
+    def tls(self) -> dict[str, str]:
+        """Make a CA, a server and a client certificate with ``consul tls`` in the work directory."""
+        for args in (
+            ["ca", "create"],
+            ["cert", "create", "-server", "-dc", "dc1"],
+            ["cert", "create", "-client", "-dc", "dc1"],
+        ):
+            subprocess.run([consul_binary(), "tls", *args], cwd=self.workdir, check=True, capture_output=True)
+        files = {
+            "ca": "consul-agent-ca.pem",
+            "server_cert": "dc1-server-consul-0.pem",
+            "server_key": "dc1-server-consul-0-key.pem",
+            "client_cert": "dc1-client-consul-0.pem",
+            "client_key": "dc1-client-consul-0-key.pem",
+        }
+        return {k: str(self.workdir / v) for k, v in files.items()}
 
 
 class DockerEngine:

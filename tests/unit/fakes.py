@@ -55,6 +55,7 @@ class MemoryConsul:
     def __init__(self) -> None:
         self.registered: dict[str, dict[str, Any]] = {}
         self.writes = 0
+        self.reads = 0
         self.down = False
         self.refuse: set[str] = set()
         self.attempts: dict[str, int] = {}
@@ -65,6 +66,7 @@ class MemoryConsul:
             raise ConsulError("connection refused")
 
     def services(self) -> dict[str, Any]:
+        self.reads += 1
         self._check()
         return {k: {"ID": k, "Meta": v["Meta"]} for k, v in self.registered.items()}
 

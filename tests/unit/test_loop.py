@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +31,7 @@ def stopped(c: dict[str, Any], code: int) -> dict[str, Any]:
 def running_daemon() -> Iterator[Any]:
     started: list[tuple[Daemon, threading.Thread]] = []
 
-    def start(docker: MemoryDocker, consul: MemoryConsul, settings: Settings = S, **timing: float) -> Daemon:
+    def start(docker: MemoryDocker, consul: MemoryConsul, settings: Settings = S, **timing: Any) -> Daemon:
         daemon = Daemon(docker, consul, settings, **timing)
         thread = threading.Thread(target=daemon.run, daemon=True)
         thread.start()
@@ -174,3 +175,51 @@ def test_hung_stream_is_replaced_and_relisted(running_daemon: Any) -> None:
     docker.answers_ping = False
     consul.wait_for(lambda r: "vm:rec-web:80" in r)
     assert docker.subscriptions >= 2
+
+
+def test_metrics_and_readiness(running_daemon: Any) -> None:
+    """Metrics count events and Consul operations; readiness follows the first reconcile and Consul."""
+    from prometheus_client import generate_latest
+
+    web = payload("web")
+    docker, consul = MemoryDocker(), MemoryConsul()
+    daemon = running_daemon(docker, consul, consul_probe=0.05)
+    assert daemon.ready.wait(5)
+    docker.containers[web["Id"]] = web
+    docker.emit("start", web["Id"])
+    consul.wait_for(lambda r: "vm:rec-web:80" in r)
+    eventually(lambda: "registrar_registered_services 1.0" in generate_latest(daemon.metrics.registry).decode())
+    text = generate_latest(daemon.metrics.registry).decode()
+    assert 'registrar_docker_events_total{action="start"} 1.0' in text
+    assert 'registrar_consul_operations_total{operation="register",result="ok"} 1.0' in text
+    assert "registrar_build_info{version=" in text
+    labels = {
+        name for metric in daemon.metrics.registry.collect() for sample in metric.samples for name in sample.labels
+    }
+    assert labels <= {"action", "operation", "result", "version", "le"}, "no per-container labels"
+    assert daemon.live() and daemon.not_ready() == ""
+    consul.down = True
+    eventually(lambda: daemon.not_ready() == "Consul agent unreachable")
+    assert "registrar_consul_up 0.0" in generate_latest(daemon.metrics.registry).decode()
+
+
+def eventually(predicate: Any, timeout: float = 5.0) -> None:
+    """Wait for a condition the loop reaches on its own thread, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def test_consul_down_does_not_spin(running_daemon: Any) -> None:
+    """While Consul is down the loop backs off: a handful of attempts a second, not a busy loop."""
+    docker, consul = MemoryDocker(payload("web")), MemoryConsul()
+    daemon = running_daemon(docker, consul, consul_probe=0.05)
+    consul.wait_for(lambda r: "vm:rec-web:80" in r)
+    consul.down = True
+    eventually(lambda: daemon.not_ready() == "Consul agent unreachable")
+    reads = consul.reads
+    time.sleep(1.0)  # the measured interval itself: how many attempts happen in one second
+    assert consul.reads - reads <= 25
+    consul.down = False
+    eventually(lambda: daemon.not_ready() == "")

@@ -1,0 +1,81 @@
+"""Consul with ACLs (default deny) and Consul over HTTPS with client certificates, for real."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tests.integration.harness import Consul, ConsulAgent, run_cli
+
+Run = Callable[..., Any]
+ROOT = "root-8d1e0f2a"
+#: The minimal policy registrar needs (also in the README).
+POLICY = 'service_prefix "" { policy = "write" }'
+
+
+def acl_agent(agent: ConsulAgent) -> Consul:
+    acl = f'acl {{ enabled = true, default_policy = "deny", tokens {{ master = "{ROOT}" }} }}'
+    agent.configure(acl, Consul(agent.url, token=ROOT))
+    agent.start()
+    agent.client.put("/v1/acl/policy", {"Name": "registrar", "Rules": POLICY})
+    return agent.client
+
+
+def test_acl_token_with_minimal_policy_registers(host: str, containers: Run, own_consul: ConsulAgent) -> None:
+    """With a token holding only service:write, sync registers; the token never shows in the output."""
+    root = acl_agent(own_consul)
+    token = root.put("/v1/acl/token", {"Policies": [{"Name": "registrar"}]})["SecretID"]
+    c = containers()
+    result = run_cli("sync", "--hostname", host, own_consul.uri, env={"CONSUL_HTTP_TOKEN": token})
+    assert result.returncode == 0, result.stderr
+    assert f"{host}:{c.name}:80" in root.services(host)
+    assert token not in result.stdout + result.stderr
+
+
+def test_acl_without_token_says_why(host: str, containers: Run, own_consul: ConsulAgent) -> None:
+    """Without a token, sync fails and says that Consul's ACLs denied the registration."""
+    root = acl_agent(own_consul)
+    containers()
+    result = run_cli("sync", "--hostname", host, own_consul.uri, env={"CONSUL_HTTP_TOKEN": ""})
+    assert result.returncode == 1
+    assert "permission denied by Consul's ACLs" in result.stderr
+    assert "CONSUL_HTTP_TOKEN" in result.stderr
+    assert root.services(host) == {}
+
+
+def tls_agent(agent: ConsulAgent) -> dict[str, str]:
+    files = agent.tls()
+    hcl = (
+        f'ca_file = "{files["ca"]}"\ncert_file = "{files["server_cert"]}"\nkey_file = "{files["server_key"]}"\n'
+        "verify_incoming = true\nverify_outgoing = true"
+    )
+    client = Consul("https://127.0.0.1:18501", verify=files["ca"], cert=(files["client_cert"], files["client_key"]))
+    agent.configure(hcl, client, http=-1, https=18501)
+    agent.start()
+    return files
+
+
+def test_consul_tls_with_client_certificate(host: str, containers: Run, own_consul: ConsulAgent) -> None:
+    """consul-tls:// with CONSUL_CACERT and a client certificate registers over HTTPS."""
+    files = tls_agent(own_consul)
+    c = containers()
+    env = {
+        "CONSUL_CACERT": files["ca"],
+        "CONSUL_CLIENT_CERT": files["client_cert"],
+        "CONSUL_CLIENT_KEY": files["client_key"],
+    }
+    result = run_cli("sync", "--hostname", host, "consul-tls://127.0.0.1:18501", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"{host}:{c.name}:80" in own_consul.client.services(host)
+
+
+def test_consul_tls_without_client_certificate_fails_clearly(host: str, own_consul: ConsulAgent) -> None:
+    """Without the client certificate the agent refuses the connection: one line, exit 5."""
+    files = tls_agent(own_consul)
+    result = run_cli(
+        "sync", "--hostname", host, "--retry-attempts", "0", "consul-tls://127.0.0.1:18501",
+        env={"CONSUL_CACERT": files["ca"]},
+    )  # fmt: skip
+    assert result.returncode == 5
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "https://127.0.0.1:18501" in lines[0]
