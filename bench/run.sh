@@ -3,8 +3,5 @@
 # Arguments go to bench/bench.py (--samples, --idle, --sizes).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source deploy/bootstrap.sh
-source deploy/services.sh
-trap services_stop EXIT
-services_start
+source deploy/up.sh
 .venv/bin/python bench/bench.py "$@"

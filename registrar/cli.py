@@ -8,6 +8,7 @@ command runs the daemon, so registrar can stand in for registrator as it is invo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -168,7 +169,7 @@ def _connect(params: Mapping[str, Any], stop: threading.Event | None = None) -> 
     try:
         source = DockerSource(settings, environ)
         if not settings.hostname:
-            settings = _replace(settings, hostname=source.host_name())
+            settings = dataclasses.replace(settings, hostname=source.host_name())
     except DockerError as e:
         _fail(ExitCode.DOCKER, str(e))
     sink = ConsulSink(settings.consul)
@@ -177,12 +178,6 @@ def _connect(params: Mapping[str, Any], stop: threading.Event | None = None) -> 
     except ConsulError as e:
         _fail(ExitCode.CONSUL, str(e))
     return settings, source, sink
-
-
-def _replace(settings: Settings, **changes: Any) -> Settings:
-    import dataclasses
-
-    return dataclasses.replace(settings, **changes)
 
 
 def wait_for_consul(sink: Any, settings: Settings, stop: threading.Event) -> None:
@@ -323,7 +318,7 @@ def plan_command(as_json: bool, **params: Any) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point; a command line without a command means ``run`` (registrator style)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    first = next((a for a in args), "")
+    first = args[0] if args else ""
     if first not in COMMANDS and first not in ("-h", "--help", "--version"):
         args.insert(0, "run")
     try:

@@ -147,7 +147,7 @@ class Deregister:
     """Remove this service ID from the agent."""
 
     service_id: str
-    reason: str = "stale"
+    reason: str = "no running container yields it"
 
 
 Action = Register | Deregister

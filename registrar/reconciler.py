@@ -166,16 +166,16 @@ class Reconciler:
             log.warning(
                 "container_label_problem", container=problem.container, key=problem.key, problem=problem.message
             )
-        state = container.get("State") or {}
-        keep = self.settings.deregister == "on-success" and not is_running(container) and state.get("ExitCode", 0) != 0
+        name = container_name(container)
+        keep = not is_running(container) and self._keeps(name, (container.get("State") or {}).get("ExitCode"))
+        return Known(fingerprint or inspect_fingerprint(container), name, result.services, keep)
+
+    def _keeps(self, name: str, exit_code: int | None) -> bool:
+        """Whether a stopped container's registrations stay (``--deregister on-success``, exit not 0)."""
+        keep = self.settings.deregister == "on-success" and exit_code not in (0, None)
         if keep:
-            log.info(
-                "services_kept",
-                container=container_name(container),
-                exit_code=state.get("ExitCode"),
-                reason="exited non-zero under --deregister on-success",
-            )
-        return Known(fingerprint or inspect_fingerprint(container), container_name(container), result.services, keep)
+            log.info("services_kept", container=name, exit_code=exit_code, reason="exited non-zero (on-success)")
+        return keep
 
     def _remember(self, container_id: str, known: Known | None) -> None:
         """Record what was learned of a container (None: it is gone)."""
@@ -234,12 +234,9 @@ class Reconciler:
         self._learn_many(to_inspect)
 
     def _stopped(self, event: DockerEvent) -> Known:
-        keep = self.settings.deregister == "on-success" and event.exit_code not in (0, None)
-        if keep:
-            log.info("services_kept", container=event.name, exit_code=event.exit_code,
-                     reason="exited non-zero under --deregister on-success")  # fmt: skip
         previous = self.known.get(event.container_id)
-        return Known("", event.name or (previous.name if previous else ""), (), keep)
+        name = event.name or (previous.name if previous else "")
+        return Known("", name, (), self._keeps(name, event.exit_code))
 
     # Consul side -----------------------------------------------------------------------------
 
@@ -281,9 +278,11 @@ class Reconciler:
         """The actions that would bring the agent in line (reads the agent if needed)."""
         actual = self.actual if self.actual is not None else self.read_actual()
         keep = kept_ids(actual, {cid for cid, k in self.known.items() if k.keep})
+        desired = self.desired()
+        self.rejected = {i: d for i, d in self.rejected.items() if i in desired}  # forget what is gone
         return [
             a
-            for a in plan(self.desired(), actual, keep)
+            for a in plan(desired, actual, keep)
             if not (isinstance(a, Register) and self.rejected.get(a.service_id) == a.service.digest)
         ]
 

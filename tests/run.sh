@@ -5,10 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-source deploy/bootstrap.sh
-source deploy/services.sh
-trap services_stop EXIT
-services_start
+source deploy/up.sh
 
 export PATH="$PWD/.venv/bin:$PATH"
 export REGISTRAR_CONSUL REGISTRAR_STATE REGISTRAR_TEST_IMAGE

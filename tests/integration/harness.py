@@ -42,9 +42,15 @@ def unique_host(prefix: str = "t") -> str:
 class Consul:
     """Reads what a user would look at on the agent."""
 
-    def __init__(self, url: str = CONSUL, token: str = "", verify: bool | str = True, cert: Any = None) -> None:
-        self.url = url
+    def __init__(
+        self, url: str = CONSUL, token: str = "", verify: bool | str = True, cert: Any = None, unix_socket: str = ""
+    ) -> None:
+        self.url = "http+unix://consul" if unix_socket else url
         self.session = requests.Session()
+        if unix_socket:
+            from docker.transport import UnixHTTPAdapter
+
+            self.session.mount("http+unix://", UnixHTTPAdapter("http+unix://" + unix_socket))
         self.session.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment overrides verify
         self.session.verify = verify
         self.session.cert = cert

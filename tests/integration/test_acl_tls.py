@@ -1,4 +1,4 @@
-"""Consul with ACLs (default deny) and Consul over HTTPS with client certificates, for real."""
+"""Consul with ACLs (default deny), over HTTPS with client certificates, and on a unix socket, for real."""
 
 from __future__ import annotations
 
@@ -79,3 +79,14 @@ def test_consul_tls_without_client_certificate_fails_clearly(host: str, own_cons
     assert result.returncode == 5
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "https://127.0.0.1:18501" in lines[0]
+
+
+def test_consul_unix_socket(host: str, containers: Run, own_consul: ConsulAgent) -> None:
+    """consul-unix:// registers through an agent that serves its HTTP API on a unix socket only."""
+    socket_path = str(own_consul.workdir / "consul.sock")
+    own_consul.configure(f'addresses {{ http = "unix://{socket_path}" }}', Consul(unix_socket=socket_path))
+    own_consul.start()
+    c = containers()
+    result = run_cli("sync", "--hostname", host, f"consul-unix://{socket_path}")
+    assert result.returncode == 0, result.stderr
+    assert f"{host}:{c.name}:80" in own_consul.client.services(host)
