@@ -106,7 +106,7 @@ def docker_engine(docker_client: docker.DockerClient) -> DockerEngine:
     developer's machine whose engine the suite did not start, a failure in CI."""
     engine = DockerEngine()
     if not engine.available():
-        message = f"no {engine.pid_file}: the engine was not started by tests/run.sh"
+        message = f"{engine.pid_file} names no running dockerd: the engine was not started by tests/run.sh"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -241,7 +241,12 @@ class DockerEngine:
         self.pid_file = self.state / "dockerd.pid"
 
     def available(self) -> bool:
-        return self.pid_file.exists()
+        """A pid file that names a running dockerd (a stale file from an earlier run does not count)."""
+        try:
+            pid = int(self.pid_file.read_text())
+            return _alive(pid) and Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd"
+        except (OSError, ValueError):
+            return False
 
     def restart(self, ping: Callable[[], bool]) -> None:
         pid = int(self.pid_file.read_text())

@@ -193,3 +193,14 @@ def test_ttl_flag_check_kept_passing(host: str, consul: Consul, containers: Run,
     daemon("--hostname", host, "--ttl", "3", "--ttl-refresh", "1")
     service_id = f"{host}:{c.name}:80"
     wait_until(lambda: passing(consul, service_id, "ttl"), "registrar's TTL check passing")
+
+
+def test_grpc_check_registered(host: str, consul: Consul, containers: Run) -> None:
+    """SERVICE_CHECK_GRPC makes a gRPC check on the agent (critical here: busybox speaks no gRPC)."""
+    c = containers(labels={"SERVICE_CHECK_GRPC": "true", "SERVICE_CHECK_INTERVAL": "1s"})
+    service_id = f"{host}:{c.name}:80"
+    synced(host, consul)
+    wait_until(
+        lambda: any(ch["Type"] == "grpc" and ch["Status"] == "critical" for ch in consul.checks(service_id)),
+        "a critical gRPC check",
+    )
