@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import structlog
@@ -117,18 +118,34 @@ class Daemon:
 
     # The event thread --------------------------------------------------------------------------
 
-    def _watch_events(self) -> None:
+    def _subscribe(self) -> Iterator[DockerEvent] | None:
+        """Subscribe to Docker events; None (logged) when the engine does not answer."""
+        try:
+            stream = self.source.events()
+        except DockerError as e:
+            self.docker_up = False
+            log.warning("docker_stream_failed", error=str(e))
+            return None
+        self.docker_up = True
+        return stream
+
+    def _watch_events(self, stream: Iterator[DockerEvent] | None) -> None:
+        """Read events into the queue; after the stream ends, resubscribe and ask for a full reconcile.
+
+        Each subscription is made before the reconcile it triggers lists the containers, so nothing
+        that happens in between is missed.
+        """
         backoff = Backoff(0.1, 5.0)
-        first = True
         while not self.stopping.is_set():
+            if stream is None:
+                stream = self._subscribe()
+                if stream is None:
+                    self.stopping.wait(backoff.next())
+                    continue
+                log.info("docker_stream_reconnected")
+                self.queue.put(RESYNC)
+            backoff.reset()
             try:
-                stream = self.source.events()
-                if not first:
-                    log.info("docker_stream_reconnected")
-                    self.queue.put(RESYNC)
-                first = False
-                self.docker_up = True
-                backoff.reset()
                 for event in stream:
                     self._last_event = time.monotonic()
                     self.metrics.events.labels(event.action.split(":", 1)[0]).inc()
@@ -139,13 +156,17 @@ class Daemon:
             except DockerError as e:
                 self.docker_up = False
                 log.warning("docker_stream_failed", error=str(e))
+            stream = None
             self.stopping.wait(backoff.next())
 
     # The loop ------------------------------------------------------------------------------------
 
     def run(self) -> None:
         """The daemon's main loop; returns after stop()."""
-        watcher = threading.Thread(target=self._watch_events, name="registrar-events", daemon=True)
+        # Subscribe before the first listing, so no event between the two is lost.
+        watcher = threading.Thread(
+            target=self._watch_events, args=(self._subscribe(),), name="registrar-events", daemon=True
+        )
         watcher.start()
         now = time.monotonic()
         full_due: float | None = now

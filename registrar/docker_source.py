@@ -73,12 +73,16 @@ class DockerSource:
         return result
 
     def events(self) -> Iterator[DockerEvent]:
-        """Container events until the stream ends or is closed."""
+        """Subscribe to container events now (the request is made before this returns), so a listing
+        made afterwards misses nothing; the iterator then yields events until the stream ends."""
         stream = self._call(
             "subscribing to Docker events",
             lambda: self.api.events(decode=True, filters={"type": "container", "event": list(WATCHED_EVENTS)}),
         )
         self._stream = stream
+        return self._read(stream)
+
+    def _read(self, stream: Any) -> Iterator[DockerEvent]:
         try:
             for event in stream:
                 actor = event.get("Actor") or {}

@@ -223,3 +223,27 @@ def test_consul_down_does_not_spin(running_daemon: Any) -> None:
     assert consul.reads - reads <= 25
     consul.down = False
     eventually(lambda: daemon.not_ready() == "")
+
+
+class OrderedDocker(MemoryDocker):
+    """Records when the daemon subscribes to events and when it lists containers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def events(self) -> Iterator[DockerEvent]:
+        self.calls.append("subscribe")
+        return super().events()
+
+    def list_containers(self) -> list[dict[str, Any]]:
+        self.calls.append("list")
+        return super().list_containers()
+
+
+def test_subscribes_before_listing(running_daemon: Any) -> None:
+    """The daemon subscribes to events before its first listing, so a container started in between is seen."""
+    docker, consul = OrderedDocker(), MemoryConsul()
+    daemon = running_daemon(docker, consul)
+    assert daemon.ready.wait(5)
+    assert docker.calls[:2] == ["subscribe", "list"]
