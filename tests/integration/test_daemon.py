@@ -81,3 +81,13 @@ def test_signal_exits_zero_and_keeps_registrations(
     assert d.proc.wait(5) == 0
     assert time.monotonic() - started < 5
     assert f"{host}:{c.name}:80" in consul.services(host)
+
+
+def test_rename_moves_the_registration(host: str, consul: Consul, containers: Run, daemon: Any) -> None:
+    """docker rename: the ID with the old name goes, the one with the new name comes."""
+    c = containers()
+    daemon("--hostname", host)
+    old_id = f"{host}:{c.name}:80"
+    assert set(consul.services(host)) == {old_id}
+    c.rename(c.name + "-renamed")
+    wait_until(lambda: set(consul.services(host)) == {f"{old_id[: -len(':80')]}-renamed:80"}, "the renamed ID")
