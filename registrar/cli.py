@@ -11,32 +11,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Mapping
-from enum import IntEnum
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 import structlog
 
 from registrar import __version__, logs
 from registrar.errors import ConfigError, ConsulError, DockerError, RegistrarError
+from registrar.lifecycle import ExitCode, Shutdown, capture_signals, retry_at_start
 from registrar.model import Deregister, Register
 from registrar.settings import DEREGISTER_MODES, Settings, parse_registry_uri
 
 log = structlog.get_logger("registrar")
 COMMANDS = ("run", "sync", "plan")
-
-
-class ExitCode(IntEnum):
-    OK = 0
-    NOT_IN_SYNC = 1
-    USAGE = 2
-    CONFIG = 3
-    DOCKER = 4
-    CONSUL = 5
+T = TypeVar("T")
 
 
 def _opt(name: str, *aliases: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -66,14 +56,14 @@ SHARED_OPTIONS = [
         "-retry-attempts",
         type=click.IntRange(min=-1),
         default=10,
-        help="Attempts to reach Consul at start (-1: forever).",
+        help="Attempts to reach Docker and Consul at start (-1: forever).",
     ),
     _opt(
         "retry-interval",
         "-retry-interval",
         type=click.IntRange(min=1),
         default=1000,
-        help="Milliseconds between attempts to reach Consul at start.",
+        help="Milliseconds between attempts to reach Docker and Consul at start.",
     ),
     _opt(
         "ttl",
@@ -147,6 +137,7 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         log_format=params["log_format"],
         log_level=params["log_level"],
         metrics_addr=params.get("metrics_addr", ""),
+        forget_hosts=tuple(dict.fromkeys(n for n in params.get("forget_host", ()) if n)),
     )
 
 
@@ -155,8 +146,12 @@ def _fail(code: ExitCode, message: str) -> NoReturn:
     sys.exit(code)
 
 
-def _connect(params: Mapping[str, Any], stop: threading.Event | None = None) -> Any:
-    """Settings, Docker and Consul adapters, with the hostname resolved; exits on failure."""
+def _connect(params: Mapping[str, Any], shutdown: Shutdown) -> tuple[Settings, Any, Any] | None:
+    """Settings, Docker and Consul adapters, with the hostname resolved; exits on failure.
+
+    Waits for Docker, then for Consul, ``--retry-attempts`` times each; None when a shutdown
+    was requested meanwhile.
+    """
     from registrar.consul_sink import ConsulSink
     from registrar.docker_source import DockerSource
 
@@ -166,33 +161,30 @@ def _connect(params: Mapping[str, Any], stop: threading.Event | None = None) -> 
     except ConfigError as e:
         _fail(ExitCode.CONFIG, str(e))
     logs.configure(settings.log_format, settings.log_level)
-    try:
+
+    def docker() -> tuple[DockerSource, str]:
         source = DockerSource(settings, environ)
-        if not settings.hostname:
-            settings = dataclasses.replace(settings, hostname=source.host_name())
+        return source, settings.hostname or source.host_name()
+
+    attempts, interval = settings.retry_attempts, settings.retry_interval_ms
+    try:
+        found = retry_at_start("docker", docker, DockerError, attempts, interval, shutdown)
+        if found is None:
+            return None
+        source, hostname = found
+        if hostname in settings.forget_hosts:
+            _fail(ExitCode.USAGE, f"--forget-host {hostname}: that is this host itself")
+        settings = dataclasses.replace(settings, hostname=hostname)
+        sink = ConsulSink(settings.consul)
+        if retry_at_start("consul", sink.services, ConsulError, attempts, interval, shutdown) is None:
+            return None
+    except ConfigError as e:
+        _fail(ExitCode.CONFIG, str(e))
     except DockerError as e:
         _fail(ExitCode.DOCKER, str(e))
-    sink = ConsulSink(settings.consul)
-    try:
-        wait_for_consul(sink, settings, stop or threading.Event())
     except ConsulError as e:
         _fail(ExitCode.CONSUL, str(e))
     return settings, source, sink
-
-
-def wait_for_consul(sink: Any, settings: Settings, stop: threading.Event) -> None:
-    """Read the agent's services until it answers, ``--retry-attempts`` times (-1: forever)."""
-    attempt = 0
-    while True:
-        try:
-            sink.services()
-            return
-        except ConsulError as e:
-            attempt += 1
-            if (settings.retry_attempts >= 0 and attempt > settings.retry_attempts) or stop.is_set():
-                raise ConsulError(f"gave up after {attempt} attempt(s): {e}") from None
-            log.warning("consul_unreachable", error=str(e), attempt=attempt)
-            stop.wait(settings.retry_interval_ms / 1000)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -215,27 +207,26 @@ def run(**params: Any) -> None:
     """Run the daemon: reconcile at start, then follow Docker events until SIGTERM/SIGINT."""
     from registrar.daemon import Daemon
 
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    settings, source, sink = _connect(params, stop)
-    if stop.is_set():
-        sys.exit(ExitCode.OK)
-    daemon = Daemon(source, sink, settings)
-    for sig in previous:
-        signal.signal(sig, lambda *_: daemon.stop())
-    server = _serve_health(settings.metrics_addr, daemon)
-    log.info(
-        "registrar_started",
-        version=__version__,
-        hostname=settings.hostname,
-        consul=settings.consul.describe(),
-        docker=source.where,
-    )
-    try:
-        daemon.run()
-    finally:
-        if server is not None:
-            server.stop()
+    shutdown = Shutdown()
+    with capture_signals(shutdown):
+        connected = _connect(params, shutdown)
+        if connected is None:  # stopped while waiting for Docker or Consul
+            sys.exit(ExitCode.OK)
+        settings, source, sink = connected
+        daemon = Daemon(source, sink, settings, shutdown=shutdown)
+        server = _serve_health(settings.metrics_addr, daemon)
+        log.info(
+            "registrar_started",
+            version=__version__,
+            hostname=settings.hostname,
+            consul=settings.consul.describe(),
+            docker=source.where,
+        )
+        try:
+            daemon.run()
+        finally:
+            if server is not None:
+                server.stop()
     sys.exit(ExitCode.OK)
 
 
@@ -246,7 +237,7 @@ def _serve_health(addr: str, daemon: Any) -> Any:
     if not addr:
         return None
     try:
-        server = HealthServer(addr, daemon.metrics, daemon.live, daemon.not_ready)
+        server = HealthServer(addr, daemon.metrics, daemon.unhealthy, daemon.not_ready)
     except (OSError, ValueError) as e:
         log.error("metrics_unavailable", address=addr, error=str(e))
         return None
@@ -254,23 +245,41 @@ def _serve_health(addr: str, daemon: Any) -> Any:
     return server
 
 
-@cli.command()
-@shared_options
-def sync(**params: Any) -> None:
-    """Reconcile once and exit: 0 when Consul is in sync, non-zero when it could not be made so."""
+FORGET_HOST = click.option(
+    "--forget-host",
+    multiple=True,
+    envvar="REGISTRAR_FORGET_HOST",
+    show_envvar=True,
+    metavar="NAME",
+    help="Also remove every registration registrar made for host NAME (a renamed host); repeatable.",
+)
+
+
+def _one_shot(params: Mapping[str, Any], work: Callable[[Any], T]) -> T:
+    """Connect, learn every container, and run ``work(reconciler)``; exits on Docker or Consul errors."""
     from registrar.reconciler import Reconciler
 
-    settings, source, sink = _connect(params)
+    connected = _connect(params, Shutdown())
+    assert connected is not None, "nothing requests a shutdown of a one-shot command"
+    settings, source, sink = connected
     reconciler = Reconciler(source, sink, settings)
     try:
-        reconciler.refresh_all()
-        outcome = reconciler.converge(read=True)
+        reconciler.view.refresh_all()
+        return work(reconciler)
     except DockerError as e:
         _fail(ExitCode.DOCKER, str(e))
     except ConsulError as e:
         _fail(ExitCode.CONSUL, str(e))
     finally:
         reconciler.close()
+
+
+@cli.command()
+@shared_options
+@FORGET_HOST
+def sync(**params: Any) -> None:
+    """Reconcile once and exit: 0 when Consul is in sync, non-zero when it could not be made so."""
+    outcome = _one_shot(params, lambda r: r.converge(read=True))
     click.echo(
         f"registered {outcome.registered}, deregistered {outcome.deregistered}, "
         f"failed {outcome.failed}, rejected by Consul {outcome.rejected}"
@@ -280,29 +289,18 @@ def sync(**params: Any) -> None:
 
 @cli.command(name="plan")
 @shared_options
+@FORGET_HOST
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan_command(as_json: bool, **params: Any) -> None:
     """Print what sync would change (one line per service ID); change nothing."""
-    from registrar.reconciler import Reconciler
-
-    settings, source, sink = _connect(params)
-    reconciler = Reconciler(source, sink, settings)
-    try:
-        reconciler.refresh_all()
-        actions = reconciler.plan()
-    except DockerError as e:
-        _fail(ExitCode.DOCKER, str(e))
-    except ConsulError as e:
-        _fail(ExitCode.CONSUL, str(e))
-    finally:
-        reconciler.close()
+    actions = _one_shot(params, lambda r: r.plan())
     if as_json:
         rows: list[dict[str, Any]] = []
         for action in actions:
             if isinstance(action, Register):
                 rows.append({"action": "register", "id": action.service_id, "service": action.service.to_consul()})
             else:
-                rows.append({"action": "deregister", "id": action.service_id})
+                rows.append({"action": "deregister", "id": action.service_id, "reason": action.reason})
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     for action in actions:
@@ -310,7 +308,7 @@ def plan_command(as_json: bool, **params: Any) -> None:
             s = action.service
             click.echo(f"register    {s.id}  name={s.name} address={s.address or '(agent)'} port={s.port}")
         elif isinstance(action, Deregister):
-            click.echo(f"deregister  {action.service_id}")
+            click.echo(f"deregister  {action.service_id}  ({action.reason})")
     if not actions:
         click.echo("in sync: nothing to change")
 
@@ -325,3 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=args, prog_name="registrar")
     except RegistrarError as e:
         _fail(ExitCode.CONFIG, str(e))
+    except Exception:
+        # A bug: one structured event with the traceback (dict tracebacks in JSON), then a named exit.
+        log.critical("registrar_crashed", exc_info=True)
+        sys.exit(ExitCode.INTERNAL)

@@ -1,10 +1,16 @@
 """The level-triggered loop: subscribe, list, reconcile; then re-inspect on events.
 
-Events only say *when* to look. One thread reads the Docker event stream and queues container
-IDs; the loop drains the queue (coalescing many events for one container into one inspect),
-re-plans and applies. A full reconcile runs at start, after every reconnect of the event stream,
-on ``--resync`` and after a failed write (with backoff). The agent's services are read every few
-seconds, so an agent that restarted empty is refilled without waiting for a resync.
+Events only say *when* to look. The EventWatcher thread puts Docker events into the inbox; each
+``step()`` of the loop waits for the inbox or the next deadline, takes everything queued
+(coalescing many events for one container into one inspect), re-plans and applies. A full
+reconcile runs at start, after every new subscription to the event stream, on ``--resync`` and
+after a failed step (with backoff). The agent's services are read every few seconds, so an agent
+that restarted empty is refilled without waiting for a resync.
+
+One thread owns each piece of state: the loop owns everything here; the watcher only sends
+messages. The loop also supervises the watcher: a crash is logged with its traceback and the thread
+is started again after a backoff, followed by a full reconcile. An unexpected error in the loop
+itself is logged the same way and retried; the loop never ends but by a stop.
 """
 
 from __future__ import annotations
@@ -12,96 +18,111 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 
 import structlog
 
+from registrar.containers import ContainerSource
 from registrar.errors import ConsulError, DockerError
+from registrar.lifecycle import Shutdown
 from registrar.metrics import Metrics
 from registrar.model import DockerEvent
-from registrar.reconciler import ContainerSource, Reconciler, ServiceSink
+from registrar.reconciler import Reconciler, ServiceSink
 from registrar.settings import Settings
+from registrar.watcher import RESYNC, Backoff, EventWatcher, Exited, StreamState
 
 log = structlog.get_logger("registrar")
 
-RESYNC = "<resync>"  # queue marker: a full reconcile is due
-CONSUL_PROBE_SECONDS = 3.0
-DOCKER_IDLE_PING_SECONDS = 15.0
-LIVENESS_SECONDS = 60.0
 
+@dataclass(frozen=True)
+class Timing:
+    """The loop's clocks, in seconds (tests shorten them)."""
 
-@dataclass
-class Backoff:
-    """Exponential backoff between ``first`` and ``most`` seconds."""
-
-    first: float = 0.2
-    most: float = 10.0
-    _next: float = field(default=0.0, init=False)
-
-    def next(self) -> float:
-        self._next = min(self.most, self._next * 2) if self._next else self.first
-        return self._next
-
-    def reset(self) -> None:
-        self._next = 0.0
+    consul_probe: float = 3.0
+    """Between reads of the agent's services (restores what an agent restart lost)."""
+    idle_ping: float = 15.0
+    """A quiet event stream for this long gets the engine pinged (a stream can hang)."""
+    retry_first: float = 0.2
+    retry_most: float = 10.0
+    """Backoff of a failed step, before the full reconcile that retries it."""
+    reconnect_first: float = 0.1
+    reconnect_most: float = 5.0
+    """Backoff of the watcher's resubscriptions after the stream ended."""
+    restart_first: float = 0.5
+    restart_most: float = 30.0
+    """Backoff of restarting a crashed watcher thread."""
+    liveness: float = 60.0
+    """A loop that has not turned for this long is stuck (the loop turns every few seconds)."""
+    crash_window: float = 60.0
+    crash_limit: int = 5
+    """This many watcher crashes within the window, or unexpected loop errors in a row: unhealthy."""
 
 
 class Daemon:
-    """Runs until stop() is called; every step is safe to interrupt."""
+    """Runs until its Shutdown is requested (``stop()``, or a signal); every step is safe to interrupt."""
 
     def __init__(
         self,
         source: ContainerSource,
         sink: ServiceSink,
         settings: Settings,
-        consul_probe: float = CONSUL_PROBE_SECONDS,
-        idle_ping: float = DOCKER_IDLE_PING_SECONDS,
+        timing: Timing | None = None,
         metrics: Metrics | None = None,
+        shutdown: Shutdown | None = None,
     ) -> None:
         self.source = source
-        self.metrics = metrics or Metrics()
-        self.consul_probe = consul_probe
-        """Seconds between reads of the agent's services (restores what an agent restart lost)."""
-        self.idle_ping = idle_ping
-        """Seconds of a quiet event stream after which the engine is pinged."""
         self.settings = settings
+        self.timing = timing or Timing()
+        self.metrics = metrics or Metrics()
         self.reconciler = Reconciler(source, sink, settings, metrics=self.metrics)
+        self.inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.shutdown = shutdown or Shutdown()
+        self.shutdown.wake_also(self.inbox)
         self.stopping = threading.Event()
-        self.queue: queue.Queue[DockerEvent | str] = queue.Queue()
+        """Set by the loop once it stops (never by a signal handler); the watcher waits on it."""
+        t = self.timing
+        self.watcher = EventWatcher(source, self.inbox, self.stopping, Backoff(t.reconnect_first, t.reconnect_most))
         self.ready = threading.Event()
         """Set once the first full reconcile has succeeded."""
-        self._docker_up = self._consul_up = True
+        self.docker_up = self.consul_up = True
         self.metrics.docker_up.set(1)
         self.metrics.consul_up.set(1)
-        self._last_event = time.monotonic()
         self.heartbeat = time.monotonic()
         """When the loop last turned (the liveness endpoint reads it)."""
+        self._retry = Backoff(t.retry_first, t.retry_most)
+        self._restart = Backoff(t.restart_first, t.restart_most)
+        self._crashes: deque[float] = deque(maxlen=t.crash_limit)
+        self._loop_errors = 0
+        self._last_ping = 0.0
+        self._started = False
+        now = time.monotonic()
+        self._full_due: float | None = now
+        self._restart_due: float | None = None
+        self._next_probe = now + t.consul_probe
+        self._next_resync = now + settings.resync if settings.resync > 0 else None
+        self._next_ttl = now + settings.ttl_refresh_seconds if settings.ttl > 0 else None
 
-    @property
-    def docker_up(self) -> bool:
-        return self._docker_up
+    # Health ------------------------------------------------------------------------------------
 
-    @docker_up.setter
-    def docker_up(self, up: bool) -> None:
-        self._docker_up = up
-        self.metrics.docker_up.set(int(up))
-
-    @property
-    def consul_up(self) -> bool:
-        return self._consul_up
-
-    @consul_up.setter
-    def consul_up(self, up: bool) -> None:
-        self._consul_up = up
-        self.metrics.consul_up.set(int(up))
-
-    def live(self) -> bool:
-        """The loop turns at least every few seconds; a minute without a turn means it is stuck."""
-        return time.monotonic() - self.heartbeat < LIVENESS_SECONDS
+    def unhealthy(self) -> str:
+        """Why the daemon is not alive and well (``/healthz``), or "" when it is."""
+        now = time.monotonic()
+        t = self.timing
+        if now - self.heartbeat >= t.liveness:
+            return "the reconcile loop is stuck"
+        if self._started and not self.stopping.is_set():
+            # The loop schedules a restart as soon as it hears of the end: a second is plenty.
+            if not self.watcher.alive() and self._restart_due is None and now - self.watcher.ended > 1.0:
+                return "the Docker event thread is dead"
+            if len(self._crashes) >= t.crash_limit and now - self._crashes[0] < t.crash_window:
+                return f"the Docker event thread keeps crashing ({len(self._crashes)} times in {t.crash_window:g} s)"
+        if self._loop_errors >= t.crash_limit:
+            return f"the reconcile loop keeps failing ({self._loop_errors} unexpected errors in a row)"
+        return ""
 
     def not_ready(self) -> str:
-        """Why the daemon is not ready, or "" when it is."""
+        """Why the daemon is not ready (``/readyz``), or "" when it is."""
         if not self.ready.is_set():
             return "initial reconcile not done yet"
         if not self.docker_up:
@@ -110,167 +131,179 @@ class Daemon:
             return "Consul agent unreachable"
         return ""
 
+    def _set_docker_up(self, up: bool) -> None:
+        self.docker_up = up
+        self.metrics.docker_up.set(int(up))
+
+    def _set_consul_up(self, up: bool) -> None:
+        if up and not self.consul_up:
+            log.info("consul_reachable")
+        elif self.consul_up and not up:
+            log.warning("consul_unreachable")
+        self.consul_up = up
+        self.metrics.consul_up.set(int(up))
+
+    # The loop ----------------------------------------------------------------------------------
+
     def stop(self) -> None:
-        """Ask the loop to finish the action in flight and return (safe from a signal handler)."""
-        self.stopping.set()
-        self.queue.put(RESYNC)
-        self.source.close_events()
+        """Ask the loop to finish the step in flight and return (safe from a signal handler)."""
+        self.shutdown.request()
 
-    # The event thread --------------------------------------------------------------------------
-
-    def _subscribe(self) -> Iterator[DockerEvent] | None:
-        """Subscribe to Docker events; None (logged) when the engine does not answer."""
+    def run(self, _iterations: int | None = None) -> None:
+        """Start, turn the loop until a stop (or ``_iterations`` steps, for tests), then close."""
+        self.start()
         try:
-            stream = self.source.events()
-        except DockerError as e:
-            self.docker_up = False
-            log.warning("docker_stream_failed", error=str(e))
-            return None
-        self.docker_up = True
-        return stream
-
-    def _watch_events(self, stream: Iterator[DockerEvent] | None) -> None:
-        """Read events into the queue; after the stream ends, resubscribe and ask for a full reconcile.
-
-        Each subscription is made before the reconcile it triggers lists the containers, so nothing
-        that happens in between is missed.
-        """
-        backoff = Backoff(0.1, 5.0)
-        while not self.stopping.is_set():
-            if stream is None:
-                stream = self._subscribe()
-                if stream is None:
-                    self.stopping.wait(backoff.next())
-                    continue
-                log.info("docker_stream_reconnected")
-                self.queue.put(RESYNC)
-            backoff.reset()
-            try:
-                for event in stream:
-                    self._last_event = time.monotonic()
-                    self.metrics.events.labels(event.action.split(":", 1)[0]).inc()
-                    self.queue.put(event)
-                    log.debug("docker_event", action=event.action, container=event.name)
-                if not self.stopping.is_set():
-                    log.warning("docker_stream_ended")
-            except DockerError as e:
-                self.docker_up = False
-                log.warning("docker_stream_failed", error=str(e))
-            stream = None
-            self.stopping.wait(backoff.next())
-
-    # The loop ------------------------------------------------------------------------------------
-
-    def run(self) -> None:
-        """The daemon's main loop; returns after stop()."""
-        # Subscribe before the first listing, so no event between the two is lost.
-        watcher = threading.Thread(
-            target=self._watch_events, args=(self._subscribe(),), name="registrar-events", daemon=True
-        )
-        watcher.start()
-        now = time.monotonic()
-        full_due: float | None = now
-        retry = Backoff(0.2, 10.0)
-        next_probe = now + self.consul_probe
-        next_resync = now + self.settings.resync if self.settings.resync > 0 else None
-        next_ttl = now + self.settings.ttl_refresh_seconds if self.settings.ttl > 0 else None
-        try:
-            while not self.stopping.is_set():
-                now = self.heartbeat = time.monotonic()
-                deadlines = [d for d in (full_due, next_probe, next_resync, next_ttl) if d is not None]
-                events, resync = self._drain(max(0.0, min(deadlines) - now))
-                if self.stopping.is_set():
-                    break
-                # Every deadline that is due moves on *before* its work runs, so work that fails
-                # can never leave a deadline in the past (and the loop spinning).
-                now = time.monotonic()
-                if next_resync is not None and now >= next_resync:
-                    next_resync, resync = now + self.settings.resync, True
-                if resync:
-                    full_due = now
-                probe = now >= next_probe
-                if probe:
-                    next_probe = now + self.consul_probe
-                    self._ping_docker_if_idle()
-                full = full_due is not None and now >= full_due
-                if full:
-                    full_due = None
-                try:
-                    if full:
-                        self._full()
-                    elif events:
-                        self.reconciler.refresh(events)
-                        self._converge(read=False)
-                    elif probe:
-                        self._converge(read=True)
-                    retry.reset()
-                except (ConsulError, DockerError) as e:
-                    delay = retry.next()
-                    full_due = time.monotonic() + delay
-                    log.warning("reconcile_failed", error=str(e), retry_in=round(delay, 2))
-                if next_ttl is not None and now >= next_ttl:
-                    next_ttl = now + self.settings.ttl_refresh_seconds
-                    self.reconciler.pass_ttls()
+            turns = 0
+            while not self.shutdown.requested and (_iterations is None or turns < _iterations):
+                self.step()
+                turns += 1
         finally:
-            self.stopping.set()
-            self.source.close_events()
-            self.reconciler.close()
-            log.info("registrar_stopped")
+            self.close()
 
-    def _drain(self, timeout: float) -> tuple[list[DockerEvent], bool]:
-        """Wait up to ``timeout`` for work, then take everything queued, in order."""
-        items: list[DockerEvent | str] = []
+    def start(self) -> None:
+        """Subscribe to Docker events before the first listing, so no event between the two is lost."""
+        self.watcher.start(self.watcher.subscribe())
+        self._started = True
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.source.close_events()
+        self.reconciler.close()
+        log.info("registrar_stopped")
+
+    def step(self) -> None:
+        """One turn: wait for messages or the next deadline, then do what is due."""
+        now = self.heartbeat = time.monotonic()
+        messages = self._drain(max(0.0, self._next_deadline() - now))
+        if self.shutdown.requested:
+            return
+        events: list[DockerEvent] = []
+        for message in messages:
+            if isinstance(message, DockerEvent):
+                events.append(message)
+                self.metrics.events.labels(message.action.split(":", 1)[0]).inc()
+            elif message is RESYNC:
+                self._full_due = time.monotonic()
+            elif isinstance(message, StreamState):
+                self._set_docker_up(message.up)
+            elif isinstance(message, Exited):
+                self._watcher_exited(message.error)
+        # Every deadline that is due moves on *before* its work runs, so work that fails can never
+        # leave a deadline in the past (and the loop spinning).
+        now = time.monotonic()
+        if self._next_resync is not None and now >= self._next_resync:
+            self._next_resync = now + self.settings.resync
+            self._full_due = now
+        if self._restart_due is not None and now >= self._restart_due:
+            self._restart_due = None
+            self.watcher.start()  # subscribes on its own thread, then asks for a full reconcile
+        probe = now >= self._next_probe
+        if probe:
+            self._next_probe = now + self.timing.consul_probe
+            self._ping_docker_if_idle(now)
+        full = self._full_due is not None and now >= self._full_due
+        if full:
+            self._full_due = None
         try:
-            items.append(self.queue.get(timeout=timeout))
+            if full:
+                self._full()
+            elif events:
+                self.reconciler.view.refresh(events)
+                self._converge(read=False)
+            elif probe:
+                self._converge(read=True)
+            self._retry.reset()
+            self._loop_errors = 0
+        except (ConsulError, DockerError) as e:
+            delay = self._retry_later()
+            log.warning("reconcile_failed", error=str(e), retry_in=round(delay, 2))
+        except Exception as e:
+            # A bug, or a library failing in a way nobody foresaw: log it with its traceback, back off,
+            # and start over from a full reconcile rather than end the process.
+            self._loop_errors += 1
+            delay = self._retry_later()
+            log.error("loop_error", exc_info=e, retry_in=round(delay, 2), in_a_row=self._loop_errors)
+        if self._next_ttl is not None and now >= self._next_ttl:
+            self._next_ttl = now + self.settings.ttl_refresh_seconds
+            self.reconciler.pass_ttls()
+
+    def _next_deadline(self) -> float:
+        due = [self._full_due, self._restart_due, self._next_probe, self._next_resync, self._next_ttl]
+        return min(d for d in due if d is not None)
+
+    def _retry_later(self) -> float:
+        delay = self._retry.next()
+        self._full_due = time.monotonic() + delay
+        return delay
+
+    def _drain(self, timeout: float) -> list[object]:
+        """Wait up to ``timeout`` for a message, then take everything queued, in order."""
+        messages: list[object] = []
+        try:
+            messages.append(self.inbox.get(timeout=timeout))
             while True:
-                items.append(self.queue.get_nowait())
+                messages.append(self.inbox.get_nowait())
         except queue.Empty:
             pass
-        return [i for i in items if isinstance(i, DockerEvent)], RESYNC in items
+        return messages
+
+    def _watcher_exited(self, error: BaseException | None) -> None:
+        """Supervise the watcher: a thread that ended other than by a stop is started again, later."""
+        if self.stopping.is_set():
+            return
+        now = time.monotonic()
+        self._crashes.append(now)
+        recent = sum(1 for c in self._crashes if now - c < self.timing.crash_window)
+        if recent <= 1:
+            self._restart.reset()
+        delay = self._restart.next()
+        self._restart_due = now + delay
+        self._set_docker_up(False)
+        log.error(
+            "docker_watch_crashed",
+            exc_info=error or RuntimeError("the event thread ended"),
+            restart_in=round(delay, 2),
+            crashes_recently=recent,
+        )
 
     def _full(self) -> None:
         started = time.perf_counter()
         calls = dict(self.reconciler.calls)
         try:
-            self.reconciler.refresh_all()
-            self.docker_up = True
+            self.reconciler.view.refresh_all()
         except DockerError:
-            self.docker_up = False
+            self._set_docker_up(False)
             raise
+        self._set_docker_up(True)
         self._converge(read=True)
         self.metrics.reconcile.observe(time.perf_counter() - started)
         self.ready.set()
         log.info(
             "reconcile_done",
             services=len(self.reconciler.actual or {}),
-            containers=len(self.reconciler.known),
+            containers=len(self.reconciler.view.known),
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            **{k: v - calls[k] for k, v in self.reconciler.calls.items()},
+            **{k: v - calls.get(k, 0) for k, v in self.reconciler.calls.items()},
         )
 
-    def _converge(self, read: bool) -> bool:
+    def _converge(self, read: bool) -> None:
         try:
-            outcome = self.reconciler.converge(read=read, stop=self.stopping)
+            outcome = self.reconciler.converge(read=read, stop=lambda: self.shutdown.requested)
         except ConsulError:
-            if self.consul_up:
-                log.warning("consul_unreachable")
-            self.consul_up = False
+            self._set_consul_up(False)
             raise
-        if not self.consul_up:
-            log.info("consul_reachable")
-        self.consul_up = True
+        self._set_consul_up(True)
         if outcome.failed:
             raise ConsulError(f"{outcome.failed} write(s) to Consul failed")
-        return True
 
-    def _ping_docker_if_idle(self) -> None:
+    def _ping_docker_if_idle(self, now: float) -> None:
         """A stream can hang without ending: when it has been quiet, make sure the engine answers."""
-        if time.monotonic() - self._last_event < self.idle_ping:
+        if now - max(self.watcher.last_event, self._last_ping) < self.timing.idle_ping:
             return
+        self._last_ping = now
         try:
             self.source.ping()
         except DockerError as e:
             log.warning("docker_unreachable", error=str(e))
-            self.docker_up = False
+            self._set_docker_up(False)
             self.source.close_events()
-        self._last_event = time.monotonic()

@@ -15,7 +15,7 @@ import docker
 import docker.errors
 import requests
 
-from registrar.errors import DockerError
+from registrar.errors import ConfigError, DockerError
 from registrar.model import DockerEvent
 from registrar.settings import Settings
 
@@ -32,7 +32,7 @@ class DockerSource:
         try:
             kwargs: dict[str, Any] = docker.utils.kwargs_from_env(environment=dict(environ))
         except docker.errors.DockerException as e:
-            raise DockerError(f"Docker TLS settings: {e}") from None
+            raise ConfigError(f"Docker TLS settings (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH): {e}") from None
         if settings.docker_host:
             kwargs["base_url"] = settings.docker_host
         self.where = str(kwargs.get("base_url") or "unix:///var/run/docker.sock")

@@ -1,8 +1,9 @@
 """Prometheus metrics and the liveness/readiness endpoints.
 
 One registry per daemon (no process-global state), served with the standard library's HTTP
-server: ``/metrics`` (Prometheus text format), ``/healthz`` (the loop is turning) and ``/readyz``
-(the first reconcile is done and Docker and Consul answer). No metric has a per-container label.
+server: ``/metrics`` (Prometheus text format), ``/healthz`` (the loop turns and the Docker event
+thread runs, neither failing again and again) and ``/readyz`` (the first reconcile is done and
+Docker and Consul answer). No metric has a per-container label.
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ class Metrics:
 class HealthServer:
     """Serves /metrics, /healthz and /readyz on ``addr`` (host:port) in a background thread."""
 
-    def __init__(self, addr: str, metrics: Metrics, live: Callable[[], bool], ready: Callable[[], str]) -> None:
+    def __init__(self, addr: str, metrics: Metrics, unhealthy: Callable[[], str], not_ready: Callable[[], str]) -> None:
         host, _, port = addr.rpartition(":")
-        handler = _handler(metrics, live, ready)
+        handler = _handler(metrics, unhealthy, not_ready)
         self.server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), handler)
         self.server.daemon_threads = True
         self.address = "{}:{}".format(*self.server.server_address[:2])
@@ -63,18 +64,19 @@ class HealthServer:
         self.server.server_close()
 
 
-def _handler(metrics: Metrics, live: Callable[[], bool], ready: Callable[[], str]) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    metrics: Metrics, unhealthy: Callable[[], str], not_ready: Callable[[], str]
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                ok = live()
-                self._send(200 if ok else 503, b"ok\n" if ok else b"the reconcile loop is stuck\n")
-            elif path == "/readyz":
-                reason = ready()
-                self._send(503 if reason else 200, (reason or "ready").encode() + b"\n")
+            elif path in ("/healthz", "/readyz"):
+                reason = unhealthy() if path == "/healthz" else not_ready()
+                self._send(
+                    503 if reason else 200, (reason or ("ok" if path == "/healthz" else "ready")).encode() + b"\n"
+                )
             else:
                 self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
 

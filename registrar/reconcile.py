@@ -62,6 +62,11 @@ def kept_ids(actual: Mapping[str, Owned], keep_containers: Set[str]) -> frozense
     return frozenset(i for i, o in actual.items() if o.container_id and o.container_id in short)
 
 
+def forget_plan(forgotten: Mapping[str, Owned]) -> list[Action]:
+    """Deregister every registration of a host that ``--forget-host`` names (renamed or gone)."""
+    return [Deregister(i, reason="its host is forgotten (--forget-host)") for i in sorted(forgotten)]
+
+
 def plan(
     desired: Mapping[str, Service],
     actual: Mapping[str, Owned],

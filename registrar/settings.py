@@ -75,13 +75,13 @@ class Settings:
     """Allow SERVICE_CHECK_SCRIPT (runs commands on the Consul agent's host)."""
     docker_host: str = ""
     """Docker endpoint; empty = DOCKER_HOST, else the local socket."""
-    docker_tls_verify: bool = False
-    docker_cert_path: str = ""
     consul: ConsulTarget = ConsulTarget()
     log_format: str = "auto"
     log_level: str = "info"
     metrics_addr: str = ""
     """host:port of the metrics and health endpoints; empty turns them off."""
+    forget_hosts: tuple[str, ...] = ()
+    """Other host identities whose registrations ``plan``/``sync`` remove (a renamed host's)."""
 
     @property
     def ttl_refresh_seconds(self) -> float:

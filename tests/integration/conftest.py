@@ -14,7 +14,14 @@ import pytest
 
 from tests.integration.harness import IMAGE, TEST_LABEL, Consul, ConsulAgent, Daemon, DockerEngine, unique_host
 
-pytestmark = pytest.mark.integration
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test in this directory ``integration`` (a conftest's pytestmark marks nothing)."""
+    for item in items:
+        if HERE in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

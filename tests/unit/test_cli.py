@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import signal
 from typing import Any
 
 import click
@@ -9,54 +11,66 @@ import pytest
 from click.testing import CliRunner
 
 from registrar import __version__
-from registrar.cli import build_settings, cli, main, run
-from registrar.settings import Settings
+from registrar.cli import build_settings, cli, main, run, sync
+from registrar.settings import ConsulTarget, Settings
 
 
 def settings_for(args: list[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, str] | None = None) -> Settings:
     for key, value in (env or {}).items():
         monkeypatch.setenv(key, value)
-    ctx = run.make_context("run", args)
-    return build_settings(ctx.params, env or {})
+    command = (
+        sync if any(a.startswith("--forget-host") for a in args) or "REGISTRAR_FORGET_HOST" in (env or {}) else run
+    )
+    ctx = command.make_context(command.name or "run", args)
+    return build_settings({"metrics_addr": "", **ctx.params}, env or {})
 
 
-@pytest.mark.parametrize(
-    ("args", "env", "field", "value"),
-    [
-        (["--hostname", "h1"], {}, "hostname", "h1"),
-        ([], {"REGISTRAR_HOSTNAME": "h2"}, "hostname", "h2"),
-        (["--ip", "10.0.0.9"], {}, "ip", "10.0.0.9"),
-        (["-ip", "10.0.0.8"], {}, "ip", "10.0.0.8"),
-        (["--internal"], {}, "internal", True),
-        (["-internal"], {}, "internal", True),
-        ([], {"REGISTRAR_INTERNAL": "true"}, "internal", True),
-        (["--explicit"], {}, "explicit", True),
-        (["--tags", "a, b"], {}, "tags", ("a", "b")),
-        ([], {"REGISTRAR_TAGS": "x,y"}, "tags", ("x", "y")),
-        (["--resync", "30"], {}, "resync", 30),
-        ([], {"REGISTRAR_RESYNC": "30"}, "resync", 30),
-        (["--resync", "5"], {"REGISTRAR_RESYNC": "30"}, "resync", 5),
-        (["--cleanup"], {}, "cleanup", True),
-        (["--deregister", "on-success"], {}, "deregister", "on-success"),
-        ([], {"REGISTRAR_DEREGISTER": "on-success"}, "deregister", "on-success"),
-        (["--retry-attempts", "-1"], {}, "retry_attempts", -1),
-        (["--retry-interval", "250"], {}, "retry_interval_ms", 250),
-        (["--ttl", "30", "--ttl-refresh", "10"], {}, "ttl_refresh", 10),
-        (["-useIpFromLabel", "ip.label"], {}, "use_ip_from_label", "ip.label"),
-        (["--use-ip-from-label", "ip.label"], {}, "use_ip_from_label", "ip.label"),
-        (["--allow-script-checks"], {}, "allow_script_checks", True),
-        (["--docker-host", "tcp://127.0.0.1:2375"], {}, "docker_host", "tcp://127.0.0.1:2375"),
-        ([], {"REGISTRAR_DOCKER_HOST": "unix:///x.sock"}, "docker_host", "unix:///x.sock"),
-        (["--log-format", "json"], {}, "log_format", "json"),
-        (["--log-level", "debug"], {}, "log_level", "debug"),
-        (["--metrics-addr", "127.0.0.1:9105"], {}, "metrics_addr", "127.0.0.1:9105"),
-    ],
-)
+OPTION_TABLE: list[tuple[list[str], dict[str, str], str, Any]] = [
+    (["--hostname", "h1"], {}, "hostname", "h1"),
+    ([], {"REGISTRAR_HOSTNAME": "h2"}, "hostname", "h2"),
+    (["--ip", "10.0.0.9"], {}, "ip", "10.0.0.9"),
+    (["-ip", "10.0.0.8"], {}, "ip", "10.0.0.8"),
+    (["--internal"], {}, "internal", True),
+    (["-internal"], {}, "internal", True),
+    ([], {"REGISTRAR_INTERNAL": "true"}, "internal", True),
+    (["--explicit"], {}, "explicit", True),
+    (["--tags", "a, b"], {}, "tags", ("a", "b")),
+    ([], {"REGISTRAR_TAGS": "x,y"}, "tags", ("x", "y")),
+    (["--resync", "30"], {}, "resync", 30),
+    ([], {"REGISTRAR_RESYNC": "30"}, "resync", 30),
+    (["--resync", "5"], {"REGISTRAR_RESYNC": "30"}, "resync", 5),
+    (["--cleanup"], {}, "cleanup", True),
+    (["--deregister", "on-success"], {}, "deregister", "on-success"),
+    ([], {"REGISTRAR_DEREGISTER": "on-success"}, "deregister", "on-success"),
+    (["--retry-attempts", "-1"], {}, "retry_attempts", -1),
+    (["--retry-interval", "250"], {}, "retry_interval_ms", 250),
+    (["--ttl", "30", "--ttl-refresh", "10"], {}, "ttl_refresh", 10),
+    (["-useIpFromLabel", "ip.label"], {}, "use_ip_from_label", "ip.label"),
+    (["--use-ip-from-label", "ip.label"], {}, "use_ip_from_label", "ip.label"),
+    (["--allow-script-checks"], {}, "allow_script_checks", True),
+    (["--docker-host", "tcp://127.0.0.1:2375"], {}, "docker_host", "tcp://127.0.0.1:2375"),
+    ([], {"REGISTRAR_DOCKER_HOST": "unix:///x.sock"}, "docker_host", "unix:///x.sock"),
+    (["--log-format", "json"], {}, "log_format", "json"),
+    (["--log-level", "debug"], {}, "log_level", "debug"),
+    (["--metrics-addr", "127.0.0.1:9105"], {}, "metrics_addr", "127.0.0.1:9105"),
+    (["--forget-host", "old", "--forget-host", "older"], {}, "forget_hosts", ("old", "older")),
+    ([], {"REGISTRAR_FORGET_HOST": "old"}, "forget_hosts", ("old",)),
+    (["consul://10.1.2.3:8500"], {}, "consul", ConsulTarget(host="10.1.2.3")),
+    (["--ttl", "30"], {}, "ttl", 30),
+]
+
+
+@pytest.mark.parametrize(("args", "env", "field", "value"), OPTION_TABLE)
 def test_option_table(
     args: list[str], env: dict[str, str], field: str, value: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every option comes from its flag or REGISTRAR_<OPTION>; the flag beats the environment."""
     assert getattr(settings_for(args, monkeypatch, env), field) == value
+
+
+def test_every_setting_has_an_option() -> None:
+    """No dead configuration: every Settings field is set by some row of the option table."""
+    assert {f.name for f in dataclasses.fields(Settings)} == {row[2] for row in OPTION_TABLE}
 
 
 def test_registry_uri_argument_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,3 +122,33 @@ def test_no_command_means_run(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["-internal", "zk://x:1"])
     assert exit_info.value.code == 3
+
+
+def test_run_leaves_signal_handlers_as_it_found_them() -> None:
+    """registrar run that exits (here on bad configuration) restores the SIGINT/SIGTERM handlers it replaced."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit):
+        main(["run", "zk://x:1"])
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_docker_unreachable_at_start_is_retried_then_one_line(tmp_path: Any) -> None:
+    """No Docker engine at start: retried --retry-attempts times, then one line and exit 4."""
+    sock = tmp_path / "no-docker.sock"
+    args = ["sync", "--retry-attempts", "2", "--retry-interval", "1", "--log-level", "error"]
+    result = CliRunner().invoke(cli, [*args, "--docker-host", f"unix://{sock}"])
+    assert result.exit_code == 4, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        f"registrar: gave up after 3 attempt(s): cannot reach the Docker engine at unix://{sock}"
+    )
+
+
+def test_docker_tls_variables_are_honoured(tmp_path: Any) -> None:
+    """DOCKER_TLS_VERIFY with a DOCKER_CERT_PATH that holds no certificates: one line and exit 3."""
+    env = {"DOCKER_HOST": "tcp://127.0.0.1:2376", "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(tmp_path)}
+    result = CliRunner().invoke(cli, ["plan", "--retry-attempts", "0"], env=env)
+    assert result.exit_code == 3, result.output
+    assert result.output.startswith("registrar: Docker TLS settings (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH):")
+    assert len(result.output.strip().splitlines()) == 1

@@ -1,23 +1,27 @@
-"""The reconcile loop driven in memory through the ContainerSource/ServiceSink protocols."""
+"""The reconcile loop driven in memory, step by step, through the ContainerSource/ServiceSink protocols."""
 
 from __future__ import annotations
 
 import copy
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
+from structlog.testing import capture_logs
 
-from registrar.daemon import Daemon
+from registrar.containers import inspect_fingerprint, summary_fingerprint
+from registrar.daemon import Daemon, Timing
+from registrar.errors import DockerError
 from registrar.model import DockerEvent
-from registrar.reconciler import Reconciler, inspect_fingerprint, summary_fingerprint
+from registrar.reconciler import Reconciler
 from registrar.settings import Settings
+from registrar.watcher import RESYNC, StreamState
 from tests.unit.fakes import MemoryConsul, MemoryDocker
 from tests.unit.payloads import payload
 
 S = Settings(hostname="vm")
+FAST = Timing(consul_probe=0.05, retry_first=0.01, retry_most=0.04, restart_first=0.01, restart_most=0.01)
 
 
 def stopped(c: dict[str, Any], code: int) -> dict[str, Any]:
@@ -27,37 +31,45 @@ def stopped(c: dict[str, Any], code: int) -> dict[str, Any]:
     return c
 
 
-@pytest.fixture
-def running_daemon() -> Iterator[Any]:
-    started: list[tuple[Daemon, threading.Thread]] = []
+def step_until(daemon: Daemon, predicate: Callable[[], object], steps: int = 200) -> None:
+    """Turn the loop until ``predicate`` holds; each step waits at most until the loop's next deadline."""
+    for _ in range(steps):
+        if predicate():
+            return
+        daemon.step()
+    assert predicate(), f"not reached in {steps} steps"
 
-    def start(docker: MemoryDocker, consul: MemoryConsul, settings: Settings = S, **timing: Any) -> Daemon:
-        daemon = Daemon(docker, consul, settings, **timing)
-        thread = threading.Thread(target=daemon.run, daemon=True)
-        thread.start()
-        started.append((daemon, thread))
+
+@pytest.fixture
+def started() -> Iterator[Callable[..., Daemon]]:
+    """Daemons started (subscribed) but not turning: the test turns them with step(); closed afterwards."""
+    made: list[Daemon] = []
+
+    def start(docker: MemoryDocker, consul: MemoryConsul, settings: Settings = S, timing: Timing = FAST) -> Daemon:
+        daemon = Daemon(docker, consul, settings, timing=timing)
+        daemon.start()
+        made.append(daemon)
         return daemon
 
     yield start
-    for daemon, thread in started:
-        daemon.stop()
-        thread.join(5)
-        assert not thread.is_alive(), "the loop did not return after stop()"
+    for daemon in made:
+        daemon.close()
 
 
 def test_sync_registers_then_writes_nothing_when_in_sync() -> None:
     """A second reconcile of unchanged containers writes nothing to Consul."""
     docker, consul = MemoryDocker(payload("web"), payload("multi")), MemoryConsul()
     reconciler = Reconciler(docker, consul, S)
-    reconciler.refresh_all()
+    reconciler.view.refresh_all()
     assert reconciler.converge(read=True).registered == 4
+    assert (reconciler.calls["docker_inspect"], reconciler.calls["consul_write"]) == (2, 4)
     writes = consul.writes
     fresh = Reconciler(docker, consul, S)
-    fresh.refresh_all()
+    fresh.view.refresh_all()
     assert fresh.converge(read=True).registered == 0
     assert consul.writes == writes
     inspects = docker.inspects
-    reconciler.refresh_all()
+    reconciler.view.refresh_all()
     assert docker.inspects == inspects, "an unchanged container is not inspected again"
 
 
@@ -66,37 +78,58 @@ def test_stale_registrations_of_this_host_removed_only() -> None:
     consul = MemoryConsul()
     consul.registered = {k: {"Meta": v.get("Meta") or {}} for k, v in payload("agent_services").items()}
     reconciler = Reconciler(MemoryDocker(), consul, S)
-    reconciler.refresh_all()
+    reconciler.view.refresh_all()
     assert reconciler.converge(read=True).deregistered == 1
     assert sorted(consul.registered) == ["handmade", "other:web:80"]
 
 
-def test_daemon_follows_events(running_daemon: Any) -> None:
-    """A start event registers the container's services, a die event removes them."""
+def test_forget_host_removes_only_that_hosts_registrations() -> None:
+    """--forget-host other: the plan deregisters every registration of host "other", and nothing else."""
+    consul = MemoryConsul()
+    consul.registered = {k: {"Meta": v.get("Meta") or {}} for k, v in payload("agent_services").items()}
+    reconciler = Reconciler(MemoryDocker(), consul, Settings(hostname="new", forget_hosts=("other",)))
+    reconciler.view.refresh_all()
+    actions = reconciler.plan()
+    assert [(a.service_id, getattr(a, "reason", "")) for a in actions] == [
+        ("other:web:80", "its host is forgotten (--forget-host)")
+    ]
+    reconciler.apply(actions)
+    assert sorted(consul.registered) == ["handmade", "vm:smoke-web:80"]
+
+
+def test_daemon_follows_events(started: Any) -> None:
+    """A start event registers the container's services, a die event removes them, both logged."""
     web = payload("web")
     docker, consul = MemoryDocker(), MemoryConsul()
-    daemon = running_daemon(docker, consul)
-    assert daemon.ready.wait(5)
-    docker.containers[web["Id"]] = web
-    docker.emit("start", web["Id"])
-    consul.wait_for(lambda r: "vm:rec-web:80" in r)
-    docker.containers[web["Id"]] = stopped(web, 0)
-    docker.emit("die", web["Id"], exit_code=0)
-    consul.wait_for(lambda r: r == {})
+    daemon = started(docker, consul)
+    step_until(daemon, daemon.ready.is_set)
+    with capture_logs() as logs:
+        docker.containers[web["Id"]] = web
+        docker.emit("start", web["Id"])
+        step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+        docker.containers[web["Id"]] = stopped(web, 0)
+        docker.emit("die", web["Id"], exit_code=0)
+        step_until(daemon, lambda: consul.registered == {})
+    events = [(e["event"], e.get("service_id")) for e in logs if e["event"].startswith("service_")]
+    assert events == [("service_registered", "vm:rec-web:80"), ("service_deregistered", "vm:rec-web:80")]
 
 
-def test_on_success_keeps_failed_containers(running_daemon: Any) -> None:
-    """--deregister on-success keeps the services of a container that exited non-zero, until it is removed."""
+def test_on_success_keeps_failed_containers_until_removed(started: Any) -> None:
+    """--deregister on-success keeps a container that exited non-zero (services_kept), until it is removed."""
     web = payload("web")
     docker, consul = MemoryDocker(web), MemoryConsul()
-    running_daemon(docker, consul, Settings(hostname="vm", deregister="on-success"))
-    consul.wait_for(lambda r: "vm:rec-web:80" in r)
-    docker.containers[web["Id"]] = stopped(web, 2)
-    docker.emit("die", web["Id"], exit_code=2)
-    docker.emit("stop", web["Id"])
+    daemon = started(docker, consul, Settings(hostname="vm", deregister="on-success"))
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    with capture_logs() as logs:
+        docker.containers[web["Id"]] = stopped(web, 2)
+        docker.emit("die", web["Id"], exit_code=2)
+        step_until(daemon, lambda: any(e["event"] == "services_kept" for e in logs))
+        daemon.inbox.put(RESYNC)  # a full reconcile after the exit, too, keeps it
+        step_until(daemon, lambda: sum(e["event"] == "reconcile_done" for e in logs) >= 1)
+    assert "vm:rec-web:80" in consul.registered
     del docker.containers[web["Id"]]
     docker.emit("destroy", web["Id"])
-    consul.wait_for(lambda r: r == {})
+    step_until(daemon, lambda: consul.registered == {})
 
 
 def test_on_success_decision() -> None:
@@ -105,35 +138,52 @@ def test_on_success_decision() -> None:
     for code, expected in ((2, ["vm:rec-web:80"]), (0, [])):
         docker, consul = MemoryDocker(web), MemoryConsul()
         reconciler = Reconciler(docker, consul, Settings(hostname="vm", deregister="on-success"))
-        reconciler.refresh_all()
+        reconciler.view.refresh_all()
         reconciler.converge(read=True)
         docker.containers[web["Id"]] = stopped(web, code)
-        reconciler.refresh([DockerEvent("die", web["Id"], "rec-web", code)])
+        reconciler.view.refresh([DockerEvent("die", web["Id"], "rec-web", code)])
         reconciler.converge()
         assert sorted(consul.registered) == expected
 
 
-def test_consul_down_then_back_converges(running_daemon: Any) -> None:
-    """Changes made while Consul is down are applied when it returns."""
+def test_consul_down_then_back_converges(started: Any) -> None:
+    """A start while Consul is down fails (reconcile_failed), and is applied once Consul answers again."""
     web = payload("web")
     docker, consul = MemoryDocker(), MemoryConsul()
-    daemon = running_daemon(docker, consul)
-    assert daemon.ready.wait(5)
+    daemon = started(docker, consul)
+    step_until(daemon, daemon.ready.is_set)
     consul.down = True
-    docker.containers[web["Id"]] = web
-    docker.emit("start", web["Id"])
-    consul.down = False
-    consul.wait_for(lambda r: "vm:rec-web:80" in r)
+    with capture_logs() as logs:
+        docker.containers[web["Id"]] = web
+        docker.emit("start", web["Id"])
+        step_until(daemon, lambda: sum(e["event"] == "reconcile_failed" for e in logs) >= 2)
+        assert consul.registered == {}
+        assert daemon.not_ready() == "Consul agent unreachable"
+        consul.down = False
+        step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    names = [e["event"] for e in logs]
+    assert names.index("consul_unreachable") < names.index("service_registered") < names.index("consul_reachable")
+    assert daemon.not_ready() == ""
 
 
-def test_agent_that_lost_its_services_is_refilled(running_daemon: Any) -> None:
-    """If the agent forgets registrations (restart), they come back without a resync."""
+def test_consul_down_backs_off(started: Any) -> None:
+    """While Consul is down each retry waits twice as long as the last (up to the most): no busy loop."""
     docker, consul = MemoryDocker(payload("web")), MemoryConsul()
-    running_daemon(docker, consul)
-    consul.wait_for(lambda r: "vm:rec-web:80" in r)
-    with consul.changed:
-        consul.registered.clear()
-    consul.wait_for(lambda r: "vm:rec-web:80" in r, timeout=10)
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    consul.down = True
+    with capture_logs() as logs:
+        step_until(daemon, lambda: sum(e["event"] == "reconcile_failed" for e in logs) >= 5)
+    assert [e["retry_in"] for e in logs if e["event"] == "reconcile_failed"][:5] == [0.01, 0.02, 0.04, 0.04, 0.04]
+
+
+def test_agent_that_lost_its_services_is_refilled(started: Any) -> None:
+    """If the agent forgets registrations (restart), the next probe of the agent brings them back."""
+    docker, consul = MemoryDocker(payload("web")), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    consul.registered.clear()
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
 
 
 def test_fingerprints_agree() -> None:
@@ -157,39 +207,45 @@ def test_refused_registration_blocks_nothing_and_is_not_retried() -> None:
     docker, consul = MemoryDocker(payload("web"), payload("multi")), MemoryConsul()
     consul.refuse = {"vm:rec-web:80"}
     reconciler = Reconciler(docker, consul, S)
-    reconciler.refresh_all()
-    outcome = reconciler.converge(read=True)
+    reconciler.view.refresh_all()
+    with capture_logs() as logs:
+        outcome = reconciler.converge(read=True)
     assert (outcome.registered, outcome.rejected, outcome.failed) == (3, 1, 0)
+    assert [(e["event"], e["service_id"]) for e in logs if e["log_level"] == "error"] == [
+        ("service_rejected", "vm:rec-web:80")
+    ]
     assert sorted(consul.registered) == ["vm:rec-multi:443", "vm:rec-multi:53:udp", "vm:rec-multi:80"]
     assert reconciler.converge(read=True) == type(outcome)()
     assert consul.attempts["vm:rec-web:80"] == 1
 
 
-def test_hung_stream_is_replaced_and_relisted(running_daemon: Any) -> None:
+def test_hung_stream_is_replaced_and_relisted(started: Any) -> None:
     """A silent stream whose engine fails a ping is closed, resubscribed, and everything re-listed."""
     docker, consul = MemoryDocker(), MemoryConsul()
-    daemon = running_daemon(docker, consul, consul_probe=0.05, idle_ping=0.1)
-    assert daemon.ready.wait(5)
+    daemon = started(docker, consul, timing=Timing(consul_probe=0.05, idle_ping=0.1))
+    step_until(daemon, daemon.ready.is_set)
     web = payload("web")
     docker.containers[web["Id"]] = web  # started, but the hung stream never says so
     docker.answers_ping = False
-    consul.wait_for(lambda r: "vm:rec-web:80" in r)
+    with capture_logs() as logs:
+        step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    names = [e["event"] for e in logs]
+    assert names.index("docker_unreachable") < names.index("docker_stream_reconnected")
     assert docker.subscriptions >= 2
 
 
-def test_metrics_and_readiness(running_daemon: Any) -> None:
+def test_metrics_and_readiness(started: Any) -> None:
     """Metrics count events and Consul operations; readiness follows the first reconcile and Consul."""
-    from prometheus_client import generate_latest
-
     web = payload("web")
     docker, consul = MemoryDocker(), MemoryConsul()
-    daemon = running_daemon(docker, consul, consul_probe=0.05)
-    assert daemon.ready.wait(5)
+    daemon = started(docker, consul)
+    assert daemon.not_ready() == "initial reconcile not done yet"
+    step_until(daemon, daemon.ready.is_set)
     docker.containers[web["Id"]] = web
     docker.emit("start", web["Id"])
-    consul.wait_for(lambda r: "vm:rec-web:80" in r)
-    eventually(lambda: "registrar_registered_services 1.0" in generate_latest(daemon.metrics.registry).decode())
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
     text = generate_latest(daemon.metrics.registry).decode()
+    assert "registrar_registered_services 1.0" in text
     assert 'registrar_docker_events_total{action="start"} 1.0' in text
     assert 'registrar_consul_operations_total{operation="register",result="ok"} 1.0' in text
     assert "registrar_build_info{version=" in text
@@ -197,32 +253,127 @@ def test_metrics_and_readiness(running_daemon: Any) -> None:
         name for metric in daemon.metrics.registry.collect() for sample in metric.samples for name in sample.labels
     }
     assert labels <= {"action", "operation", "result", "version", "le"}, "no per-container labels"
-    assert daemon.live() and daemon.not_ready() == ""
+    assert daemon.unhealthy() == "" and daemon.not_ready() == ""
     consul.down = True
-    eventually(lambda: daemon.not_ready() == "Consul agent unreachable")
+    step_until(daemon, lambda: daemon.not_ready() == "Consul agent unreachable")
     assert "registrar_consul_up 0.0" in generate_latest(daemon.metrics.registry).decode()
 
 
-def eventually(predicate: Any, timeout: float = 5.0) -> None:
-    """Wait for a condition the loop reaches on its own thread, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
-def test_consul_down_does_not_spin(running_daemon: Any) -> None:
-    """While Consul is down the loop backs off: a handful of attempts a second, not a busy loop."""
+def test_docker_readiness_returns_only_after_a_full_reconcile(started: Any) -> None:
+    """A new subscription alone does not make registrar ready again: only a listing that succeeds does."""
     docker, consul = MemoryDocker(payload("web")), MemoryConsul()
-    daemon = running_daemon(docker, consul, consul_probe=0.05)
-    consul.wait_for(lambda r: "vm:rec-web:80" in r)
-    consul.down = True
-    eventually(lambda: daemon.not_ready() == "Consul agent unreachable")
-    reads = consul.reads
-    time.sleep(1.0)  # the measured interval itself: how many attempts happen in one second
-    assert consul.reads - reads <= 25
-    consul.down = False
-    eventually(lambda: daemon.not_ready() == "")
+    daemon = started(docker, consul)
+    step_until(daemon, daemon.ready.is_set)
+    daemon.inbox.put(StreamState(False, "stream broke"))
+    failing = docker.list_containers
+
+    def refuse() -> list[dict[str, Any]]:
+        raise DockerError("listing containers: connection refused")
+
+    docker.list_containers = refuse  # type: ignore[method-assign]
+    for _ in range(5):
+        daemon.inbox.put(StreamState(True))
+        daemon.inbox.put(RESYNC)
+        daemon.step()
+        assert daemon.not_ready() == "Docker engine unreachable"
+    docker.list_containers = failing  # type: ignore[method-assign]
+    step_until(daemon, lambda: daemon.not_ready() == "")
+
+
+class CrashingDocker(MemoryDocker):
+    """Its event stream raises a bug-like error ``crashes`` times, then behaves."""
+
+    def __init__(self, crashes: int, *containers: dict[str, Any]) -> None:
+        super().__init__(*containers)
+        self.crashes = crashes
+
+    def events(self) -> Iterator[DockerEvent]:
+        self.subscriptions += 1
+        if self.crashes > 0:
+            self.crashes -= 1
+            return iter(self._explode())
+        return self._follow()
+
+    def _explode(self) -> Iterator[DockerEvent]:
+        raise RuntimeError("unexpected payload in the event stream")
+        yield  # pragma: no cover
+
+    def _follow(self) -> Iterator[DockerEvent]:
+        while (item := self._events.get()) is not None:
+            yield item
+
+
+def test_event_thread_crash_is_logged_restarted_and_relisted(started: Any) -> None:
+    """An event thread that dies of an unexpected error is logged with its traceback, restarted, and re-listed."""
+    docker, consul = CrashingDocker(1), MemoryConsul()
+    with capture_logs() as logs:
+        daemon = started(docker, consul)
+        web = payload("web")
+        docker.containers[web["Id"]] = web  # no event will say so: the crashed stream missed it
+        step_until(daemon, lambda: "vm:rec-web:80" in consul.registered and docker.subscriptions == 2)
+    crash = next(e for e in logs if e["event"] == "docker_watch_crashed")
+    assert crash["log_level"] == "error"
+    assert isinstance(crash["exc_info"], RuntimeError)
+    names = [e["event"] for e in logs]
+    assert names.index("docker_watch_crashed") < names.index("docker_stream_reconnected")
+    assert daemon.watcher.alive()
+    assert daemon.unhealthy() == ""
+
+
+def test_event_thread_crashing_in_a_loop_fails_healthz(started: Any) -> None:
+    """An event thread that crashes again and again makes /healthz fail with the reason."""
+    docker, consul = CrashingDocker(10**6), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: daemon.unhealthy() != "")
+    assert daemon.unhealthy().startswith("the Docker event thread keeps crashing")
+
+
+class BuggyConsul(MemoryConsul):
+    """register raises a non-Consul error (a bug) ``failures`` times."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def register(self, service: Any) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise KeyError("surprise")
+        super().register(service)
+
+
+def test_unexpected_error_in_the_loop_is_logged_and_retried(started: Any) -> None:
+    """An unexpected exception in a step is one error event with the traceback; the loop goes on and converges."""
+    docker, consul = MemoryDocker(payload("web")), BuggyConsul(2)
+    with capture_logs() as logs:
+        daemon = started(docker, consul)
+        step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    errors = [e for e in logs if e["event"] == "loop_error"]
+    assert [e["in_a_row"] for e in errors] == [1, 2]
+    assert all(isinstance(e["exc_info"], KeyError) for e in errors)
+    assert daemon.unhealthy() == ""
+
+
+def test_unexpected_errors_in_a_row_fail_healthz(started: Any) -> None:
+    """A loop that fails unexpectedly at every step says so on /healthz."""
+    docker, consul = MemoryDocker(payload("web")), BuggyConsul(10**6)
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: daemon.unhealthy() != "")
+    assert daemon.unhealthy() == "the reconcile loop keeps failing (5 unexpected errors in a row)"
+
+
+def test_run_returns_after_iterations_and_after_stop() -> None:
+    """run(_iterations=N) turns N times and closes; stop() before run makes it return at once."""
+    docker, consul = MemoryDocker(payload("web")), MemoryConsul()
+    Daemon(docker, consul, S, timing=FAST).run(_iterations=1)
+    assert "vm:rec-web:80" in consul.registered
+    idle = MemoryConsul()
+    stopped_daemon = Daemon(MemoryDocker(payload("web")), idle, S, timing=FAST)
+    stopped_daemon.stop()
+    with capture_logs() as logs:
+        stopped_daemon.run()
+    assert idle.registered == {} and idle.reads == 0
+    assert [e["event"] for e in logs if e["event"] != "docker_stream_ended"] == ["registrar_stopped"]
 
 
 class OrderedDocker(MemoryDocker):
@@ -241,9 +392,9 @@ class OrderedDocker(MemoryDocker):
         return super().list_containers()
 
 
-def test_subscribes_before_listing(running_daemon: Any) -> None:
+def test_subscribes_before_listing(started: Any) -> None:
     """The daemon subscribes to events before its first listing, so a container started in between is seen."""
     docker, consul = OrderedDocker(), MemoryConsul()
-    daemon = running_daemon(docker, consul)
-    assert daemon.ready.wait(5)
+    daemon = started(docker, consul)
+    step_until(daemon, daemon.ready.is_set)
     assert docker.calls[:2] == ["subscribe", "list"]

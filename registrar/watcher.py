@@ -1,0 +1,147 @@
+"""Docker's event stream, read on a thread of its own into the daemon's inbox.
+
+The thread decides nothing and owns no shared state: it puts events, and news of the stream
+(``StreamState``), into the inbox, where the daemon's loop reads them. The loop supervises the
+thread: when it ends other than by a stop, ``Exited`` arrives with the exception, and the loop logs
+it, starts a new thread after a backoff and reconciles in full.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from registrar.errors import DockerError
+from registrar.model import DockerEvent
+
+log = structlog.get_logger("registrar")
+
+
+class Resync:
+    """Inbox message: a full reconcile is due (sent after each new subscription)."""
+
+    def __repr__(self) -> str:
+        return "<resync>"
+
+
+RESYNC = Resync()
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """Inbox message: the engine answered a subscription (``up``) or the stream failed (``error``)."""
+
+    up: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Exited:
+    """Inbox message: the watcher thread ended; ``error`` is what ended it (None: a stop)."""
+
+    error: BaseException | None
+
+
+class EventSource(Protocol):
+    def events(self) -> Iterator[DockerEvent]: ...
+    def close_events(self) -> None: ...
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff between ``first`` and ``most`` seconds."""
+
+    first: float = 0.2
+    most: float = 10.0
+    _next: float = field(default=0.0, init=False)
+
+    def next(self) -> float:
+        self._next = min(self.most, self._next * 2) if self._next else self.first
+        return self._next
+
+    def reset(self) -> None:
+        self._next = 0.0
+
+
+class EventWatcher:
+    """Follows the event stream: subscribe, read until it ends, back off, subscribe again."""
+
+    def __init__(
+        self,
+        source: EventSource,
+        inbox: queue.SimpleQueue[object],
+        stopping: threading.Event,
+        reconnect: Backoff | None = None,
+    ) -> None:
+        self.source = source
+        self.inbox = inbox
+        self.stopping = stopping
+        self.reconnect = reconnect or Backoff(0.1, 5.0)
+        self.last_event = time.monotonic()
+        """When the stream last delivered an event (written by the watcher thread only)."""
+        self.thread: threading.Thread | None = None
+        self.ended = 0.0
+        """When the last thread ended (written by that thread only)."""
+
+    def subscribe(self) -> Iterator[DockerEvent] | None:
+        """Subscribe now; None (reported to the inbox) when the engine does not answer."""
+        try:
+            stream = self.source.events()
+        except DockerError as e:
+            self.inbox.put(StreamState(False, str(e)))
+            log.warning("docker_stream_failed", error=str(e))
+            return None
+        self.inbox.put(StreamState(True))
+        return stream
+
+    def start(self, stream: Iterator[DockerEvent] | None = None) -> None:
+        """Start the thread; ``stream`` is a subscription made already (before the first listing)."""
+        self.thread = threading.Thread(target=self._run, args=(stream,), name="registrar-events", daemon=True)
+        self.thread.start()
+
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def _run(self, stream: Iterator[DockerEvent] | None) -> None:
+        error: BaseException | None = None
+        try:
+            self._follow(stream)
+        except BaseException as e:  # reported to the loop, which logs it and starts a new thread
+            error = e
+        finally:
+            self.ended = time.monotonic()
+            self.inbox.put(Exited(error))
+
+    def _follow(self, stream: Iterator[DockerEvent] | None) -> None:
+        """Read events into the inbox; after the stream ends, resubscribe and ask for a full reconcile.
+
+        Each subscription is made before the reconcile it triggers lists the containers, so nothing
+        that happens in between is missed.
+        """
+        while not self.stopping.is_set():
+            if stream is None:
+                stream = self.subscribe()
+                if stream is None:
+                    self.stopping.wait(self.reconnect.next())
+                    continue
+                log.info("docker_stream_reconnected")
+                self.inbox.put(RESYNC)
+            self.reconnect.reset()
+            try:
+                for event in stream:
+                    self.last_event = time.monotonic()
+                    self.inbox.put(event)
+                    log.debug("docker_event", action=event.action, container=event.name)
+                if not self.stopping.is_set():
+                    log.warning("docker_stream_ended")
+            except DockerError as e:
+                self.inbox.put(StreamState(False, str(e)))
+                log.warning("docker_stream_failed", error=str(e))
+            stream = None
+            self.stopping.wait(self.reconnect.next())

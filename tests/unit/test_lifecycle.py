@@ -1,0 +1,118 @@
+"""Signals, the wait for Docker and Consul at start, and the handlers left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+from structlog.testing import capture_logs
+
+from registrar.errors import DockerError
+from registrar.lifecycle import Shutdown, capture_signals, retry_at_start
+
+# The main thread drains the daemon's inbox in a tight loop (the path a signal handler wakes) while
+# another thread sends SIGTERM as fast as it can. A handler that takes a lock the drain holds (as
+# queue.Queue.put does) deadlocks this within a few hundred signals.
+REPLAY = """
+import os, signal, threading, time
+from registrar.daemon import Daemon
+from registrar.lifecycle import Shutdown, capture_signals
+from registrar.settings import Settings
+from registrar.watcher import RESYNC
+from tests.unit.fakes import MemoryConsul, MemoryDocker
+
+shutdown = Shutdown()
+daemon = Daemon(MemoryDocker(), MemoryConsul(), Settings(hostname="vm"), shutdown=shutdown)
+forced = []
+sent = 0
+done = threading.Event()
+
+def hammer():
+    global sent
+    while not done.is_set():
+        os.kill(os.getpid(), signal.SIGTERM)
+        sent += 1
+
+with capture_signals(shutdown, force_exit=forced.append):
+    threading.Thread(target=hammer, daemon=True).start()
+    deadline = time.monotonic() + 2.0
+    turns = 0
+    while time.monotonic() < deadline:
+        daemon.inbox.put(RESYNC)
+        daemon._drain(0)
+        turns += 1
+    done.set()
+print(sent, len(forced), turns, shutdown.requested)
+"""
+
+
+def test_signal_handler_never_blocks_the_loop() -> None:
+    """Thousands of SIGTERMs while the loop drains its inbox: no deadlock, every one handled."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = subprocess.run(
+        [sys.executable, "-c", REPLAY], capture_output=True, text=True, timeout=60, cwd=root, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    sent, forced, _turns, requested = result.stdout.split()
+    assert int(sent) > 300, "the replay sent enough signals to have deadlocked the old handler"
+    assert requested == "True" and int(forced) >= 1
+
+
+def test_second_signal_forces_exit_and_handlers_are_restored() -> None:
+    """The first SIGTERM requests a stop; a second forces the exit (128+signum); old handlers come back."""
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    shutdown, forced = Shutdown(), list[int]()
+    with capture_signals(shutdown, force_exit=forced.append):
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert shutdown.requested and forced == []
+        os.kill(os.getpid(), signal.SIGINT)
+        assert forced == [128 + signal.SIGINT]
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_handlers_restored_when_the_block_raises() -> None:
+    """An exception inside capture_signals still puts the previous handlers back."""
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RuntimeError), capture_signals(Shutdown()):
+        raise RuntimeError("boom")
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_retry_at_start_logs_each_attempt_then_gives_up() -> None:
+    """Docker unreachable at start: one docker_unreachable warning per attempt, then one error line."""
+
+    def refuse() -> None:
+        raise DockerError("cannot reach the Docker engine at unix:///nope.sock: No such file")
+
+    with capture_logs() as logs, pytest.raises(DockerError) as failure:
+        retry_at_start("docker", refuse, DockerError, 3, 1, Shutdown())
+    assert [(e["event"], e["attempt"]) for e in logs] == [("docker_unreachable", n) for n in (1, 2, 3)]
+    assert str(failure.value) == (
+        "gave up after 4 attempt(s): cannot reach the Docker engine at unix:///nope.sock: No such file"
+    )
+
+
+def test_stop_requested_while_waiting_at_start_returns_none() -> None:
+    """A stop requested while registrar waits a minute between attempts ends the wait at once, without an error."""
+    shutdown = Shutdown()
+    calls: list[int] = []
+    results: list[object] = []
+
+    def refuse() -> None:
+        calls.append(1)
+        raise DockerError("connection refused")
+
+    waiter = threading.Thread(
+        target=lambda: results.append(retry_at_start("docker", refuse, DockerError, -1, 60_000, shutdown))
+    )
+    waiter.start()
+    while not calls:
+        waiter.join(0.01)
+    shutdown.request()
+    waiter.join(10)
+    assert not waiter.is_alive(), "the wait did not end on the request"
+    assert results == [None] and calls == [1]
