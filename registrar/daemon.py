@@ -30,7 +30,7 @@ from registrar.metrics import Metrics
 from registrar.model import DockerEvent
 from registrar.reconciler import Reconciler, ServiceSink
 from registrar.settings import Settings
-from registrar.watcher import RESYNC, Backoff, EventWatcher, Exited, StreamState
+from registrar.watcher import RESYNC, Backoff, EventWatcher, Exited, StreamFailed
 
 log = structlog.get_logger("registrar")
 
@@ -184,8 +184,8 @@ class Daemon:
                 self.metrics.events.labels(message.action.split(":", 1)[0]).inc()
             elif message is RESYNC:
                 self._full_due = time.monotonic()
-            elif isinstance(message, StreamState):
-                self._set_docker_up(message.up)
+            elif isinstance(message, StreamFailed):
+                self._set_docker_up(False)  # up again only after a listing succeeds (no flapping)
             elif isinstance(message, Exited):
                 self._watcher_exited(message.error)
         # Every deadline that is due moves on *before* its work runs, so work that fails can never

@@ -1,7 +1,7 @@
 """Docker's event stream, read on a thread of its own into the daemon's inbox.
 
-The thread decides nothing and owns no shared state: it puts events, and news of the stream
-(``StreamState``), into the inbox, where the daemon's loop reads them. The loop supervises the
+The thread decides nothing and owns no shared state: it puts events, and news of a failed
+stream (``StreamFailed``), into the inbox, where the daemon's loop reads them. The loop supervises the
 thread: when it ends other than by a stop, ``Exited`` arrives with the exception, and the loop logs
 it, starts a new thread after a backoff and reconciles in full.
 """
@@ -34,11 +34,10 @@ RESYNC = Resync()
 
 
 @dataclass(frozen=True)
-class StreamState:
-    """Inbox message: the engine answered a subscription (``up``) or the stream failed (``error``)."""
+class StreamFailed:
+    """Inbox message: a subscription or the stream failed (the engine is unreachable)."""
 
-    up: bool
-    error: str = ""
+    error: str
 
 
 @dataclass(frozen=True)
@@ -94,10 +93,9 @@ class EventWatcher:
         try:
             stream = self.source.events()
         except DockerError as e:
-            self.inbox.put(StreamState(False, str(e)))
+            self.inbox.put(StreamFailed(str(e)))
             log.warning("docker_stream_failed", error=str(e))
             return None
-        self.inbox.put(StreamState(True))
         return stream
 
     def start(self, stream: Iterator[DockerEvent] | None = None) -> None:
@@ -141,7 +139,7 @@ class EventWatcher:
                 if not self.stopping.is_set():
                     log.warning("docker_stream_ended")
             except DockerError as e:
-                self.inbox.put(StreamState(False, str(e)))
+                self.inbox.put(StreamFailed(str(e)))
                 log.warning("docker_stream_failed", error=str(e))
             stream = None
             self.stopping.wait(self.reconnect.next())

@@ -195,13 +195,13 @@ class ConsulAgent:
         args = ["-hcl", hcl]
         for extra in self.hcl:
             args += ["-hcl", extra]
-        log = (self.workdir / "consul-agent.log").open("ab")
-        self.proc = subprocess.Popen(
-            [consul_binary(), "agent", "-dev", "-client", "127.0.0.1", "-bind", "127.0.0.1", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-        )
+        with (self.workdir / "consul-agent.log").open("ab") as log:  # the agent keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [consul_binary(), "agent", "-dev", "-client", "127.0.0.1", "-bind", "127.0.0.1", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
         wait_until(self.client.up, "the test's Consul agent to elect itself", timeout=30)
 
     def stop(self) -> None:
@@ -252,10 +252,15 @@ class DockerEngine:
         pid = int(self.pid_file.read_text())
         os.kill(pid, signal.SIGTERM)
         wait_until(lambda: not _alive(pid), "dockerd to stop", timeout=90)
-        log = (self.state / "dockerd.log").open("ab")
-        proc = subprocess.Popen(["dockerd", "--ip", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT)
+        with (self.state / "dockerd.log").open("ab") as log:
+            proc = subprocess.Popen(["dockerd", "--ip", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT)
         self.pid_file.write_text(str(proc.pid))
+        _OUTLIVING.append(proc)  # runs on after the test; tests/run.sh stops it by its pid file
         wait_until(ping, "dockerd to answer again", timeout=90)
+
+
+_OUTLIVING: list[subprocess.Popen[bytes]] = []
+"""Processes a test starts that outlive it (kept referenced, so no finalizer warns they still run)."""
 
 
 def _alive(pid: int) -> bool:

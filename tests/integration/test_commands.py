@@ -70,11 +70,15 @@ def test_sync_fails_when_consul_unreachable(host: str) -> None:
 
 
 def test_sync_fails_when_docker_unreachable(host: str, tmp_path: Any) -> None:
-    """An unreadable Docker socket is one line and a non-zero exit."""
-    result = run_cli("sync", "--hostname", host, "--docker-host", f"unix://{tmp_path}/none.sock")
+    """An unreadable Docker socket: a docker_unreachable warning per attempt, then one line and exit 4."""
+    args = ["--retry-attempts", "2", "--retry-interval", "10", "--log-format", "json"]
+    result = run_cli("sync", "--hostname", host, *args, "--docker-host", f"unix://{tmp_path}/none.sock")
     assert result.returncode == 4
-    assert "cannot reach the Docker engine" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    *warnings, last = result.stderr.strip().splitlines()
+    assert [json.loads(w)["event"] for w in warnings] == ["docker_unreachable"] * 2
+    assert last.startswith(
+        f"registrar: gave up after 3 attempt(s): cannot reach the Docker engine at unix://{tmp_path}"
+    )
 
 
 def test_version() -> None:

@@ -46,7 +46,7 @@ def test_removed_container_deregistered(host: str, consul: Consul, containers: R
 @pytest.mark.parametrize(("code", "kept"), [(3, True), (0, False)])
 def test_deregister_on_success(host: str, consul: Consul, containers: Run, daemon: Any, code: int, kept: bool) -> None:
     """--deregister on-success keeps a container that exited non-zero and removes one that exited 0."""
-    d = daemon("--hostname", host, "--deregister", "on-success")
+    d = daemon("--hostname", host, "--deregister", "on-success", "--resync", "1")
     script = f"httpd -p 80 -h /www; until [ -f /tmp/go ]; do sleep 0.05; done; exit {code}"
     c = containers(command=["sh", "-c", script])
     service_id = f"{host}:{c.name}:80"
@@ -54,6 +54,10 @@ def test_deregister_on_success(host: str, consul: Consul, containers: Run, daemo
     c.exec_run(["touch", "/tmp/go"])
     if kept:
         wait_until(lambda: d.count("services_kept"), "the exit to be handled")
+        # Let the loop act on the exit and run a full reconcile after it, then look.
+        later = containers()
+        wait_until(lambda: f"{host}:{later.name}:80" in consul.services(host), "a later start to be handled")
+        d.wait_for_event("reconcile_done", count=d.count("reconcile_done") + 1)
         assert service_id in consul.services(host)
     else:
         wait_until(lambda: service_id not in consul.services(host), "deregistration after exit 0")

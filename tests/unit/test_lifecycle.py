@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import subprocess
@@ -9,8 +11,10 @@ import sys
 import threading
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
+from registrar import logs
 from registrar.errors import DockerError
 from registrar.lifecycle import Shutdown, capture_signals, retry_at_start
 
@@ -116,3 +120,23 @@ def test_stop_requested_while_waiting_at_start_returns_none() -> None:
     waiter.join(10)
     assert not waiter.is_alive(), "the wait did not end on the request"
     assert results == [None] and calls == [1]
+
+
+def test_json_logs_carry_tracebacks_inside_the_line() -> None:
+    """In JSON, an error with a traceback is one line whose ``exception`` field holds the frames."""
+    stream = io.StringIO()
+    logs.configure("json", "info", stream)
+    try:
+        empty: dict[str, int] = {}
+        try:
+            empty["missing"]
+        except KeyError as e:
+            structlog.get_logger("registrar").error("loop_error", exc_info=e)
+    finally:
+        structlog.reset_defaults()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["event"] == "loop_error"
+    assert record["exception"][0]["exc_type"] == "KeyError"
+    assert record["exception"][0]["frames"], "the traceback's frames are in the line"

@@ -16,7 +16,7 @@ from registrar.errors import DockerError
 from registrar.model import DockerEvent
 from registrar.reconciler import Reconciler
 from registrar.settings import Settings
-from registrar.watcher import RESYNC, StreamState
+from registrar.watcher import RESYNC, StreamFailed
 from tests.unit.fakes import MemoryConsul, MemoryDocker
 from tests.unit.payloads import payload
 
@@ -264,7 +264,7 @@ def test_docker_readiness_returns_only_after_a_full_reconcile(started: Any) -> N
     docker, consul = MemoryDocker(payload("web")), MemoryConsul()
     daemon = started(docker, consul)
     step_until(daemon, daemon.ready.is_set)
-    daemon.inbox.put(StreamState(False, "stream broke"))
+    daemon.inbox.put(StreamFailed("stream broke"))
     failing = docker.list_containers
 
     def refuse() -> list[dict[str, Any]]:
@@ -272,8 +272,7 @@ def test_docker_readiness_returns_only_after_a_full_reconcile(started: Any) -> N
 
     docker.list_containers = refuse  # type: ignore[method-assign]
     for _ in range(5):
-        daemon.inbox.put(StreamState(True))
-        daemon.inbox.put(RESYNC)
+        daemon.inbox.put(RESYNC)  # as after each new subscription
         daemon.step()
         assert daemon.not_ready() == "Docker engine unreachable"
     docker.list_containers = failing  # type: ignore[method-assign]
