@@ -30,9 +30,10 @@ apt_install() {
 }
 
 # Debian packages: the engine, a static busybox for test images, curl for the demo, HAProxy for
-# the balancer test and debootstrap for the registry-free base of the sidecar image.
+# the balancer test, debootstrap for the registry-free base of the sidecar image, and Podman, whose
+# Docker-compatible API the Podman tests follow (catatonit: the pause binary of Podman's pods).
 command -v dockerd >/dev/null 2>&1 || apt_install docker.io
-apt_install busybox-static curl iproute2 haproxy debootstrap
+apt_install busybox-static curl iproute2 haproxy debootstrap podman catatonit
 
 # consul: prefer one on PATH; otherwise bullseye's package, unpacked into the cache.
 fetch_consul() {

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Start the Docker engine and a Consul dev agent on loopback if they are not running already,
-# and build the FROM-scratch busybox image the demo and tests use. Meant to be sourced after
-# deploy/bootstrap.sh; `services_stop` stops only what `services_start` started.
+# and build the FROM-scratch busybox image the demo and tests use. With Podman installed, also
+# serve its Docker-compatible API on a socket of its own (REGISTRAR_PODMAN_SOCKET) and load the
+# image into it. Meant to be sourced after deploy/bootstrap.sh; `services_stop` stops only what
+# `services_start` started.
 #
 # REGISTRAR_STATE (default /tmp/registrar-services) keeps the pid and log files.
 
 REGISTRAR_STATE="${REGISTRAR_STATE:-/tmp/registrar-services}"
 REGISTRAR_TEST_IMAGE="${REGISTRAR_TEST_IMAGE:-registrar-test/busybox:2}"
-export REGISTRAR_STATE REGISTRAR_TEST_IMAGE
+REGISTRAR_PODMAN_SOCKET="${REGISTRAR_PODMAN_SOCKET:-$REGISTRAR_STATE/podman.sock}"
+export REGISTRAR_STATE REGISTRAR_TEST_IMAGE REGISTRAR_PODMAN_SOCKET
 mkdir -p "$REGISTRAR_STATE"
 _started=()
 
@@ -40,6 +43,24 @@ services_start() {
         _wait_for 60 consul sh -c 'curl -fsS http://127.0.0.1:8500/v1/status/leader | grep -q :' || return 1
     fi
     build_test_image
+    start_podman
+}
+
+# Podman as root in this kind of VM refuses its default rlimits: a containers.conf of the test
+# set-up's own (not registrar's business) turns them off.
+start_podman() {
+    command -v podman >/dev/null 2>&1 || return 0
+    export CONTAINERS_CONF="$REGISTRAR_STATE/containers.conf"
+    [ -f "$CONTAINERS_CONF" ] || printf '[containers]\ndefault_ulimits = []\n' >"$CONTAINERS_CONF"
+    if ! curl -fsS --unix-socket "$REGISTRAR_PODMAN_SOCKET" http://podman/_ping >/dev/null 2>&1; then
+        echo "services: starting podman system service (log: $REGISTRAR_STATE/podman.log)" >&2
+        rm -f "$REGISTRAR_PODMAN_SOCKET"
+        podman system service --time=0 "unix://$REGISTRAR_PODMAN_SOCKET" >"$REGISTRAR_STATE/podman.log" 2>&1 &
+        echo $! >"$REGISTRAR_STATE/podman.pid"
+        _started+=(podman)
+        _wait_for 60 podman curl -fsS --unix-socket "$REGISTRAR_PODMAN_SOCKET" http://podman/_ping || return 1
+    fi
+    podman image exists "$REGISTRAR_TEST_IMAGE" || docker save "$REGISTRAR_TEST_IMAGE" | podman load -q >/dev/null
 }
 
 build_test_image() {

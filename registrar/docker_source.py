@@ -21,8 +21,10 @@ from registrar.settings import Settings
 
 T = TypeVar("T")
 
-#: Container events that can change what a container yields.
-WATCHED_EVENTS = ("start", "die", "destroy", "rename", "pause", "unpause", "health_status")
+#: Container events that can change what a container yields (Docker's names).
+WATCHED_EVENTS = frozenset(("start", "die", "destroy", "rename", "pause", "unpause", "health_status"))
+#: Podman's names for the same events, where they differ.
+PODMAN_NAMES = {"remove": "destroy"}
 
 
 class DockerSource:
@@ -75,20 +77,20 @@ class DockerSource:
     def events(self) -> Iterator[DockerEvent]:
         """Subscribe to container events now (the request is made before this returns), so a listing
         made afterwards misses nothing; the iterator then yields events until the stream ends."""
+        # Filtered on the type only: Podman matches an ``event`` filter against its own event names
+        # (``died``...), so a filter in Docker's names would hide stops from it. Events are picked here.
         stream = self._call(
-            "subscribing to Docker events",
-            lambda: self.api.events(decode=True, filters={"type": "container", "event": list(WATCHED_EVENTS)}),
+            "subscribing to Docker events", lambda: self.api.events(decode=True, filters={"type": "container"})
         )
         self._stream = stream
         return self._read(stream)
 
     def _read(self, stream: Any) -> Iterator[DockerEvent]:
         try:
-            for event in stream:
-                actor = event.get("Actor") or {}
-                container_id = actor.get("ID") or event.get("id") or ""
-                if container_id:
-                    yield to_event(event.get("Action") or event.get("status") or "", container_id, actor)
+            for message in stream:
+                event = from_message(message)
+                if event is not None:
+                    yield event
         except (docker.errors.DockerException, requests.RequestException, OSError, ValueError) as e:
             raise DockerError(f"Docker event stream at {self.where}: {_reason(e)}") from None
         finally:
@@ -107,7 +109,21 @@ def _reason(error: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def to_event(action: str, container_id: str, actor: dict[str, Any]) -> DockerEvent:
+def from_message(message: Mapping[str, Any]) -> DockerEvent | None:
+    """The DockerEvent of a Docker or Podman event message, or None for one registrar does not watch.
+
+    Podman's names are translated to Docker's (``remove`` is ``destroy``).
+    """
+    actor = message.get("Actor") or {}
+    container_id = str(actor.get("ID") or message.get("id") or "")
+    action = str(message.get("Action") or message.get("status") or "")
+    action = PODMAN_NAMES.get(action, action)
+    if not container_id or action.split(":", 1)[0] not in WATCHED_EVENTS:
+        return None
+    return to_event(action, container_id, actor)
+
+
+def to_event(action: str, container_id: str, actor: Mapping[str, Any]) -> DockerEvent:
     """A DockerEvent from the Action and Actor of an event message."""
     attributes = actor.get("Attributes") or {}
     code = str(attributes.get("exitCode", ""))

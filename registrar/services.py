@@ -56,6 +56,13 @@ def container_name(container: Mapping[str, Any]) -> str:
     return str(container.get("Name") or "").lstrip("/") or str(container.get("Id", ""))[:12]
 
 
+def is_pod_infra(container: Mapping[str, Any]) -> bool:
+    """A Podman pod's infra container (``<pod id>-infra``, a pause image): it holds the pod's network
+    and published ports, which the pod's own containers report too, so it yields no service."""
+    image = str((container.get("Config") or {}).get("Image") or container.get("Image") or "")
+    return container_name(container).endswith("-infra") and image_base_name(image) in ("podman-pause", "pause")
+
+
 def image_base_name(image: str) -> str:
     """``registry:5000/gliderlabs/foo:1@sha256:..`` -> ``foo``."""
     base = image.split("@", 1)[0].rsplit("/", 1)[-1]
@@ -126,7 +133,7 @@ class _Builder:
         self.problems.append(Problem(self.name, key, message))
 
     def build(self) -> Yield:
-        if not is_running(self.container):
+        if not is_running(self.container) or is_pod_infra(self.container):
             return Yield((), ())
         metadata = read_metadata(self.config)
         ports = _ports(self.container, self.settings.internal)

@@ -11,8 +11,18 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
+import requests
 
-from tests.integration.harness import IMAGE, TEST_LABEL, Consul, ConsulAgent, Daemon, DockerEngine, unique_host
+from tests.integration.harness import (
+    IMAGE,
+    TEST_LABEL,
+    Consul,
+    ConsulAgent,
+    Daemon,
+    DockerEngine,
+    PodmanEngine,
+    unique_host,
+)
 
 HERE = Path(__file__).parent
 
@@ -56,16 +66,14 @@ def host(consul: Consul) -> Iterator[str]:
 Container = Any
 
 
-@pytest.fixture
-def containers(docker_client: docker.DockerClient) -> Iterator[Callable[..., Container]]:
-    """Start test containers from the busybox image; every one is removed afterwards."""
+def _container_factory(client: docker.DockerClient) -> Iterator[Callable[..., Container]]:
     made: list[Container] = []
 
     def run(labels: dict[str, str] | None = None, ports: Any = None, **kwargs: Any) -> Container:
         kwargs.setdefault("detach", True)
         # busybox httpd as PID 1 ignores SIGTERM: stop at once instead of after 10 s.
         kwargs.setdefault("stop_signal", "SIGKILL")
-        container = docker_client.containers.run(
+        container = client.containers.run(
             kwargs.pop("image", IMAGE),
             labels={TEST_LABEL: "1", **(labels or {})},
             ports=ports if ports is not None else {"80/tcp": ("127.0.0.1", None)},
@@ -78,6 +86,43 @@ def containers(docker_client: docker.DockerClient) -> Iterator[Callable[..., Con
     for container in made:
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
+
+
+@pytest.fixture
+def containers(docker_client: docker.DockerClient) -> Iterator[Callable[..., Container]]:
+    """Start test containers from the busybox image; every one is removed afterwards."""
+    yield from _container_factory(docker_client)
+
+
+@pytest.fixture(scope="session")
+def podman_client() -> docker.DockerClient:
+    """Podman's Docker-compatible API that tests/run.sh serves; the suite fails (never skips) without it."""
+    engine = PodmanEngine()
+    try:
+        client = docker.DockerClient(base_url=engine.url, timeout=60)
+        client.ping()
+        client.images.get(IMAGE)
+    except (docker.errors.DockerException, requests.RequestException) as e:
+        pytest.fail(f"the Podman tests need `podman system service` at {engine.url} with image {IMAGE}: {e}")
+    return client
+
+
+@pytest.fixture
+def podman_containers(podman_client: docker.DockerClient) -> Iterator[Callable[..., Container]]:
+    """Start test containers on Podman; every one is removed afterwards."""
+    yield from _container_factory(podman_client)
+
+
+@pytest.fixture
+def podman_engine(podman_client: docker.DockerClient) -> PodmanEngine:
+    """The Podman service tests/run.sh started, restartable (skipped on a developer's own service, failed in CI)."""
+    engine = PodmanEngine()
+    if not engine.available():
+        message = f"{engine.pid_file} names no running podman service: it was not started by tests/run.sh"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return engine
 
 
 @pytest.fixture

@@ -259,6 +259,36 @@ class DockerEngine:
         wait_until(ping, "dockerd to answer again", timeout=90)
 
 
+class PodmanEngine:
+    """The ``podman system service`` that tests/run.sh started (pid file in REGISTRAR_STATE), restartable."""
+
+    def __init__(self) -> None:
+        self.state = Path(os.environ.get("REGISTRAR_STATE", "/tmp/registrar-services"))
+        self.socket = os.environ.get("REGISTRAR_PODMAN_SOCKET", str(self.state / "podman.sock"))
+        self.url = f"unix://{self.socket}"
+        self.pid_file = self.state / "podman.pid"
+
+    def available(self) -> bool:
+        try:
+            pid = int(self.pid_file.read_text())
+            return _alive(pid) and Path(f"/proc/{pid}/comm").read_text().strip() == "podman"
+        except (OSError, ValueError):
+            return False
+
+    def restart(self, ping: Callable[[], bool]) -> None:
+        """Stop the service (every event stream on it ends) and serve the same socket again."""
+        pid = int(self.pid_file.read_text())
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not _alive(pid), "the podman service to stop", timeout=60)
+        with (self.state / "podman.log").open("ab") as log:
+            proc = subprocess.Popen(
+                ["podman", "system", "service", "--time=0", self.url], stdout=log, stderr=subprocess.STDOUT
+            )
+        self.pid_file.write_text(str(proc.pid))
+        _OUTLIVING.append(proc)  # runs on after the test; tests/run.sh stops it by its pid file
+        wait_until(ping, "the podman service to answer again", timeout=60)
+
+
 _OUTLIVING: list[subprocess.Popen[bytes]] = []
 """Processes a test starts that outlive it (kept referenced, so no finalizer warns they still run)."""
 

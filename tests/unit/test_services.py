@@ -267,3 +267,10 @@ def test_unknown_check_option_reported_once() -> None:
     c = container("plain", labels={"SERVICE_CHECK_HTTPP": "/"}, ports=published("80/tcp=0.0.0.0:1", "81/tcp=0.0.0.0:2"))
     assert problems(c) == [("rec-plain", "label SERVICE_CHECK_HTTPP")]
     assert len(services_from_container(c, S).services) == 2
+
+
+def test_podman_pod_infra_container_yields_nothing() -> None:
+    """A Podman pod's infra container yields no service; the pod's app container yields the pod's port."""
+    assert services_from_container(payload("podman_infra"), Settings(hostname="vm")).services == ()
+    (service,) = services_from_container(payload("podman_pod_app"), Settings(hostname="vm")).services
+    assert (service.id, service.name, service.address) == ("vm:podapp:80", "podweb", "127.0.0.1")
