@@ -6,7 +6,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
@@ -20,6 +20,7 @@ from tests.integration.harness import (
     ConsulAgent,
     Daemon,
     DockerEngine,
+    Engine,
     PodmanEngine,
     unique_host,
 )
@@ -115,14 +116,8 @@ def podman_containers(podman_client: docker.DockerClient) -> Iterator[Callable[.
 
 @pytest.fixture
 def podman_engine(podman_client: docker.DockerClient) -> PodmanEngine:
-    """The Podman service tests/run.sh started, restartable (skipped on a developer's own service, failed in CI)."""
-    engine = PodmanEngine()
-    if not engine.available():
-        message = f"{engine.pid_file} names no running podman service: it was not started by tests/run.sh"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return engine
+    """The Podman service tests/run.sh started, restartable (see ``restartable``)."""
+    return restartable(PodmanEngine())
 
 
 @pytest.fixture
@@ -154,11 +149,18 @@ def own_consul(tmp_path: Path) -> Iterator[ConsulAgent]:
 
 @pytest.fixture
 def docker_engine(docker_client: docker.DockerClient) -> DockerEngine:
-    """The dockerd tests/run.sh started. Restarting someone else's engine is refused: skipped on a
+    """The dockerd tests/run.sh started, restartable (see ``restartable``)."""
+    return restartable(DockerEngine())
+
+
+E = TypeVar("E", bound=Engine)
+
+
+def restartable(engine: E) -> E:
+    """An engine tests/run.sh started. Restarting someone else's engine is refused: skipped on a
     developer's machine whose engine the suite did not start, a failure in CI."""
-    engine = DockerEngine()
     if not engine.available():
-        message = f"{engine.pid_file} names no running dockerd: the engine was not started by tests/run.sh"
+        message = f"{engine.pid_file} names no running {engine.name}: it was not started by tests/run.sh"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -233,60 +233,60 @@ class ConsulAgent:
         return {k: str(self.workdir / v) for k, v in files.items()}
 
 
-class DockerEngine:
-    """The dockerd that tests/run.sh started (its pid file in REGISTRAR_STATE), restartable by a test."""
+class Engine:
+    """A container engine that tests/run.sh started (its pid file in REGISTRAR_STATE), restartable by a test."""
+
+    name = ""
+    """The process name (``/proc/<pid>/comm``) and the stem of its pid and log files."""
 
     def __init__(self) -> None:
         self.state = Path(os.environ.get("REGISTRAR_STATE", "/tmp/registrar-services"))
-        self.pid_file = self.state / "dockerd.pid"
+        self.pid_file = self.state / f"{self.name}.pid"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
 
     def available(self) -> bool:
-        """A pid file that names a running dockerd (a stale file from an earlier run does not count)."""
+        """A pid file that names a running engine (a stale file from an earlier run does not count)."""
         try:
             pid = int(self.pid_file.read_text())
-            return _alive(pid) and Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd"
+            return _alive(pid) and Path(f"/proc/{pid}/comm").read_text().strip() == self.name
         except (OSError, ValueError):
             return False
 
     def restart(self, ping: Callable[[], bool]) -> None:
+        """Stop the engine (every event stream on it ends) and start it again as tests/run.sh did."""
         pid = int(self.pid_file.read_text())
         os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: not _alive(pid), "dockerd to stop", timeout=90)
-        with (self.state / "dockerd.log").open("ab") as log:
-            proc = subprocess.Popen(["dockerd", "--ip", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT)
+        wait_until(lambda: not _alive(pid), f"{self.name} to stop", timeout=90)
+        with (self.state / f"{self.name}.log").open("ab") as log:
+            proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         self.pid_file.write_text(str(proc.pid))
         _OUTLIVING.append(proc)  # runs on after the test; tests/run.sh stops it by its pid file
-        wait_until(ping, "dockerd to answer again", timeout=90)
+        wait_until(ping, f"{self.name} to answer again", timeout=90)
 
 
-class PodmanEngine:
-    """The ``podman system service`` that tests/run.sh started (pid file in REGISTRAR_STATE), restartable."""
+class DockerEngine(Engine):
+    """The dockerd that tests/run.sh started."""
+
+    name = "dockerd"
+
+    def command(self) -> list[str]:
+        return ["dockerd", "--ip", "127.0.0.1"]
+
+
+class PodmanEngine(Engine):
+    """The ``podman system service`` that tests/run.sh started, serving Podman's Docker-compatible API."""
+
+    name = "podman"
 
     def __init__(self) -> None:
-        self.state = Path(os.environ.get("REGISTRAR_STATE", "/tmp/registrar-services"))
+        super().__init__()
         self.socket = os.environ.get("REGISTRAR_PODMAN_SOCKET", str(self.state / "podman.sock"))
         self.url = f"unix://{self.socket}"
-        self.pid_file = self.state / "podman.pid"
 
-    def available(self) -> bool:
-        try:
-            pid = int(self.pid_file.read_text())
-            return _alive(pid) and Path(f"/proc/{pid}/comm").read_text().strip() == "podman"
-        except (OSError, ValueError):
-            return False
-
-    def restart(self, ping: Callable[[], bool]) -> None:
-        """Stop the service (every event stream on it ends) and serve the same socket again."""
-        pid = int(self.pid_file.read_text())
-        os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: not _alive(pid), "the podman service to stop", timeout=60)
-        with (self.state / "podman.log").open("ab") as log:
-            proc = subprocess.Popen(
-                ["podman", "system", "service", "--time=0", self.url], stdout=log, stderr=subprocess.STDOUT
-            )
-        self.pid_file.write_text(str(proc.pid))
-        _OUTLIVING.append(proc)  # runs on after the test; tests/run.sh stops it by its pid file
-        wait_until(ping, "the podman service to answer again", timeout=60)
+    def command(self) -> list[str]:
+        return ["podman", "system", "service", "--time=0", self.url]
 
 
 _OUTLIVING: list[subprocess.Popen[bytes]] = []
