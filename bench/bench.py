@@ -51,20 +51,31 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Events:
-    """The bench's own Docker event subscription: event time of start/die by container name."""
+    """The bench's own Docker event subscription: event time of start/die by container name, and
+    every health_status event (time, status) by container name."""
 
     def __init__(self, client: docker.DockerClient) -> None:
         self.times: dict[tuple[str, str], float] = {}
-        self.stream = client.api.events(decode=True, filters={"type": "container", "event": ["start", "die"]})
+        self.health: dict[str, list[tuple[float, str]]] = {}
+        filters = {"type": "container", "event": ["start", "die", "health_status"]}
+        self.stream = client.api.events(decode=True, filters=filters)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         try:
             for event in self.stream:
                 name = event["Actor"]["Attributes"].get("name", "")
-                self.times[(event["Action"], name)] = event["timeNano"] / 1e9
+                action, _, status = event["Action"].partition(": ")
+                if action == "health_status":
+                    self.health.setdefault(name, []).append((event["timeNano"] / 1e9, status))
+                else:
+                    self.times[(action, name)] = event["timeNano"] / 1e9
         except Exception:
             pass
+
+    def health_since(self, name: str, status: str, since: float) -> list[float]:
+        """Times of the container's health_status events with this status, at or after ``since``."""
+        return [t for t, s in self.health.get(name, []) if s == status and t >= since]
 
     def close(self) -> None:
         self.stream.close()
@@ -107,6 +118,9 @@ class Registrar:
 
     def find(self, event: str, **fields: Any) -> list[dict[str, Any]]:
         return [e for e in self.read() if e["event"] == event and all(e.get(k) == v for k, v in fields.items())]
+
+    def since(self, t: float, event: str, **fields: Any) -> list[dict[str, Any]]:
+        return [e for e in self.find(event, **fields) if e["t"] >= t]
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -240,6 +254,28 @@ class Bench:
                      "unchanged")  # fmt: skip
         return float(statistics.median(e["duration_ms"] for e in done))
 
+    def health(self, reg: Registrar, samples: int) -> None:
+        """Docker's health_status event -> registrar's health_updated line (written once the agent answered)."""
+        name = f"{self.host}-health"
+        check = f"{self.host}:{name}:80:docker-health"
+        probe = {"test": ["CMD-SHELL", "test -f /tmp/ok"], "interval": 100_000_000, "retries": 1}
+        c = self.client.containers.run(IMAGE, name=name, detach=True, labels={LABEL: "1"}, healthcheck=probe,
+                                       ports={"80/tcp": ("127.0.0.1", None)}, stop_signal="SIGKILL")  # fmt: skip
+        self.containers.append(c)
+        wait_until(partial(reg.find, "service_registered", service_id=f"{self.host}:{name}:80"), "registration")
+        lags = []
+        for i in range(samples):
+            healthy = i % 2 == 0
+            status, want = ("healthy", "passing") if healthy else ("unhealthy", "critical")
+            since = time.time()
+            c.exec_run(["touch", "/tmp/ok"] if healthy else ["rm", "-f", "/tmp/ok"])
+            event = wait_until(partial(self.events.health_since, name, status, since), "health_status event")[0]
+            done = wait_until(partial(reg.since, event, "health_updated", check_id=check, status=want), "the update")
+            lags.append((done[0]["t"] - event) * 1000)
+        self.remove([c])
+        self.row(f"health_status -> check status on the agent (n={samples}), p50", f"{pct(lags, 50):.1f} ms")
+        self.row(f"health_status -> check status on the agent (n={samples}), p99", f"{pct(lags, 99):.1f} ms")
+
     def cold_start(self, count: int) -> None:
         for service_id in self.owned():
             self.http.put(CONSUL + f"/v1/agent/service/deregister/{service_id}", timeout=10)
@@ -268,6 +304,7 @@ class Bench:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", type=int, default=100, help="one-at-a-time latency samples")
+    parser.add_argument("--health-samples", type=int, default=40, help="health_status latency samples")
     parser.add_argument("--idle", type=float, default=60, help="seconds of the idle measurement")
     parser.add_argument("--sizes", default="50,200,500", help="container counts for the reconcile figure")
     args = parser.parse_args()
@@ -281,6 +318,7 @@ def main() -> None:
             reg = Registrar(bench.host, Path(tmp), "--resync", "30")
             wait_until(lambda: reg.find("reconcile_done"), "registrar ready")
             bench.one_at_a_time(reg, args.samples)
+            bench.health(reg, args.health_samples)
             bench.burst(reg, 100)
             bench.row("resident memory after the burst", f"{reg.rss_mib():.1f} MiB", "<= 45 MiB")
             reg.stop()

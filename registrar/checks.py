@@ -24,7 +24,7 @@ KNOWN_KEYS = frozenset(
     "check_" + k
     for k in (
         "http", "https", "http_method", "tcp", "grpc", "grpc_use_tls", "tls_skip_verify", "script", "ttl",
-        "interval", "timeout", "initial_status", "deregister_after",
+        "interval", "timeout", "initial_status", "deregister_after", "docker_health",
     )
 )  # fmt: skip
 

@@ -82,6 +82,12 @@ SHARED_OPTIONS = [
     _opt(
         "use-ip-from-label", "-useIpFromLabel", default="", help="Container label that holds the address to register."
     ),
+    _opt(
+        "docker-health",
+        type=click.Choice(["on", "off"]),
+        default="on",
+        help="Mirror Docker HEALTHCHECK status in a Consul check (label SERVICE_CHECK_DOCKER_HEALTH=false: off).",
+    ),
     _opt("allow-script-checks", is_flag=True, help="Allow SERVICE_CHECK_SCRIPT (commands run by the Consul agent)."),
     _opt("docker-host", default="", help="Docker endpoint [default: DOCKER_HOST, else the local socket]"),
     _opt(
@@ -132,6 +138,7 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         ttl_refresh=params["ttl_refresh"],
         use_ip_from_label=params["use_ip_from_label"],
         allow_script_checks=params["allow_script_checks"],
+        docker_health=params["docker_health"] == "on",
         docker_host=params["docker_host"],
         consul=consul,
         log_format=params["log_format"],

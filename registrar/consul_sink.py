@@ -22,7 +22,7 @@ from consul.exceptions import ACLPermissionDenied, BadRequest, ConsulException
 from docker.transport import UnixHTTPAdapter
 
 from registrar.errors import ConsulError, ConsulRejected
-from registrar.model import Service
+from registrar.model import Health, Service
 from registrar.settings import ConsulTarget
 
 T = TypeVar("T")
@@ -87,6 +87,7 @@ class ConsulSink:
                 meta=body["Meta"],
                 check=checks[0],
                 extra_checks=checks[1:],
+                enable_tag_override=body.get("EnableTagOverride", False),
                 token=self.token,
             ),
         )
@@ -102,6 +103,13 @@ class ConsulSink:
         self._call(
             f"passing TTL check {check_id}", lambda: self.client.agent.check.ttl_pass(check_id, token=self.token)
         )
+
+    def set_health(self, health: Health) -> None:
+        """``PUT /v1/agent/check/pass|fail/<id>?note=<output>``: Docker's health onto registrar's TTL check."""
+        check = self.client.agent.check
+        update = check.ttl_pass if health.status == "passing" else check.ttl_fail
+        what = f"updating check {health.check_id}"
+        self._call(what, lambda: update(health.check_id, notes=health.output or None, token=self.token))
 
     def close(self) -> None:
         self.client.http.session.close()

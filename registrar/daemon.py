@@ -27,7 +27,7 @@ from registrar.containers import ContainerSource
 from registrar.errors import ConsulError, DockerError
 from registrar.lifecycle import Shutdown
 from registrar.metrics import Metrics
-from registrar.model import DockerEvent
+from registrar.model import HEALTH_REFRESH_SECONDS, DockerEvent
 from registrar.reconciler import Reconciler, ServiceSink
 from registrar.settings import Settings
 from registrar.watcher import RESYNC, Backoff, EventWatcher, Exited, StreamFailed
@@ -102,6 +102,7 @@ class Daemon:
         self._next_probe = now + t.consul_probe
         self._next_resync = now + settings.resync if settings.resync > 0 else None
         self._next_ttl = now + settings.ttl_refresh_seconds if settings.ttl > 0 else None
+        self._next_health = now + HEALTH_REFRESH_SECONDS if settings.docker_health else None
 
     # Health ------------------------------------------------------------------------------------
 
@@ -226,9 +227,19 @@ class Daemon:
         if self._next_ttl is not None and now >= self._next_ttl:
             self._next_ttl = now + self.settings.ttl_refresh_seconds
             self.reconciler.pass_ttls()
+        if self._next_health is not None and now >= self._next_health:
+            self._next_health = now + HEALTH_REFRESH_SECONDS
+            self.reconciler.push_health(refresh=True)
 
     def _next_deadline(self) -> float:
-        due = [self._full_due, self._restart_due, self._next_probe, self._next_resync, self._next_ttl]
+        due = [
+            self._full_due,
+            self._restart_due,
+            self._next_probe,
+            self._next_resync,
+            self._next_ttl,
+            self._next_health,
+        ]
         return min(d for d in due if d is not None)
 
     def _retry_later(self) -> float:

@@ -39,6 +39,30 @@ class DockerEvent:
     exit_code: int | None = None
 
 
+#: TTL of the check that mirrors Docker's HEALTHCHECK. registrar refreshes it every
+#: HEALTH_REFRESH_SECONDS, so a registrar restart of up to 30 s leaves the status as it was, and a
+#: registrar that stays away lets it turn critical (45 to 55 s after it stopped).
+DOCKER_HEALTH_TTL = "45s"
+HEALTH_REFRESH_SECONDS = 10.0
+DOCKER_HEALTH_NAME = "Docker health"
+
+
+@dataclass(frozen=True)
+class Health:
+    """Docker's health of a container, as the check registrar owns on one of its services."""
+
+    check_id: str
+    """``<service-id>:docker-health``."""
+    status: str
+    """``passing`` (healthy) or ``critical`` (starting, unhealthy)."""
+    output: str
+    """Docker's last probe output."""
+
+    def to_consul(self) -> dict[str, Any]:
+        """The check's definition, as registered with the service (its status travels with it)."""
+        return {"CheckID": self.check_id, "Name": DOCKER_HEALTH_NAME, "TTL": DOCKER_HEALTH_TTL, "Status": self.status}
+
+
 @dataclass(frozen=True)
 class Check:
     """A Consul health check attached to a service registration."""
@@ -94,10 +118,18 @@ class Service:
     checks: tuple[Check, ...] = ()
     container_id: str = ""
     container_name: str = ""
+    enable_tag_override: bool = False
+    """``EnableTagOverride``: tags changed in the catalog (by a server) are not reset by anti-entropy."""
+    health: Health | None = None
+    """The check mirroring Docker's HEALTHCHECK, if the container has one (and it is not turned off)."""
     digest: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "digest", _digest(self._body()))
+        # Docker health's status is left out: a change of it is one check update, not a re-registration.
+        body = self._body()
+        if self.health is not None:
+            body["Checks"][-1].pop("Status")
+        object.__setattr__(self, "digest", _digest(body))
 
     def _body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"ID": self.id, "Name": self.name, "Port": self.port}
@@ -106,8 +138,13 @@ class Service:
         if self.tags:
             body["Tags"] = list(self.tags)
         body["Meta"] = dict(self.meta)
-        if self.checks:
-            body["Checks"] = [c.to_consul() for c in self.checks]
+        checks = [c.to_consul() for c in self.checks]
+        if self.health is not None:
+            checks.append(self.health.to_consul())
+        if checks:
+            body["Checks"] = checks
+        if self.enable_tag_override:
+            body["EnableTagOverride"] = True
         return body
 
     def to_consul(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import structlog
 from registrar.containers import ContainerSource, ContainerView
 from registrar.errors import ConsulError, ConsulRejected
 from registrar.metrics import Metrics
-from registrar.model import Action, Owned, Register, Service
+from registrar.model import Action, Health, Owned, Register, Service
 from registrar.reconcile import forget_plan, kept_ids, owned_services, plan
 from registrar.settings import Settings
 
@@ -34,6 +34,7 @@ class ServiceSink(Protocol):
     def register(self, service: Service) -> None: ...
     def deregister(self, service_id: str) -> None: ...
     def pass_ttl(self, check_id: str) -> None: ...
+    def set_health(self, health: Health) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class Reconciler:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registrar-write")
         self.rejected: dict[str, str] = {}
         """Service ID -> digest of a registration the agent refused as invalid."""
+        self.health_sent: dict[str, Health] = {}
+        """Check ID -> the Docker health last sent to the agent for it."""
 
     def close(self) -> None:
         self.view.close()
@@ -152,6 +155,8 @@ class Reconciler:
             if isinstance(action, Register):
                 service = action.service
                 actual[service.id] = Owned(service.id, service.digest, service.container_id[:12])
+                if service.health is not None:  # registered with its status; the output follows
+                    self.health_sent.pop(service.health.check_id, None)
                 registered += 1
                 log.info(
                     "service_registered",
@@ -186,13 +191,44 @@ class Reconciler:
         """Plan against the agent (read afresh when ``read``) and apply; raises ConsulError."""
         if read or self.actual is None:
             self.read_actual()
-        return self.apply(self.plan(), stop)
+        outcome = self.apply(self.plan(), stop)
+        self.push_health()
+        return outcome
 
     def pass_ttls(self) -> None:
         """Keep registrar's own TTL checks passing."""
         checks = [c.check_id for s in self.view.desired().values() for c in s.checks if c.check_id.endswith(":ttl")]
-        for future in [self.pool.submit(self._consul, "ttl_pass", partial(self.sink.pass_ttl, c)) for c in checks]:
+        for check_id, error in self._each("ttl_pass", self.sink.pass_ttl, checks):
+            if error is not None:
+                log.warning("ttl_pass_failed", check_id=check_id, error=str(error))
+
+    def push_health(self, refresh: bool = False) -> None:
+        """Send the Docker health of each registered service that the agent does not have yet.
+
+        ``refresh`` sends every one again, which keeps their TTL from running out.
+        """
+        actual = self.actual or {}
+        current = {s.health.check_id: s.health for s in self.view.desired().values() if s.health and s.id in actual}
+        self.health_sent = {k: v for k, v in self.health_sent.items() if k in current}
+        due = [h for k, h in current.items() if refresh or self.health_sent.get(k) != h]
+        for health, error in self._each("health_update", self.sink.set_health, due):
+            if error is None:
+                before = self.health_sent.get(health.check_id)
+                self.health_sent[health.check_id] = health
+                changed = before is None or before.status != health.status
+                (log.info if changed else log.debug)("health_updated", check_id=health.check_id, status=health.status)
+            else:
+                log.warning("health_update_failed", check_id=health.check_id, error=str(error))
+
+    def _each(self, operation: str, call: Callable[[T], None], items: list[T]) -> list[tuple[T, ConsulError | None]]:
+        """Call the sink once per item, concurrently; each item with the error it met (None: done)."""
+        self.calls["consul_write"] += len(items)
+        futures = [(item, self.pool.submit(self._consul, operation, partial(call, item))) for item in items]
+        results: list[tuple[T, ConsulError | None]] = []
+        for item, future in futures:
             try:
                 future.result()
+                results.append((item, None))
             except ConsulError as e:
-                log.warning("ttl_pass_failed", error=str(e))
+                results.append((item, e))
+        return results

@@ -19,13 +19,19 @@ from registrar.model import (
     META_SOURCE,
     META_SOURCE_VALUE,
     OWNERSHIP_KEYS,
+    Health,
     Problem,
     Service,
 )
 from registrar.settings import Settings
 
 #: Metadata keys that configure the registration itself and are not copied into Meta.
-RESERVED_KEYS = frozenset({"name", "id", "tags", "ignore", "network"})
+RESERVED_KEYS = frozenset({"name", "id", "tags", "ignore", "network", "enable_tag_override"})
+IMAGE_ID = re.compile(r"^(sha256:)?[0-9a-f]{12,64}$")
+COMPOSE_SERVICE = "com.docker.compose.service"
+DOCKER_HEALTH = {"starting": "critical", "healthy": "passing", "unhealthy": "critical"}
+MAX_HEALTH_OUTPUT = 1024
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 MAX_META_KEYS = 64
 MAX_META_VALUE = 512
@@ -182,7 +188,32 @@ class _Builder:
             checks=checks,
             container_id=self.cid,
             container_name=self.name,
+            enable_tag_override=self.flag(meta, "enable_tag_override", False),
+            health=self.health(service_id, meta),
         )
+
+    def flag(self, meta: Mapping[str, Value], key: str, unset: bool) -> bool:
+        """A true/false key; unset, or any other value (one warning), counts as ``unset``."""
+        given = meta.get(key)
+        if given is None:
+            return unset
+        value = BOOLEANS.get(given.value.strip().lower())
+        if value is None:
+            self.warn(given, f"{given.value!r} is not true or false; taken as {str(unset).lower()}")
+            return unset
+        return value
+
+    def health(self, service_id: str, meta: Mapping[str, Value]) -> Health | None:
+        """The Docker health check of a container with a HEALTHCHECK: healthy is passing, else critical."""
+        health = (self.container.get("State") or {}).get("Health") or {}
+        status = health.get("Status")
+        if status not in DOCKER_HEALTH or not self.settings.docker_health:
+            return None
+        if not self.flag(meta, "check_docker_health", True):
+            return None
+        log = health.get("Log") or [{}]
+        output = str((log[-1] or {}).get("Output") or "").strip()[:MAX_HEALTH_OUTPUT]
+        return Health(f"{service_id}:docker-health", DOCKER_HEALTH[status], output)
 
     def service_name(self, port: Port, meta: Mapping[str, Value], group: bool) -> str | None:
         given = meta.get("name")
@@ -196,10 +227,18 @@ class _Builder:
             if not DNS_LABEL.match(name):
                 self.warn(given, f"service name {name!r} cannot be looked up in Consul DNS")
         else:
-            name = image_base_name(str(self.config.get("Image") or "")) or self.name
+            name = self.default_name()
         if group and not (given is not None and given.from_port):
             name = f"{name}-{port.port}"
         return name
+
+    def default_name(self) -> str:
+        """The image's base name; for an image given only by ID or digest (compose v2 does that),
+        the compose service label, else the container name (never ``sha256``)."""
+        image = str(self.config.get("Image") or "")
+        if image and not IMAGE_ID.match(image) and not image.startswith("sha256:"):
+            return image_base_name(image) or self.name
+        return str((self.config.get("Labels") or {}).get(COMPOSE_SERVICE) or "").strip() or self.name
 
     def service_id(self, port: Port, meta: Mapping[str, Value], group: bool) -> str:
         default = f"{self.settings.hostname}:{self.name}:{port.port}"

@@ -80,6 +80,8 @@ class Settings:
     log_level: str = "info"
     metrics_addr: str = ""
     """host:port of the metrics and health endpoints; empty turns them off."""
+    docker_health: bool = True
+    """Mirror Docker's HEALTHCHECK status in a Consul check (``--docker-health on|off``)."""
     forget_hosts: tuple[str, ...] = ()
     """Other host identities whose registrations ``plan``/``sync`` remove (a renamed host's)."""
 

@@ -13,6 +13,7 @@ KEYS = [
     "NAME", "ID", "TAGS", "IGNORE", "NETWORK", "CHECK_HTTP", "CHECK_HTTPS", "CHECK_HTTP_METHOD", "CHECK_TCP",
     "CHECK_GRPC", "CHECK_GRPC_USE_TLS", "CHECK_TLS_SKIP_VERIFY", "CHECK_SCRIPT", "CHECK_TTL", "CHECK_INTERVAL",
     "CHECK_TIMEOUT", "CHECK_INITIAL_STATUS", "CHECK_DEREGISTER_AFTER", "VERSION", "REGISTRAR-HOST", "CONSUL-X",
+    "ENABLE_TAG_OVERRIDE", "CHECK_DOCKER_HEALTH",
 ]  # fmt: skip
 VALUES = st.one_of(
     st.sampled_from(["", "true", "false", "10s", "-5s", "0s", "1m30s", "banana", "/health", "a/b", "passing", "GET"]),
@@ -46,6 +47,7 @@ def assert_valid_for_consul(service: Service) -> None:
         assert _META_KEY.match(key) and not key.startswith("consul-"), key
         assert len(value.encode()) <= 512
     assert all(tag.isprintable() for tag in body.get("Tags", []))
+    assert body.get("EnableTagOverride", True) is True
     for check in body.get("Checks", []):
         kinds = [k for k in ("HTTP", "TCP", "GRPC", "TTL", "Args") if k in check]
         assert len(kinds) == 1, check

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Consul, run_cli, wait_until
+from tests.integration.harness import IMAGE, Consul, run_cli, wait_until
 
 Run = Callable[..., Any]
 
@@ -204,3 +204,25 @@ def test_grpc_check_registered(host: str, consul: Consul, containers: Run) -> No
         lambda: any(ch["Type"] == "grpc" and ch["Status"] == "critical" for ch in consul.checks(service_id)),
         "a critical gRPC check",
     )
+
+
+def test_image_given_by_id_is_named_from_compose_label_or_container(
+    host: str, consul: Consul, containers: Run, docker_client: Any
+) -> None:
+    """An image given only by ID (compose v2 does that): named from com.docker.compose.service, else the container."""
+    image_id = docker_client.images.get(IMAGE).id
+    composed = containers(image=image_id, labels={"com.docker.compose.service": "api"})
+    bare = containers(image=image_id)
+    services = synced(host, consul)
+    assert services[f"{host}:{composed.name}:80"]["Service"] == "api"
+    assert services[f"{host}:{bare.name}:80"]["Service"] == bare.name
+
+
+def test_enable_tag_override(host: str, consul: Consul, containers: Run) -> None:
+    """SERVICE_ENABLE_TAG_OVERRIDE=true sets EnableTagOverride on the agent; without it, it stays off."""
+    on = containers(labels={"SERVICE_ENABLE_TAG_OVERRIDE": "true"})
+    off = containers()
+    services = synced(host, consul)
+    assert services[f"{host}:{on.name}:80"]["EnableTagOverride"] is True
+    assert services[f"{host}:{off.name}:80"]["EnableTagOverride"] is False
+    assert "enable_tag_override" not in services[f"{host}:{on.name}:80"]["Meta"]

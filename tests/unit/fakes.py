@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from registrar.errors import ConsulError, ConsulRejected, DockerError
-from registrar.model import DockerEvent, Service
+from registrar.model import DockerEvent, Health, Service
 
 
 class MemoryDocker:
@@ -60,6 +60,7 @@ class MemoryConsul:
         self.refuse: set[str] = set()
         self.attempts: dict[str, int] = {}
         self.changed = threading.Condition()
+        self.health: dict[str, tuple[str, str]] = {}
 
     def _check(self) -> None:
         if self.down:
@@ -89,6 +90,12 @@ class MemoryConsul:
 
     def pass_ttl(self, check_id: str) -> None:
         self._check()
+
+    def set_health(self, health: Health) -> None:
+        self._check()
+        with self.changed:
+            self.health[health.check_id] = (health.status, health.output)
+            self.changed.notify_all()
 
     def wait_for(self, predicate: Any, timeout: float = 5.0) -> None:
         with self.changed:

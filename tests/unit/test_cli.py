@@ -57,6 +57,8 @@ OPTION_TABLE: list[tuple[list[str], dict[str, str], str, Any]] = [
     ([], {"REGISTRAR_FORGET_HOST": "old"}, "forget_hosts", ("old",)),
     (["consul://10.1.2.3:8500"], {}, "consul", ConsulTarget(host="10.1.2.3")),
     (["--ttl", "30"], {}, "ttl", 30),
+    (["--docker-health", "off"], {}, "docker_health", False),
+    ([], {"REGISTRAR_DOCKER_HEALTH": "off"}, "docker_health", False),
 ]
 
 

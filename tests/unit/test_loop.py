@@ -397,3 +397,36 @@ def test_subscribes_before_listing(started: Any) -> None:
     daemon = started(docker, consul)
     step_until(daemon, daemon.ready.is_set)
     assert docker.calls[:2] == ["subscribe", "list"]
+
+
+def with_health(c: dict[str, Any], status: str, output: str) -> dict[str, Any]:
+    c = copy.deepcopy(c)
+    c["State"]["Health"] = {"Status": status, "Log": [{"Output": output}]}
+    return c
+
+
+def test_health_status_event_updates_the_check_without_reregistering(started: Any) -> None:
+    """health_status events move the Docker health check (status and output); the service is written once."""
+    web = with_health(payload("web"), "starting", "")
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul)
+    check = "vm:rec-web:80:docker-health"
+    step_until(daemon, lambda: consul.health.get(check) == ("critical", ""))
+    assert consul.registered["vm:rec-web:80"]["Checks"][-1]["Status"] == "critical"
+    for status, expected in (("healthy", "passing"), ("unhealthy", "critical"), ("healthy", "passing")):
+        docker.containers[web["Id"]] = with_health(web, status, f"probe said {status}")
+        docker.emit(f"health_status: {status}", web["Id"])
+        step_until(daemon, lambda: consul.health.get(check) == (expected, f"probe said {status}"))  # noqa: B023
+    assert consul.attempts["vm:rec-web:80"] == 1, "a change of health is no re-registration"
+
+
+def test_health_is_refreshed_before_its_ttl_runs_out(started: Any) -> None:
+    """Every refresh period the health is sent again, so the TTL never runs out while registrar runs."""
+    web = with_health(payload("web"), "healthy", "fine")
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul)
+    check = "vm:rec-web:80:docker-health"
+    step_until(daemon, lambda: check in consul.health)
+    consul.health.clear()
+    daemon._next_health = 0.0  # the refresh is due now (it is every HEALTH_REFRESH_SECONDS)
+    step_until(daemon, lambda: consul.health.get(check) == ("passing", "fine"))

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from registrar.model import Service
+from registrar.model import Health, Service
 from registrar.services import image_base_name, services_from_container
 from registrar.settings import Settings
 from tests.unit.payloads import container, payload, published
@@ -274,3 +274,101 @@ def test_podman_pod_infra_container_yields_nothing() -> None:
     assert services_from_container(payload("podman_infra"), Settings(hostname="vm")).services == ()
     (service,) = services_from_container(payload("podman_pod_app"), Settings(hostname="vm")).services
     assert (service.id, service.name, service.address) == ("vm:podapp:80", "podweb", "127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("image", "labels", "name"),
+    [
+        ("sha256:" + "ab" * 32, {"com.docker.compose.service": "api"}, "api"),
+        ("sha256:" + "ab" * 32, {}, "rec-plain"),
+        ("0123456789ab", {}, "rec-plain"),
+        ("gliderlabs/foo@sha256:" + "cd" * 32, {"com.docker.compose.service": "api"}, "foo"),
+        ("registry:5000/team/web:1", {}, "web"),
+    ],
+)
+def test_default_name_for_images_given_by_id_or_digest(image: str, labels: dict[str, str], name: str) -> None:
+    """An image given only by ID or digest is named from the compose service label, else the container name."""
+    c = container(labels=labels, image=image, name="rec-plain", ports=published("80/tcp=127.0.0.1:30000"))
+    (service,) = services_from_container(c, Settings(hostname="vm")).services
+    assert service.name == name
+
+
+@pytest.mark.parametrize(
+    ("labels", "override", "problems"),
+    [
+        ({"SERVICE_ENABLE_TAG_OVERRIDE": "true"}, True, []),
+        ({"SERVICE_80_ENABLE_TAG_OVERRIDE": "TRUE"}, True, []),
+        ({"SERVICE_ENABLE_TAG_OVERRIDE": "false"}, False, []),
+        ({}, False, []),
+        ({"SERVICE_ENABLE_TAG_OVERRIDE": "maybe"}, False, ["label SERVICE_ENABLE_TAG_OVERRIDE"]),
+    ],
+)
+def test_enable_tag_override(labels: dict[str, str], override: bool, problems: list[str]) -> None:
+    """SERVICE_ENABLE_TAG_OVERRIDE=true sets EnableTagOverride; a value not true/false is one warning."""
+    c = container(labels=labels, ports=published("80/tcp=127.0.0.1:30000"))
+    result = services_from_container(c, Settings(hostname="vm"))
+    (service,) = result.services
+    assert service.to_consul().get("EnableTagOverride", False) is override
+    assert "enable_tag_override" not in dict(service.meta)
+    assert [p.key for p in result.problems] == problems
+
+
+def healthy(status: str = "healthy", output: str = "ok\n", labels: dict[str, str] | None = None) -> dict[str, Any]:
+    c = container(labels=labels or {}, ports=published("80/tcp=127.0.0.1:30000"), name="rec-plain")
+    c["State"]["Health"] = {"Status": status, "FailingStreak": 0, "Log": [{"ExitCode": 0, "Output": output}]}
+    return c
+
+
+@pytest.mark.parametrize(
+    ("docker", "consul"), [("starting", "critical"), ("healthy", "passing"), ("unhealthy", "critical")]
+)
+def test_docker_health_becomes_a_check(docker: str, consul: str) -> None:
+    """A HEALTHCHECK adds check <service-id>:docker-health, TTL 45s, whose status follows Docker's."""
+    (service,) = services_from_container(healthy(docker), Settings(hostname="vm")).services
+    assert service.health == Health("vm:rec-plain:80:docker-health", consul, "ok")
+    assert service.to_consul()["Checks"] == [
+        {"CheckID": "vm:rec-plain:80:docker-health", "Name": "Docker health", "TTL": "45s", "Status": consul}
+    ]
+
+
+def test_docker_health_status_does_not_change_the_digest() -> None:
+    """A change of health is a check update, not a new registration: the digest leaves the status out."""
+    settings = Settings(hostname="vm")
+    (up,) = services_from_container(healthy("healthy"), settings).services
+    (down,) = services_from_container(healthy("unhealthy", "boom"), settings).services
+    assert up.digest == down.digest and up != down
+
+
+@pytest.mark.parametrize(
+    ("settings", "labels", "present", "problems"),
+    [
+        (Settings(hostname="vm", docker_health=False), {}, False, []),
+        (Settings(hostname="vm"), {"SERVICE_CHECK_DOCKER_HEALTH": "false"}, False, []),
+        (Settings(hostname="vm"), {"SERVICE_80_CHECK_DOCKER_HEALTH": "no"}, False, []),
+        (
+            Settings(hostname="vm"),
+            {"SERVICE_CHECK_DOCKER_HEALTH": "banana"},
+            True,
+            ["label SERVICE_CHECK_DOCKER_HEALTH"],
+        ),
+    ],
+)
+def test_docker_health_turned_off(
+    settings: Settings, labels: dict[str, str], present: bool, problems: list[str]
+) -> None:
+    """--docker-health off or SERVICE_CHECK_DOCKER_HEALTH=false: no Docker health check; a bad value warns."""
+    result = services_from_container(healthy(labels=labels), settings)
+    assert (result.services[0].health is not None) is present
+    assert [p.key for p in result.problems] == problems
+    assert "check_docker_health" not in dict(result.services[0].meta)
+
+
+def test_docker_health_beside_a_label_check() -> None:
+    """The Docker health check sits beside a SERVICE_CHECK_* check; it does not replace it."""
+    (service,) = services_from_container(
+        healthy(labels={"SERVICE_CHECK_TCP": "true"}), Settings(hostname="vm")
+    ).services
+    assert [c["CheckID"] for c in service.to_consul()["Checks"]] == [
+        "service:vm:rec-plain:80",
+        "vm:rec-plain:80:docker-health",
+    ]
