@@ -82,6 +82,8 @@ SHARED_OPTIONS = [
     _opt(
         "use-ip-from-label", "-useIpFromLabel", default="", help="Container label that holds the address to register."
     ),
+    _opt("ipv6", is_flag=True, help="Primary address IPv6 where one is known (tagged addresses carry both)."),
+    _opt("network", default="", help="Network whose address --internal registers (SERVICE_NETWORK beats it)."),
     _opt(
         "docker-health",
         type=click.Choice(["on", "off"]),
@@ -139,6 +141,8 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         use_ip_from_label=params["use_ip_from_label"],
         allow_script_checks=params["allow_script_checks"],
         docker_health=params["docker_health"] == "on",
+        ipv6=params["ipv6"],
+        network=params["network"],
         docker_host=params["docker_host"],
         consul=consul,
         log_format=params["log_format"],

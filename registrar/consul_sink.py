@@ -88,6 +88,7 @@ class ConsulSink:
                 check=checks[0],
                 extra_checks=checks[1:],
                 enable_tag_override=body.get("EnableTagOverride", False),
+                tagged_addresses=body.get("TaggedAddresses"),
                 token=self.token,
             ),
         )

@@ -47,6 +47,10 @@ HEALTH_REFRESH_SECONDS = 10.0
 DOCKER_HEALTH_NAME = "Docker health"
 
 
+Tagged = tuple[str, str, int]
+"""A tagged address: its kind (``lan_ipv4``, ``lan_ipv6``), the address and the port."""
+
+
 @dataclass(frozen=True)
 class Health:
     """Docker's health of a container, as the check registrar owns on one of its services."""
@@ -122,6 +126,8 @@ class Service:
     """``EnableTagOverride``: tags changed in the catalog (by a server) are not reset by anti-entropy."""
     health: Health | None = None
     """The check mirroring Docker's HEALTHCHECK, if the container has one (and it is not turned off)."""
+    tagged_addresses: tuple[Tagged, ...] = ()
+    """``TaggedAddresses``: (``lan_ipv4``/``lan_ipv6``, address, port) for every address registrar knows."""
     digest: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -145,6 +151,8 @@ class Service:
             body["Checks"] = checks
         if self.enable_tag_override:
             body["EnableTagOverride"] = True
+        if self.tagged_addresses:
+            body["TaggedAddresses"] = {kind: {"Address": a, "Port": p} for kind, a, p in self.tagged_addresses}
         return body
 
     def to_consul(self) -> dict[str, Any]:

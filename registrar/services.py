@@ -22,6 +22,7 @@ from registrar.model import (
     Health,
     Problem,
     Service,
+    Tagged,
 )
 from registrar.settings import Settings
 
@@ -45,8 +46,10 @@ class Port:
 
     port: str  # the port inside the container, e.g. "80"
     proto: str  # "tcp" or "udp"
-    host_ip: str = ""
+    host_ip: str = ""  # the IPv4 binding (or, with none, the IPv6 one)
     host_port: str = ""
+    v6_ip: str = ""  # the IPv6 binding, with its own host port ("::1", or "::" when unbound)
+    v6_port: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,11 +96,17 @@ def _ports(container: Mapping[str, Any], internal: bool) -> list[Port]:
     else:
         for key in exposed | set(published):
             port, _, proto = key.partition("/")
-            bindings = [b for b in (published.get(key) or []) if b.get("HostPort")]
-            # Prefer an IPv4 binding: Docker lists 0.0.0.0 and :: for one published port.
-            bindings.sort(key=lambda b: ":" in (b.get("HostIp") or ""))
+            bindings = [
+                (str(b.get("HostIp") or ""), str(b["HostPort"])) for b in published.get(key) or [] if b.get("HostPort")
+            ]
+            # One container port can be published on IPv4 and IPv6 (0.0.0.0 and ::, or 127.0.0.1 and ::1),
+            # each binding with its own host port: one service, with an address of each family.
+            v4 = [b for b in bindings if ":" not in b[0]]
+            v6 = [b for b in bindings if ":" in b[0]]
             if bindings:
-                found.append(Port(port, proto or "tcp", bindings[0].get("HostIp") or "", bindings[0]["HostPort"]))
+                first = (v4 or v6)[0]
+                second = v6[0] if v4 and v6 else ("", "")
+                found.append(Port(port, proto or "tcp", first[0], first[1], *second))
             elif internal:
                 found.append(Port(port, proto or "tcp"))
     if not internal:
@@ -105,7 +114,9 @@ def _ports(container: Mapping[str, Any], internal: bool) -> list[Port]:
     return sorted(found, key=lambda p: (int(p.port) if p.port.isdigit() else 0, p.port, p.proto))
 
 
-def _container_ip(container: Mapping[str, Any], network: str) -> str:
+def _container_ips(container: Mapping[str, Any], network: str) -> tuple[str, str]:
+    """The container's IPv4 and global IPv6 address on ``network`` (else its network mode, else the
+    first network that has one); empty where unknown."""
     settings = container.get("NetworkSettings") or {}
     networks: Mapping[str, Any] = settings.get("Networks") or {}
     mode = (container.get("HostConfig") or {}).get("NetworkMode") or ""
@@ -113,10 +124,10 @@ def _container_ip(container: Mapping[str, Any], network: str) -> str:
     order += [mode, *sorted(networks)]
     for name in order:
         net = networks.get(name) or {}
-        ip = net.get("IPAddress") or net.get("GlobalIPv6Address")
-        if ip:
-            return str(ip)
-    return str(settings.get("IPAddress") or "")
+        v4, v6 = str(net.get("IPAddress") or ""), str(net.get("GlobalIPv6Address") or "")
+        if v4 or v6:
+            return v4, v6
+    return str(settings.get("IPAddress") or ""), str(settings.get("GlobalIPv6Address") or "")
 
 
 def _printable(text: str) -> bool:
@@ -163,7 +174,7 @@ class _Builder:
         if name is None:
             return None
         service_id = self.service_id(port, meta, group)
-        address, number = self.address(port, meta)
+        address, number, tagged = self.address(port, meta)
         if number is None:
             return None
         checks, problems = build_checks(
@@ -189,6 +200,7 @@ class _Builder:
             container_id=self.cid,
             container_name=self.name,
             enable_tag_override=self.flag(meta, "enable_tag_override", False),
+            tagged_addresses=tagged,
             health=self.health(service_id, meta),
         )
 
@@ -255,14 +267,25 @@ class _Builder:
             service_id = given.value
         return service_id + ":udp" if port.proto == "udp" else service_id
 
-    def address(self, port: Port, meta: Mapping[str, Value]) -> tuple[str, int | None]:
-        network = meta.get("network")
+    def address(self, port: Port, meta: Mapping[str, Value]) -> tuple[str, int | None, tuple[Tagged, ...]]:
+        """The primary address and port, and every address of each family registrar knows (tagged)."""
+        known: dict[str, tuple[str, str]] = {}  # lan_ipv4 / lan_ipv6 -> (address, port)
         if self.settings.internal:
-            address = _container_ip(self.container, network.value if network else "")
-            number = port.port
+            network = meta.get("network")
+            v4, v6 = _container_ips(self.container, network.value if network else self.settings.network)
+            known = {k: (a, port.port) for k, a in (("lan_ipv4", v4), ("lan_ipv6", v6)) if a}
+            fallback = ("", port.port)
         else:
-            address = self.settings.ip or ("" if port.host_ip in UNBOUND else port.host_ip)
-            number = port.host_port
+            for ip, number in ((port.host_ip, port.host_port), (port.v6_ip, port.v6_port)):
+                if number:
+                    family = "lan_ipv6" if ":" in ip else "lan_ipv4"
+                    given = self.settings.ip if (":" in self.settings.ip) == (family == "lan_ipv6") else ""
+                    known.setdefault(family, (given or ("" if ip in UNBOUND else ip), number))
+            fallback = (self.settings.ip, port.host_port)
+        order = ("lan_ipv6", "lan_ipv4") if self.settings.ipv6 else ("lan_ipv4", "lan_ipv6")
+        address, number = next((known[f] for f in order if f in known and known[f][0]), fallback)
+        if self.settings.ip and not self.settings.internal:
+            address = self.settings.ip  # --ip names the address to register, as registrator's -ip did
         label = self.settings.use_ip_from_label
         if label:
             from_label = ((self.config.get("Labels") or {}).get(label) or "").strip()
@@ -270,8 +293,11 @@ class _Builder:
                 address = from_label
         if not number.isdigit() or not 0 < int(number) < 65536:
             self.warn(f"port {port.port}/{port.proto}", f"{number!r} is not a port number")
-            return address, None
-        return address, int(number)
+            return address, None, ()
+        tagged = tuple(
+            (family, a, int(n)) for family, (a, n) in sorted(known.items()) if a and n.isdigit() and 0 < int(n) < 65536
+        )
+        return address, int(number), tagged
 
     def tags(self, port: Port, meta: Mapping[str, Value]) -> tuple[str, ...]:
         tags: list[str] = []

@@ -80,6 +80,10 @@ class Settings:
     log_level: str = "info"
     metrics_addr: str = ""
     """host:port of the metrics and health endpoints; empty turns them off."""
+    ipv6: bool = False
+    """Register the IPv6 address as the primary one where one is known (tagged addresses carry both)."""
+    network: str = ""
+    """With ``internal``: the network whose addresses are registered (``SERVICE_NETWORK`` beats it)."""
     docker_health: bool = True
     """Mirror Docker's HEALTHCHECK status in a Consul check (``--docker-health on|off``)."""
     forget_hosts: tuple[str, ...] = ()

@@ -58,6 +58,9 @@ OPTION_TABLE: list[tuple[list[str], dict[str, str], str, Any]] = [
     (["consul://10.1.2.3:8500"], {}, "consul", ConsulTarget(host="10.1.2.3")),
     (["--ttl", "30"], {}, "ttl", 30),
     (["--docker-health", "off"], {}, "docker_health", False),
+    (["--ipv6"], {}, "ipv6", True),
+    (["--network", "backend"], {}, "network", "backend"),
+    ([], {"REGISTRAR_NETWORK": "backend"}, "network", "backend"),
     ([], {"REGISTRAR_DOCKER_HEALTH": "off"}, "docker_health", False),
 ]
 

@@ -19,8 +19,8 @@ from registrar.errors import DockerError
 from registrar.lifecycle import Shutdown, capture_signals, retry_at_start
 
 # The main thread drains the daemon's inbox in a tight loop (the path a signal handler wakes) while
-# another thread sends SIGTERM as fast as it can. A handler that takes a lock the drain holds (as
-# queue.Queue.put does) deadlocks this within a few hundred signals.
+# another thread sends SIGTERM thousands of times a second. A handler that takes a lock the drain
+# holds (as queue.Queue.put does) deadlocks this within a few hundred signals.
 REPLAY = """
 import os, signal, threading, time
 from registrar.daemon import Daemon
@@ -40,6 +40,7 @@ def hammer():
     while not done.is_set():
         os.kill(os.getpid(), signal.SIGTERM)
         sent += 1
+        time.sleep(0.0001)  # thousands a second, but each handler gets to finish
 
 with capture_signals(shutdown, force_exit=forced.append):
     threading.Thread(target=hammer, daemon=True).start()

@@ -372,3 +372,72 @@ def test_docker_health_beside_a_label_check() -> None:
         "service:vm:rec-plain:80",
         "vm:rec-plain:80:docker-health",
     ]
+
+
+def dual(settings: Settings, *specs: str) -> Service:
+    ports: dict[str, list[dict[str, str]] | None] = {"80/tcp": []}
+    for spec in specs:
+        host, _, port = spec.rpartition(":")
+        ports["80/tcp"].append({"HostIp": host, "HostPort": port})  # type: ignore[union-attr]
+    (service,) = services_from_container(container(ports=ports, name="rec-plain"), settings).services
+    return service
+
+
+@pytest.mark.parametrize(
+    ("settings", "specs", "primary", "tagged"),
+    [
+        (
+            Settings(hostname="vm"),
+            ("127.0.0.1:30000", "::1:30001"),
+            ("127.0.0.1", 30000),
+            {"lan_ipv4": {"Address": "127.0.0.1", "Port": 30000}, "lan_ipv6": {"Address": "::1", "Port": 30001}},
+        ),
+        (
+            Settings(hostname="vm", ipv6=True),
+            ("127.0.0.1:30000", "::1:30001"),
+            ("::1", 30001),
+            {"lan_ipv4": {"Address": "127.0.0.1", "Port": 30000}, "lan_ipv6": {"Address": "::1", "Port": 30001}},
+        ),
+        (Settings(hostname="vm"), ("::1:30001",), ("::1", 30001), {"lan_ipv6": {"Address": "::1", "Port": 30001}}),
+        (Settings(hostname="vm"), ("0.0.0.0:30000", ":::30001"), ("", 30000), None),
+        (
+            Settings(hostname="vm", ip="10.0.0.5"),
+            ("0.0.0.0:30000", ":::30001"),
+            ("10.0.0.5", 30000),
+            {"lan_ipv4": {"Address": "10.0.0.5", "Port": 30000}},
+        ),
+    ],
+)
+def test_published_addresses_of_both_families(
+    settings: Settings, specs: tuple[str, ...], primary: tuple[str, int], tagged: dict[str, Any] | None
+) -> None:
+    """A port published on IPv4 and IPv6 is one service; TaggedAddresses carry each known address and port."""
+    service = dual(settings, *specs)
+    assert (service.address, service.port) == primary
+    assert service.to_consul().get("TaggedAddresses") == tagged
+
+
+@pytest.mark.parametrize(
+    ("settings", "labels", "primary"),
+    [
+        (Settings(hostname="vm", internal=True), {}, "172.18.0.2"),
+        (Settings(hostname="vm", internal=True, ipv6=True), {}, "fd00:1::2"),
+        (Settings(hostname="vm", internal=True, network="other"), {}, "10.9.0.2"),
+        (Settings(hostname="vm", internal=True, network="other"), {"SERVICE_NETWORK": "rec-net"}, "172.18.0.2"),
+    ],
+)
+def test_internal_addresses_of_the_chosen_network(settings: Settings, labels: dict[str, str], primary: str) -> None:
+    """--internal: the container's IPv4 and global IPv6 on --network (SERVICE_NETWORK beats it), both tagged."""
+    c = container("internal", labels=labels)
+    c["NetworkSettings"]["Networks"]["rec-net"]["GlobalIPv6Address"] = "fd00:1::2"
+    c["NetworkSettings"]["Networks"]["other"] = {"IPAddress": "10.9.0.2", "GlobalIPv6Address": ""}
+    service = next(s for s in services_from_container(c, settings).services if s.port == 80)
+    assert service.address == primary
+    tagged = service.to_consul()["TaggedAddresses"]
+    if primary == "10.9.0.2":
+        assert tagged == {"lan_ipv4": {"Address": "10.9.0.2", "Port": 80}}
+    else:
+        assert tagged == {
+            "lan_ipv4": {"Address": "172.18.0.2", "Port": 80},
+            "lan_ipv6": {"Address": "fd00:1::2", "Port": 80},
+        }
