@@ -34,7 +34,7 @@ def _opt(name: str, *aliases: str, **kwargs: Any) -> Callable[[Callable[..., Any
     return click.option(f"--{name}", *aliases, envvar=env, show_default=True, show_envvar=True, **kwargs)
 
 
-SHARED_OPTIONS = [
+SHARED_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     _opt("hostname", default="", help="Host identity in service IDs and ownership Meta [default: docker info Name]"),
     _opt("ip", "-ip", default="", help="Address to register for published ports."),
     _opt("internal", "-internal", is_flag=True, help="Register container addresses and exposed ports."),
@@ -81,6 +81,14 @@ SHARED_OPTIONS = [
     ),
     _opt(
         "use-ip-from-label", "-useIpFromLabel", default="", help="Container label that holds the address to register."
+    ),
+    click.option(
+        "--drain-on-stop/--no-drain-on-stop",
+        envvar="REGISTRAR_DRAIN_ON_STOP",
+        default=True,
+        show_default=True,
+        show_envvar=True,
+        help="On docker stop, take the container's services out of the passing set at once (maintenance).",
     ),
     _opt("ipv6", is_flag=True, help="Primary address IPv6 where one is known (tagged addresses carry both)."),
     _opt("network", default="", help="Network whose address --internal registers (SERVICE_NETWORK beats it)."),
@@ -142,6 +150,7 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         allow_script_checks=params["allow_script_checks"],
         docker_health=params["docker_health"] == "on",
         ipv6=params["ipv6"],
+        drain_on_stop=params["drain_on_stop"],
         network=params["network"],
         docker_host=params["docker_host"],
         consul=consul,
@@ -316,12 +325,22 @@ def plan_command(as_json: bool, **params: Any) -> None:
         return
     for action in actions:
         if isinstance(action, Register):
-            s = action.service
-            click.echo(f"register    {s.id}  name={s.name} address={s.address or '(agent)'} port={s.port}")
+            click.echo(f"register    {action.service_id}  {_describe(action.service)}")
         elif isinstance(action, Deregister):
             click.echo(f"deregister  {action.service_id}  ({action.reason})")
     if not actions:
         click.echo("in sync: nothing to change")
+
+
+def _describe(s: Any) -> str:
+    """One plan line's fields: name, address and port, then whatever else the registration carries."""
+    words = [f"name={s.name}", f"address={s.address or '(agent)'}", f"port={s.port}"]
+    words += [f"{kind}={addr}:{port}" for kind, addr, port in s.tagged_addresses if (addr, port) != (s.address, s.port)]
+    if s.health is not None:
+        words.append(f"docker-health={s.health.status}")
+    if s.enable_tag_override:
+        words.append("enable-tag-override")
+    return " ".join(words)
 
 
 def main(argv: list[str] | None = None) -> None:

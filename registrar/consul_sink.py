@@ -112,6 +112,12 @@ class ConsulSink:
         what = f"updating check {health.check_id}"
         self._call(what, lambda: update(health.check_id, notes=health.output or None, token=self.token))
 
+    def maintenance(self, service_id: str, enable: bool) -> None:
+        """``PUT /v1/agent/service/maintenance/<id>?enable=...``: in or out of the passing set."""
+        reason = "registrar: the container is stopping" if enable else None
+        what = f"{'enabling' if enable else 'disabling'} maintenance of {service_id}"
+        self._call(what, lambda: self.client.agent.service.maintenance(service_id, enable, reason, token=self.token))
+
     def close(self) -> None:
         self.client.http.session.close()
 

@@ -9,10 +9,12 @@ is derived from that and cached until something changes.
 from __future__ import annotations
 
 import re
+import signal
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import structlog
@@ -23,6 +25,8 @@ from registrar.services import container_name, is_running, services_from_contain
 from registrar.settings import Settings
 
 log = structlog.get_logger("registrar")
+DRAIN_GRACE_SECONDS = 1.0
+"""Past the container's stop timeout, how long a drain waits for its ``die`` before it looks again."""
 
 
 class ContainerSource(Protocol):
@@ -44,6 +48,22 @@ class Known:
     services: tuple[Service, ...]
     keep: bool
     """Exited non-zero under ``--deregister on-success``: its registrations stay."""
+    stop_signal: int = signal.SIGTERM
+    """The signal ``docker stop`` sends it first (its StopSignal)."""
+    stop_timeout: float = 10.0
+    """How long ``docker stop`` waits for it before SIGKILL (its StopTimeout)."""
+    draining_until: float | None = None
+    """Set while it drains (it got its stop signal): its services are in maintenance until it dies, or
+    until this moment, when a container that survived the signal returns to the passing set."""
+
+
+def stop_signal(container: Mapping[str, Any]) -> int:
+    """The container's stop signal as a number (``SIGTERM``, ``TERM`` and ``15`` alike); SIGTERM if unset."""
+    text = str((container.get("Config") or {}).get("StopSignal") or "SIGTERM").strip().upper()
+    if text.isdigit():
+        return int(text)
+    name = text if text.startswith("SIG") else "SIG" + text
+    return int(getattr(signal.Signals, name, signal.SIGTERM))
 
 
 _EXITED = re.compile(r"Exited \((-?\d+)\)")
@@ -132,7 +152,15 @@ class ContainerView:
             )
         name = container_name(container)
         keep = not is_running(container) and self._keeps(name, (container.get("State") or {}).get("ExitCode"))
-        return Known(fingerprint or inspect_fingerprint(container), name, result.services, keep)
+        timeout = (container.get("Config") or {}).get("StopTimeout")
+        return Known(
+            fingerprint or inspect_fingerprint(container),
+            name,
+            result.services,
+            keep,
+            stop_signal(container),
+            float(timeout) if isinstance(timeout, int | float) and timeout >= 0 else 10.0,
+        )
 
     def _keeps(self, name: str, exit_code: int | None) -> bool:
         """Whether a stopped container's registrations stay (``--deregister on-success``, exit not 0)."""
@@ -188,8 +216,10 @@ class ContainerView:
         as they are, because an inspect right after ``die`` waits while Docker tears the container's
         network down. Anything else is a reason to inspect the container afresh.
         """
+        events = list(events)
         to_inspect: list[tuple[str, str | None]] = []
-        for event in {e.container_id: e for e in events}.values():
+        last = {e.container_id: e for e in events if e.action != "kill"}
+        for event in last.values():
             if event.action == "destroy":
                 self._remember(event.container_id, None)
             elif event.action == "die":
@@ -197,6 +227,37 @@ class ContainerView:
             else:
                 to_inspect.append((event.container_id, None))
         self._learn_many(to_inspect)
+        # A kill says nothing of the container's state, so it costs no inspect; with the container's
+        # stop signal (docker stop) its services drain, unless it has died or gone since.
+        for event in {e.container_id: e for e in events if e.action == "kill"}.values():
+            if last.get(event.container_id, event).action not in ("die", "destroy"):
+                self._drain(event)
+
+    def _drain(self, event: DockerEvent) -> None:
+        known = self.known.get(event.container_id)
+        if not self.settings.drain_on_stop or known is None or not known.services:
+            return
+        if event.signal != str(known.stop_signal):
+            return
+        until = time.monotonic() + known.stop_timeout + DRAIN_GRACE_SECONDS
+        self._remember(event.container_id, replace(known, draining_until=until))
+        log.info("container_draining", container=known.name, signal=event.signal, until_s=known.stop_timeout)
+
+    def draining(self) -> set[str]:
+        """IDs of the services of containers that are draining."""
+        return {s.id for k in self.known.values() if k.draining_until is not None for s in k.services}
+
+    def drain_deadline(self) -> float | None:
+        """When the first drain ends unless its container dies first."""
+        return min((k.draining_until for k in self.known.values() if k.draining_until is not None), default=None)
+
+    def drains_over(self, now: float) -> list[DockerEvent]:
+        """Containers whose drain has run out: each needs a fresh look (a survivor returns to passing)."""
+        return [
+            DockerEvent("drain_over", cid, k.name)
+            for cid, k in self.known.items()
+            if k.draining_until is not None and k.draining_until <= now
+        ]
 
     def _stopped(self, event: DockerEvent) -> Known:
         previous = self.known.get(event.container_id)

@@ -192,6 +192,7 @@ class Daemon:
         # Every deadline that is due moves on *before* its work runs, so work that fails can never
         # leave a deadline in the past (and the loop spinning).
         now = time.monotonic()
+        events += self.reconciler.view.drains_over(now)
         if self._next_resync is not None and now >= self._next_resync:
             self._next_resync = now + self.settings.resync
             self._full_due = now
@@ -239,6 +240,7 @@ class Daemon:
             self._next_resync,
             self._next_ttl,
             self._next_health,
+            self.reconciler.view.drain_deadline(),
         ]
         return min(d for d in due if d is not None)
 

@@ -22,7 +22,7 @@ from registrar.settings import Settings
 T = TypeVar("T")
 
 #: Container events that can change what a container yields (Docker's names).
-WATCHED_EVENTS = frozenset(("start", "die", "destroy", "rename", "pause", "unpause", "health_status"))
+WATCHED_EVENTS = frozenset(("start", "die", "destroy", "rename", "pause", "unpause", "health_status", "kill"))
 #: Podman's names for the same events, where they differ.
 PODMAN_NAMES = {"remove": "destroy"}
 
@@ -132,4 +132,5 @@ def to_event(action: str, container_id: str, actor: Mapping[str, Any]) -> Docker
         str(container_id),
         name=str(attributes.get("name", "")),
         exit_code=int(code) if code.lstrip("-").isdigit() else None,
+        signal=str(attributes.get("signal", "")),
     )

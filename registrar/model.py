@@ -37,6 +37,8 @@ class DockerEvent:
     container_id: str
     name: str = ""
     exit_code: int | None = None
+    signal: str = ""
+    """``kill``: the signal sent (a number, as Docker reports it)."""
 
 
 #: TTL of the check that mirrors Docker's HEALTHCHECK. registrar refreshes it every

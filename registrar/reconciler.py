@@ -35,6 +35,7 @@ class ServiceSink(Protocol):
     def deregister(self, service_id: str) -> None: ...
     def pass_ttl(self, check_id: str) -> None: ...
     def set_health(self, health: Health) -> None: ...
+    def maintenance(self, service_id: str, enable: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class Reconciler:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registrar-write")
         self.rejected: dict[str, str] = {}
         """Service ID -> digest of a registration the agent refused as invalid."""
+        self.maintenance: set[str] = set()
+        """Service IDs registrar has put in maintenance (draining)."""
         self.health_sent: dict[str, Health] = {}
         """Check ID -> the Docker health last sent to the agent for it."""
 
@@ -192,8 +195,29 @@ class Reconciler:
         if read or self.actual is None:
             self.read_actual()
         outcome = self.apply(self.plan(), stop)
+        self.push_maintenance()
         self.push_health()
         return outcome
+
+    def push_maintenance(self) -> None:
+        """Put the services of draining containers in maintenance, and take survivors out of it."""
+        actual = self.actual or {}
+        self.maintenance &= set(actual)  # deregistered: nothing left to take out of maintenance
+        want = self.view.draining() & set(actual)
+        for service_id, error in self._each("maintenance", partial(self.sink.maintenance, enable=True),
+                                           sorted(want - self.maintenance)):  # fmt: skip
+            if error is None:
+                self.maintenance.add(service_id)
+                log.info("service_draining", service_id=service_id)
+            else:
+                log.warning("maintenance_failed", service_id=service_id, error=str(error))
+        for service_id, error in self._each("maintenance", partial(self.sink.maintenance, enable=False),
+                                           sorted(self.maintenance - want)):  # fmt: skip
+            if error is None:
+                self.maintenance.discard(service_id)
+                log.info("service_drain_ended", service_id=service_id, reason="the container survived its stop signal")
+            else:
+                log.warning("maintenance_failed", service_id=service_id, error=str(error))
 
     def pass_ttls(self) -> None:
         """Keep registrar's own TTL checks passing."""

@@ -84,6 +84,9 @@ class Settings:
     """Register the IPv6 address as the primary one where one is known (tagged addresses carry both)."""
     network: str = ""
     """With ``internal``: the network whose addresses are registered (``SERVICE_NETWORK`` beats it)."""
+    drain_on_stop: bool = True
+    """On ``docker stop`` (the ``kill`` event with the container's stop signal), put the container's
+    services in maintenance at once, so balancers stop sending before the process exits."""
     docker_health: bool = True
     """Mirror Docker's HEALTHCHECK status in a Consul check (``--docker-health on|off``)."""
     forget_hosts: tuple[str, ...] = ()

@@ -28,9 +28,12 @@ def bindings(c: Any) -> dict[str, int]:
 
 
 def test_port_on_ipv4_and_ipv6_loopback_is_one_service(host: str, consul: Consul, containers: Run) -> None:
-    """-p 127.0.0.1::80 -p [::1]::80: one service, IPv4 primary, each family tagged with its own host port."""
+    """-p 127.0.0.1::80 -p [::1]::80: one service, IPv4 primary, each family tagged with its host port (plan too)."""
     c = containers(ports={"80/tcp": [("127.0.0.1", None), ("::1", None)]})
     ports = bindings(c)
+    plan = run_cli("plan", "--hostname", host).stdout
+    line = next(x for x in plan.splitlines() if f"{host}:{c.name}:80" in x)
+    assert line.endswith(f"address=127.0.0.1 port={ports['127.0.0.1']} lan_ipv6=::1:{ports['::1']}")
     services = synced(host, consul)
     assert list(services) == [f"{host}:{c.name}:80"]
     service = services[f"{host}:{c.name}:80"]

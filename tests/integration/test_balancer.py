@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -71,3 +72,46 @@ def test_balancer_follows_scaling(host: str, containers: Run, daemon: Any, balan
     scale(3)
     scale(5)
     scale(1)
+
+
+# Serves until SIGTERM, then keeps serving for 3 s while it "shuts down", then exits 0.
+SLOW_STOP = "hostname > /www/index.html; httpd -f -p 80 -h /www & pid=$!; trap 'sleep 3; kill $pid; exit 0' TERM; wait"
+
+
+def test_docker_stop_drains_with_no_failed_request(
+    host: str, containers: Run, daemon: Any, balancer: tuple[str, str]
+) -> None:
+    """docker stop of one of three instances under steady requests through HAProxy: not one request fails."""
+    service, url = balancer
+    d = daemon("--hostname", host)
+    labels = {"SERVICE_NAME": service, "SERVICE_CHECK_HTTP": "/", "SERVICE_CHECK_INTERVAL": "1s"}
+    live = [containers(labels=labels, command=["sh", "-c", SLOW_STOP], stop_signal="SIGTERM") for _ in range(3)]
+    wait_until(lambda: answers(url) == {c.id[:12] for c in live}, "the balancer to reach all three", timeout=30)
+    outcomes: list[str] = []
+    done = threading.Event()
+
+    def steady() -> None:
+        with requests.Session() as session:
+            while not done.is_set():
+                try:
+                    reply = session.get(url, timeout=2, headers={"Connection": "close"})
+                    outcomes.append("ok" if reply.status_code == 200 else f"HTTP {reply.status_code}")
+                except requests.RequestException as e:
+                    outcomes.append(type(e).__name__)
+                done.wait(0.01)  # the request rate, not a wait for a condition
+
+    sender = threading.Thread(target=steady)
+    sender.start()
+    try:
+        stopped = live.pop()
+        stopped.stop(timeout=10)  # returns once the container has exited, 3 s after SIGTERM
+        d.wait_for_event("service_deregistered")
+        settle = len(outcomes) + 50
+        wait_until(lambda: len(outcomes) >= settle, "50 more requests after the deregistration")
+    finally:
+        done.set()
+        sender.join(10)
+    failed = [o for o in outcomes if o != "ok"]
+    assert d.count("service_draining") == 1
+    assert failed == [], f"{len(failed)} of {len(outcomes)} requests failed: {sorted(set(failed))}"
+    assert answers(url) == {c.id[:12] for c in live}

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Consul, wait_until
+from tests.integration.harness import IMAGE, TEST_LABEL, Consul, wait_until
 
 Run = Callable[..., Any]
 
@@ -95,3 +95,36 @@ def test_rename_moves_the_registration(host: str, consul: Consul, containers: Ru
     assert set(consul.services(host)) == {old_id}
     c.rename(c.name + "-renamed")
     wait_until(lambda: set(consul.services(host)) == {f"{old_id[: -len(':80')]}-renamed:80"}, "the renamed ID")
+
+
+def in_maintenance(consul: Consul, service_id: str) -> bool:
+    return any(c["CheckID"] == f"_service_maintenance:{service_id}" for c in consul.checks(service_id))
+
+
+def test_survivor_of_its_stop_signal_returns_to_passing(
+    host: str, consul: Consul, docker_client: Any, daemon: Any
+) -> None:
+    """docker kill -s TERM of a container that handles TERM and runs on: maintenance, then back (stop timeout 1 s)."""
+    daemon("--hostname", host)
+    survive = "httpd -p 80 -h /www; trap 'echo caught' TERM; while true; do sleep 0.1; done"
+    api = docker_client.api
+    created = api.create_container(
+        IMAGE,
+        command=["sh", "-c", survive],
+        labels={TEST_LABEL: "1"},
+        ports=[80],
+        stop_signal="SIGTERM",
+        stop_timeout=1,
+        host_config=api.create_host_config(port_bindings={80: ("127.0.0.1", None)}),
+    )
+    try:
+        api.start(created["Id"])
+        name = api.inspect_container(created["Id"])["Name"].lstrip("/")
+        service_id = f"{host}:{name}:80"
+        wait_until(lambda: service_id in consul.services(host), "registration")
+        api.kill(created["Id"], signal="SIGTERM")
+        wait_until(lambda: in_maintenance(consul, service_id), "maintenance at the stop signal")
+        wait_until(lambda: not in_maintenance(consul, service_id), "the survivor back in the passing set")
+        assert service_id in consul.services(host)
+    finally:
+        api.remove_container(created["Id"], force=True)

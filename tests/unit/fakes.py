@@ -44,9 +44,9 @@ class MemoryDocker:
             self.answers_ping = True  # answers again after one failure
             raise DockerError("ping timed out")
 
-    def emit(self, action: str, container_id: str, exit_code: int | None = None) -> None:
+    def emit(self, action: str, container_id: str, exit_code: int | None = None, signal: str = "") -> None:
         c = self.containers.get(container_id) or {}
-        self._events.put(DockerEvent(action, container_id, str(c.get("Name", "")).lstrip("/"), exit_code))
+        self._events.put(DockerEvent(action, container_id, str(c.get("Name", "")).lstrip("/"), exit_code, signal))
 
 
 class MemoryConsul:
@@ -61,6 +61,7 @@ class MemoryConsul:
         self.attempts: dict[str, int] = {}
         self.changed = threading.Condition()
         self.health: dict[str, tuple[str, str]] = {}
+        self.in_maintenance: set[str] = set()
 
     def _check(self) -> None:
         if self.down:
@@ -90,6 +91,15 @@ class MemoryConsul:
 
     def pass_ttl(self, check_id: str) -> None:
         self._check()
+
+    def maintenance(self, service_id: str, enable: bool) -> None:
+        self._check()
+        with self.changed:
+            if enable:
+                self.in_maintenance.add(service_id)
+            else:
+                self.in_maintenance.discard(service_id)
+            self.changed.notify_all()
 
     def set_health(self, health: Health) -> None:
         self._check()

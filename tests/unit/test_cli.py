@@ -59,6 +59,8 @@ OPTION_TABLE: list[tuple[list[str], dict[str, str], str, Any]] = [
     (["--ttl", "30"], {}, "ttl", 30),
     (["--docker-health", "off"], {}, "docker_health", False),
     (["--ipv6"], {}, "ipv6", True),
+    (["--no-drain-on-stop"], {}, "drain_on_stop", False),
+    ([], {"REGISTRAR_DRAIN_ON_STOP": "false"}, "drain_on_stop", False),
     (["--network", "backend"], {}, "network", "backend"),
     ([], {"REGISTRAR_NETWORK": "backend"}, "network", "backend"),
     ([], {"REGISTRAR_DOCKER_HEALTH": "off"}, "docker_health", False),

@@ -15,11 +15,18 @@ def watched(engine: str) -> list[tuple[str, str, int | None]]:
     return [(e.action, e.name, e.exit_code) for e in events if e is not None]
 
 
+def test_kill_carries_its_signal() -> None:
+    """Docker's kill event carries the signal sent (docker stop's first one is the stop signal)."""
+    kill = next(e for e in map(from_message, payload("events")["docker"]) if e and e.action == "kill")
+    assert kill.signal == "9"
+
+
 def test_docker_lifecycle_events() -> None:
-    """Docker: start, rename, die (with the exit code) and destroy are watched; kill, stop, create are not."""
+    """Docker: start, rename, kill, die (with the exit code) and destroy are watched; stop and create are not."""
     assert watched("docker") == [
         ("start", "rec-docker", None),
         ("rename", "rec-docker-2", None),
+        ("kill", "rec-docker-2", None),
         ("die", "rec-docker-2", 137),
         ("destroy", "rec-docker-2", None),
     ]

@@ -430,3 +430,72 @@ def test_health_is_refreshed_before_its_ttl_runs_out(started: Any) -> None:
     consul.health.clear()
     daemon._next_health = 0.0  # the refresh is due now (it is every HEALTH_REFRESH_SECONDS)
     step_until(daemon, lambda: consul.health.get(check) == ("passing", "fine"))
+
+
+def stopping(c: dict[str, Any], stop_signal: str = "SIGTERM", timeout: int = 10) -> dict[str, Any]:
+    c = copy.deepcopy(c)
+    c["Config"].update({"StopSignal": stop_signal, "StopTimeout": timeout})
+    return c
+
+
+def test_stop_signal_drains_at_once_then_die_deregisters(started: Any) -> None:
+    """docker stop's kill (the stop signal) puts the services in maintenance; die then deregisters them."""
+    web = stopping(payload("web"))
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    inspects = docker.inspects
+    with capture_logs() as logs:
+        docker.emit("kill", web["Id"], signal="15")
+        step_until(daemon, lambda: consul.in_maintenance == {"vm:rec-web:80"})
+        assert "vm:rec-web:80" in consul.registered and docker.inspects == inspects, "a kill costs no inspect"
+        docker.containers[web["Id"]] = stopped(web, 0)
+        docker.emit("die", web["Id"], exit_code=0)
+        step_until(daemon, lambda: consul.registered == {})
+    names = [e["event"] for e in logs]
+    assert names.index("container_draining") < names.index("service_draining") < names.index("service_deregistered")
+    assert daemon.reconciler.maintenance == set()
+
+
+@pytest.mark.parametrize(
+    ("settings", "signal"), [(S, "1"), (S, "9"), (Settings(hostname="vm", drain_on_stop=False), "15")]
+)
+def test_other_signals_or_drain_off_change_nothing(started: Any, settings: Settings, signal: str) -> None:
+    """A kill with another signal (docker kill -s HUP, or KILL) or --no-drain-on-stop leaves the service passing."""
+    web = stopping(payload("web"))
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul, settings)
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    other = payload("multi")
+    docker.containers[other["Id"]] = other
+    docker.emit("kill", web["Id"], signal=signal)
+    docker.emit("start", other["Id"])  # a later event, so the kill has surely been handled
+    step_until(daemon, lambda: "vm:rec-multi:80" in consul.registered)
+    assert consul.in_maintenance == set()
+
+
+def test_a_container_that_survives_its_stop_signal_returns(started: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Still running once its stop timeout (and a grace) has passed: the services leave maintenance."""
+    monkeypatch.setattr("registrar.containers.DRAIN_GRACE_SECONDS", 0.01)
+    web = stopping(payload("web"), "SIGUSR1", timeout=0)
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    with capture_logs() as logs:
+        docker.emit("kill", web["Id"], signal="10")
+        step_until(daemon, lambda: any(e["event"] == "service_draining" for e in logs))
+        step_until(daemon, lambda: any(e["event"] == "service_drain_ended" for e in logs))
+    assert consul.in_maintenance == set() and "vm:rec-web:80" in consul.registered
+
+
+def test_kill_and_die_in_one_batch_just_deregister(started: Any) -> None:
+    """A kill and the die right behind it, drained together: the die wins, no maintenance call is made."""
+    web = stopping(payload("web"))
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    docker.containers[web["Id"]] = stopped(web, 0)
+    daemon.inbox.put(DockerEvent("kill", web["Id"], "rec-web", signal="15"))
+    daemon.inbox.put(DockerEvent("die", web["Id"], "rec-web", 0))
+    step_until(daemon, lambda: consul.registered == {})
+    assert consul.in_maintenance == set() and daemon.reconciler.maintenance == set()
