@@ -209,11 +209,18 @@ class Daemon:
         try:
             if full:
                 self._full()
-            elif events:
+                events = [e for e in events if e.action == "kill"]  # the listing shows all but a stop signal
+            if events:
                 self.reconciler.view.refresh(events)
                 self._converge(read=False)
-            elif probe:
+            elif probe and not full:
                 self._converge(read=True)
+            if self._next_ttl is not None and now >= self._next_ttl:
+                self._next_ttl = now + self.settings.ttl_refresh_seconds
+                self.reconciler.pass_ttls()
+            if self._next_health is not None and now >= self._next_health:
+                self._next_health = now + HEALTH_REFRESH_SECONDS
+                self.reconciler.push_health(refresh=True)
             self._retry.reset()
             self._loop_errors = 0
         except (ConsulError, DockerError) as e:
@@ -225,12 +232,6 @@ class Daemon:
             self._loop_errors += 1
             delay = self._retry_later()
             log.error("loop_error", exc_info=e, retry_in=round(delay, 2), in_a_row=self._loop_errors)
-        if self._next_ttl is not None and now >= self._next_ttl:
-            self._next_ttl = now + self.settings.ttl_refresh_seconds
-            self.reconciler.pass_ttls()
-        if self._next_health is not None and now >= self._next_health:
-            self._next_health = now + HEALTH_REFRESH_SECONDS
-            self.reconciler.push_health(refresh=True)
 
     def _next_deadline(self) -> float:
         due = [

@@ -211,8 +211,10 @@ class Reconciler:
                 log.info("service_draining", service_id=service_id)
             else:
                 log.warning("maintenance_failed", service_id=service_id, error=str(error))
+        # Only a running container's services come back; a stopped one kept by --deregister on-success stays out.
+        back = (self.maintenance - want) & set(self.view.desired())
         for service_id, error in self._each("maintenance", partial(self.sink.maintenance, enable=False),
-                                           sorted(self.maintenance - want)):  # fmt: skip
+                                           sorted(back)):  # fmt: skip
             if error is None:
                 self.maintenance.discard(service_id)
                 log.info("service_drain_ended", service_id=service_id, reason="the container survived its stop signal")

@@ -499,3 +499,32 @@ def test_kill_and_die_in_one_batch_just_deregister(started: Any) -> None:
     daemon.inbox.put(DockerEvent("die", web["Id"], "rec-web", 0))
     step_until(daemon, lambda: consul.registered == {})
     assert consul.in_maintenance == set() and daemon.reconciler.maintenance == set()
+
+
+def test_stop_signal_during_a_full_reconcile_still_drains(started: Any) -> None:
+    """A kill that arrives with a full reconcile due is not lost in the listing: the service drains."""
+    web = stopping(payload("web"))
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    daemon.inbox.put(RESYNC)
+    daemon.inbox.put(DockerEvent("kill", web["Id"], "rec-web", signal="15"))
+    daemon.step()
+    assert consul.in_maintenance == {"vm:rec-web:80"}
+
+
+def test_on_success_keeps_a_drained_failed_container_out_of_the_passing_set(started: Any) -> None:
+    """--deregister on-success, stopped with a non-zero exit: the kept registration stays in maintenance."""
+    web = stopping(payload("web"))
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul, Settings(hostname="vm", deregister="on-success"))
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    docker.emit("kill", web["Id"], signal="15")
+    step_until(daemon, lambda: consul.in_maintenance == {"vm:rec-web:80"})
+    docker.containers[web["Id"]] = stopped(web, 143)
+    with capture_logs() as logs:
+        docker.emit("die", web["Id"], exit_code=143)
+        step_until(daemon, lambda: any(e["event"] == "services_kept" for e in logs))
+        daemon.inbox.put(RESYNC)
+        daemon.step()
+    assert "vm:rec-web:80" in consul.registered and consul.in_maintenance == {"vm:rec-web:80"}
