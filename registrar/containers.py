@@ -214,7 +214,8 @@ class ContainerView:
 
         ``die`` says the container stopped and how, and ``destroy`` that it is gone: both are taken
         as they are, because an inspect right after ``die`` waits while Docker tears the container's
-        network down. Anything else is a reason to inspect the container afresh.
+        network down. ``kill`` is set apart (it would otherwise hide the event before it): with the
+        container's stop signal it starts a drain. Anything else is a reason to inspect afresh.
         """
         events = list(events)
         to_inspect: list[tuple[str, str | None]] = []

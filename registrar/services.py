@@ -285,7 +285,9 @@ class _Builder:
         order = ("lan_ipv6", "lan_ipv4") if self.settings.ipv6 else ("lan_ipv4", "lan_ipv6")
         address, number = next((known[f] for f in order if f in known and known[f][0]), fallback)
         if self.settings.ip and not self.settings.internal:
-            address = self.settings.ip  # --ip names the address to register, as registrator's -ip did
+            # --ip names the address to register, as registrator's -ip did, with its family's host port.
+            family = "lan_ipv6" if ":" in self.settings.ip else "lan_ipv4"
+            address, number = self.settings.ip, known.get(family, (address, number))[1]
         label = self.settings.use_ip_from_label
         if label:
             from_label = ((self.config.get("Labels") or {}).get(label) or "").strip()

@@ -406,6 +406,12 @@ def dual(settings: Settings, *specs: str) -> Service:
             ("10.0.0.5", 30000),
             {"lan_ipv4": {"Address": "10.0.0.5", "Port": 30000}},
         ),
+        (
+            Settings(hostname="vm", ip="fd00::5", ipv6=True),
+            ("0.0.0.0:30000", ":::30001"),
+            ("fd00::5", 30001),
+            {"lan_ipv6": {"Address": "fd00::5", "Port": 30001}},
+        ),
     ],
 )
 def test_published_addresses_of_both_families(
