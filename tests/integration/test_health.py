@@ -59,13 +59,19 @@ def test_health_turned_off_by_label_or_flag(host: str, consul: Consul, container
         consul.clean(other)
 
 
-def test_registrar_restart_keeps_the_status(host: str, consul: Consul, containers: Run, daemon: Any) -> None:
-    """registrar stopped and started again: the check stays passing throughout, and is not re-registered."""
+def passing(host: str, consul: Consul, containers: Run, daemon: Any) -> tuple[str, Any]:
+    """A healthy container, and a registrar that has made its Docker health check passing."""
     c = containers(healthcheck=HEALTHCHECK)
     c.exec_run(["touch", "/tmp/ok"])
     service_id = f"{host}:{c.name}:80"
-    first = daemon("--hostname", host)
+    d = daemon("--hostname", host)
     wait_until(lambda: health(consul, service_id) == ("passing", "up"), "passing")
+    return service_id, d
+
+
+def test_registrar_restart_keeps_the_status(host: str, consul: Consul, containers: Run, daemon: Any) -> None:
+    """registrar stopped and started again: the check stays passing throughout, and is not re-registered."""
+    service_id, first = passing(host, consul, containers, daemon)
     first.signal(signal.SIGTERM)
     assert first.proc.wait(5) == 0
     assert health(consul, service_id) == ("passing", "up")
@@ -76,11 +82,7 @@ def test_registrar_restart_keeps_the_status(host: str, consul: Consul, container
 
 def test_registrar_gone_turns_the_check_critical(host: str, consul: Consul, containers: Run, daemon: Any) -> None:
     """registrar killed and not restarted: the Docker health check turns critical when its 45 s TTL runs out."""
-    c = containers(healthcheck=HEALTHCHECK)
-    c.exec_run(["touch", "/tmp/ok"])
-    service_id = f"{host}:{c.name}:80"
-    d = daemon("--hostname", host)
-    wait_until(lambda: health(consul, service_id) == ("passing", "up"), "passing")
+    service_id, d = passing(host, consul, containers, daemon)
     d.signal(signal.SIGKILL)
     d.proc.wait(5)
     wait_until(lambda: (health(consul, service_id) or ("",))[0] == "critical", "the TTL to run out", timeout=75)
