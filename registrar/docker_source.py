@@ -1,6 +1,8 @@
 """The Docker adapter: lists, inspects and streams events. Decides nothing.
 
-Uses docker-py's low-level APIClient (one keep-alive session). Every call made here is a read:
+Uses docker-py's low-level APIClient (one keep-alive session); on a unix socket, the hot call,
+``inspect``, goes through a urllib3 pool of its own instead (registrar.transport: ~0.5 ms less per
+call than requests' Session). Every call made here is a read:
 ``GET /_ping``, ``/info``, ``/containers/json``, ``/containers/<id>/json`` and ``/events``, so
 registrar can run behind a read-only Docker socket proxy. Library errors become DockerError here.
 """
@@ -8,16 +10,19 @@ registrar can run behind a read-only Docker socket proxy. Library errors become 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import docker
 import docker.errors
 import requests
+import urllib3
 
 from registrar.errors import ConfigError, DockerError
 from registrar.model import DockerEvent
 from registrar.settings import Settings
+from registrar.transport import UnixConnectionPool
 
 T = TypeVar("T")
 
@@ -45,6 +50,9 @@ class DockerSource:
         # No per-request proxy/.netrc look-ups: they cost ~0.3 ms a call and the engine is no web site.
         self.api.trust_env = False
         self._stream: Any = None
+        self._pool: UnixConnectionPool | None = None
+        if self.where.startswith("unix://"):
+            self._pool = UnixConnectionPool("/" + self.where.removeprefix("unix://").lstrip("/"), timeout)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
@@ -66,6 +74,8 @@ class DockerSource:
 
     def inspect(self, container_id: str) -> dict[str, Any] | None:
         """``docker inspect``, or None when the container is gone."""
+        if self._pool is not None:
+            return self._inspect_on_socket(self._pool, container_id)
         try:
             result: dict[str, Any] = self.api.inspect_container(container_id)
         except docker.errors.NotFound:
@@ -73,6 +83,21 @@ class DockerSource:
         except (docker.errors.DockerException, requests.RequestException, OSError) as e:
             raise DockerError(f"inspecting container {container_id[:12]} at {self.where}: {_reason(e)}") from None
         return result
+
+    def _inspect_on_socket(self, pool: UnixConnectionPool, container_id: str) -> dict[str, Any] | None:
+        """``GET /v<api>/containers/<id>/json`` through the pool, on the API version docker-py agreed."""
+        what = f"inspecting container {container_id[:12]} at {self.where}"
+        try:
+            response = pool.urlopen("GET", f"/v{self.api.api_version}/containers/{container_id}/json")
+            status, body = response.status, json.loads(response.data or b"null")
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+            raise DockerError(f"{what}: {_reason(e)}") from None
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(body, dict):
+            message = body.get("message") if isinstance(body, dict) else None
+            raise DockerError(f"{what}: the engine answered {status} ({message or 'no message'})")
+        return body
 
     def events(self) -> Iterator[DockerEvent]:
         """Subscribe to container events now (the request is made before this returns), so a listing
