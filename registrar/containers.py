@@ -4,10 +4,17 @@ Per container: a fingerprint of its state and the services it yields. A full ref
 container once and inspects only those whose fingerprint changed; an event refresh takes ``die``
 and ``destroy`` as they are and inspects the rest afresh. The desired state, all services by ID,
 is derived from that and cached until something changes.
+
+Inspects run on a pool and report back through the outbox as ``Learned`` messages, so no container
+waits for another's inspect (no head-of-line waits). One inspect per container is in flight at a
+time: what happens to it meanwhile is kept (the last event wins) and done when the inspect is back,
+so a container's events are applied in their order. The loop's thread owns all state here; the
+pool's threads only inspect and translate.
 """
 
 from __future__ import annotations
 
+import queue
 import re
 import signal
 import time
@@ -55,6 +62,19 @@ class Known:
     draining_until: float | None = None
     """Set while it drains (it got its stop signal): its services are in maintenance until it dies, or
     until this moment, when a container that survived the signal returns to the passing set."""
+
+
+@dataclass(frozen=True)
+class Learned:
+    """An inspect is back (pool -> loop): what it found (None: the container is gone), or its error."""
+
+    container_id: str
+    known: Known | None
+    error: Exception | None = None
+
+
+_INSPECT_AGAIN = DockerEvent("inspect", "")
+"""What to do after the inspect in flight: inspect once more (an event that needs a fresh look came)."""
 
 
 def stop_signal(container: Mapping[str, Any]) -> int:
@@ -123,12 +143,25 @@ def inspect_fingerprint(container: Mapping[str, Any]) -> str:
 class ContainerView:
     """This host's containers as registrar last saw them, and the services they yield."""
 
-    def __init__(self, source: ContainerSource, settings: Settings, calls: Counter[str], workers: int = 8) -> None:
+    def __init__(
+        self,
+        source: ContainerSource,
+        settings: Settings,
+        calls: Counter[str],
+        outbox: queue.SimpleQueue[Any] | None = None,
+        workers: int = 8,
+    ) -> None:
         self.source = source
         self.settings = settings
         self.calls = calls
-        """Requests made, by kind; counted by the thread that asks for them (the caller's)."""
+        """Requests made, by kind; counted by the thread that asks for them (the loop's)."""
+        self.outbox: queue.SimpleQueue[Any] = outbox if outbox is not None else queue.SimpleQueue()
+        """Where inspects report back (the daemon's inbox; a queue of the view's own otherwise)."""
         self.known: dict[str, Known] = {}
+        self.inspecting: set[str] = set()
+        """Containers with an inspect in flight."""
+        self._after: dict[str, DockerEvent] = {}
+        """Per container with an inspect in flight: the last event since, to apply once it is back."""
         self._desired: dict[str, Service] | None = None
         self._problems: set[Problem] = set()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registrar-inspect")
@@ -177,22 +210,42 @@ class ContainerView:
             self.known[container_id] = known
         self._desired = None
 
-    def _learn_many(self, items: Iterable[tuple[str, str | None]]) -> None:
-        items = list(items)
-        self.calls["docker_inspect"] += len(items)
-        if len(items) == 1:  # the common case after one event: no hop through the pool
-            self._remember(items[0][0], self._learn(*items[0]))
-            return
-        futures = [(cid, self.pool.submit(self._learn, cid, fp)) for cid, fp in items]
-        for cid, future in futures:
-            self._remember(cid, future.result())
+    # Asynchronous: the loop asks, the pool inspects, learned() takes the answer -----------------
 
-    def refresh_all(self) -> None:
-        """Re-list every container; inspect only those whose state changed since the last look."""
+    def inspect(self, container_id: str, fingerprint: str | None = None) -> None:
+        """Inspect the container on the pool, or once more after the inspect already in flight."""
+        if container_id in self.inspecting:
+            self._after[container_id] = _INSPECT_AGAIN
+            return
+        self.inspecting.add(container_id)
+        self.calls["docker_inspect"] += 1
+        self.pool.submit(self._inspect_and_report, container_id, fingerprint)
+
+    def _inspect_and_report(self, container_id: str, fingerprint: str | None) -> None:
+        """On the pool: inspect and translate, and send the outcome back (never raises)."""
+        try:
+            self.outbox.put(Learned(container_id, self._learn(container_id, fingerprint)))
+        except Exception as e:  # reported to the loop, which decides (a DockerError is retried)
+            self.outbox.put(Learned(container_id, None, e))
+
+    def learned(self, message: Learned) -> Exception | None:
+        """Take an inspect's outcome, then what happened to the container meanwhile; returns its error."""
+        cid = message.container_id
+        self.inspecting.discard(cid)
+        after = self._after.pop(cid, None)
+        if message.error is None:
+            self._remember(cid, message.known)
+        if after is _INSPECT_AGAIN:
+            self.inspect(cid)
+        elif after is not None:
+            self._take(after)
+        return message.error
+
+    def relist(self) -> None:
+        """List every container; inspect (asynchronously) only those whose state changed since the last look."""
         self.calls["docker_list"] += 1
         summaries = self.source.list_containers()
         seen = set()
-        changed: list[tuple[str, str | None]] = []
         for summary in summaries:
             cid = str(summary["Id"])
             seen.add(cid)
@@ -200,39 +253,67 @@ class ContainerView:
             known = self.known.get(cid)
             if known is not None and known.fingerprint == fingerprint:
                 continue
-            if summary.get("State") != "running" and self.settings.deregister == "always":
+            if cid in self.inspecting:
+                self.inspect(cid)  # after the one in flight: it may have begun before this listing
+            elif summary.get("State") != "running" and self.settings.deregister == "always":
                 # A stopped container yields nothing; no need to inspect it.
                 self._remember(cid, Known(fingerprint, "", (), False))
-                continue
-            changed.append((cid, fingerprint))
-        for cid in [c for c in self.known if c not in seen]:
+            else:
+                self.inspect(cid, fingerprint)
+        for cid in [c for c in self.known if c not in seen and c not in self.inspecting]:
             self._remember(cid, None)
-        self._learn_many(changed)
 
-    def refresh(self, events: Iterable[DockerEvent]) -> None:
+    def take(self, events: Iterable[DockerEvent]) -> None:
         """Update what is known of the containers these events are about (the last event of each).
 
         ``die`` says the container stopped and how, and ``destroy`` that it is gone: both are taken
         as they are, because an inspect right after ``die`` waits while Docker tears the container's
         network down. ``kill`` is set apart (it would otherwise hide the event before it): with the
-        container's stop signal it starts a drain. Anything else is a reason to inspect afresh.
+        container's stop signal it starts a drain. Anything else is a reason to inspect afresh. A
+        container with an inspect in flight gets its last event applied once the inspect is back.
         """
         events = list(events)
-        to_inspect: list[tuple[str, str | None]] = []
         last = {e.container_id: e for e in events if e.action != "kill"}
         for event in last.values():
-            if event.action == "destroy":
-                self._remember(event.container_id, None)
-            elif event.action == "die":
-                self._remember(event.container_id, self._stopped(event))
+            if event.container_id in self.inspecting:
+                self._after[event.container_id] = event if event.action in ("die", "destroy") else _INSPECT_AGAIN
             else:
-                to_inspect.append((event.container_id, None))
-        self._learn_many(to_inspect)
+                self._take(event)
         # A kill says nothing of the container's state, so it costs no inspect; with the container's
         # stop signal (docker stop) its services drain, unless it has died or gone since.
         for event in {e.container_id: e for e in events if e.action == "kill"}.values():
             if last.get(event.container_id, event).action not in ("die", "destroy"):
                 self._drain(event)
+
+    def _take(self, event: DockerEvent) -> None:
+        if event.action == "destroy":
+            self._remember(event.container_id, None)
+        elif event.action == "die":
+            self._remember(event.container_id, self._stopped(event))
+        else:
+            self.inspect(event.container_id)
+
+    # Synchronous, for one-shot commands and tests: wait until every inspect is back ---------------
+
+    def settle(self) -> None:
+        """Wait for the inspects in flight (only where the outbox is the view's own); raise the first error."""
+        errors = []
+        while self.inspecting:
+            error = self.learned(self.outbox.get())
+            if error is not None:
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+    def refresh_all(self) -> None:
+        """relist(), and wait for its inspects."""
+        self.relist()
+        self.settle()
+
+    def refresh(self, events: Iterable[DockerEvent]) -> None:
+        """take(events), and wait for their inspects."""
+        self.take(events)
+        self.settle()
 
     def _drain(self, event: DockerEvent) -> None:
         known = self.known.get(event.container_id)
@@ -252,13 +333,12 @@ class ContainerView:
         """When the first drain ends unless its container dies first."""
         return min((k.draining_until for k in self.known.values() if k.draining_until is not None), default=None)
 
-    def drains_over(self, now: float) -> list[DockerEvent]:
-        """Containers whose drain has run out: each needs a fresh look (a survivor returns to passing)."""
-        return [
-            DockerEvent("drain_over", cid, k.name)
-            for cid, k in self.known.items()
-            if k.draining_until is not None and k.draining_until <= now
-        ]
+    def end_drains(self, now: float) -> list[DockerEvent]:
+        """End the drains that have run out; each container needs a fresh look (a survivor returns to passing)."""
+        over = [(cid, k) for cid, k in self.known.items() if k.draining_until is not None and k.draining_until <= now]
+        for cid, known in over:
+            self._remember(cid, replace(known, draining_until=None))
+        return [DockerEvent("drain_over", cid, known.name) for cid, known in over]
 
     def _stopped(self, event: DockerEvent) -> Known:
         previous = self.known.get(event.container_id)

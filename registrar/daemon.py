@@ -2,13 +2,16 @@
 
 Events only say *when* to look. The EventWatcher thread puts Docker events into the inbox; each
 ``step()`` of the loop waits for the inbox or the next deadline, takes everything queued
-(coalescing many events for one container into one inspect), re-plans and applies. A full
-reconcile runs at start, after every new subscription to the event stream, on ``--resync`` and
-after a failed step (with backoff). The agent's services are read every few seconds, so an agent
-that restarted empty is refilled without waiting for a resync.
+(coalescing many events for one container into one inspect), starts the inspects, and starts the
+writes the plan calls for. Inspects and writes run on pools and come back through the same inbox,
+so nothing waits for work in flight for another container: a container's registration starts as
+soon as its own inspect is back. A full reconcile runs at start, after every new subscription to
+the event stream, on ``--resync`` and after a failure (with backoff); it is done once every
+inspect and write it started is back. The agent's services are read every few seconds, so an
+agent that restarted empty is refilled without waiting for a resync.
 
-One thread owns each piece of state: the loop owns everything here; the watcher only sends
-messages. The loop also supervises the watcher: a crash is logged with its traceback and the thread
+One thread owns each piece of state: the loop owns everything here; the watcher and the pools
+only send messages. The loop also supervises the watcher: a crash is logged with its traceback and the thread
 is started again after a backoff, followed by a full reconcile. An unexpected error in the loop
 itself is logged the same way and retried; the loop never ends but by a stop.
 """
@@ -23,12 +26,12 @@ from dataclasses import dataclass
 
 import structlog
 
-from registrar.containers import ContainerSource
+from registrar.containers import ContainerSource, Learned
 from registrar.errors import ConsulError, DockerError
 from registrar.lifecycle import Shutdown
 from registrar.metrics import Metrics
 from registrar.model import HEALTH_REFRESH_SECONDS, DockerEvent
-from registrar.reconciler import Reconciler, ServiceSink
+from registrar.reconciler import Done, Reconciler, ServiceSink
 from registrar.settings import Settings
 from registrar.watcher import RESYNC, Backoff, EventWatcher, Exited, StreamFailed
 
@@ -75,8 +78,8 @@ class Daemon:
         self.settings = settings
         self.timing = timing or Timing()
         self.metrics = metrics or Metrics()
-        self.reconciler = Reconciler(source, sink, settings, metrics=self.metrics)
         self.inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.reconciler = Reconciler(source, sink, settings, metrics=self.metrics, outbox=self.inbox)
         self.shutdown = shutdown or Shutdown()
         self.shutdown.wake_also(self.inbox)
         self.stopping = threading.Event()
@@ -98,6 +101,11 @@ class Daemon:
         self._started = False
         now = time.monotonic()
         self._full_due: float | None = now
+        self._full_started: tuple[float, dict[str, int]] | None = None
+        """When the full reconcile in progress began, and the request counts then."""
+        self._holding = False
+        """A write failed: start no more until the full reconcile that retries (avoids a hot loop)."""
+        self._failed_writes = 0
         self._restart_due: float | None = None
         self._next_probe = now + t.consul_probe
         self._next_resync = now + settings.resync if settings.resync > 0 else None
@@ -179,10 +187,14 @@ class Daemon:
         if self.shutdown.requested:
             return
         events: list[DockerEvent] = []
+        errors: list[Exception] = []
         for message in messages:
             if isinstance(message, DockerEvent):
                 events.append(message)
                 self.metrics.events.labels(message.action.split(":", 1)[0]).inc()
+            elif isinstance(message, Learned | Done):
+                if (error := self.reconciler.back(message)) is not None:
+                    errors.append(error)
             elif message is RESYNC:
                 self._full_due = time.monotonic()
             elif isinstance(message, StreamFailed):
@@ -192,7 +204,7 @@ class Daemon:
         # Every deadline that is due moves on *before* its work runs, so work that fails can never
         # leave a deadline in the past (and the loop spinning).
         now = time.monotonic()
-        events += self.reconciler.view.drains_over(now)
+        events += self.reconciler.view.end_drains(now)
         if self._next_resync is not None and now >= self._next_resync:
             self._next_resync = now + self.settings.resync
             self._full_due = now
@@ -207,22 +219,27 @@ class Daemon:
         if full:
             self._full_due = None
         try:
+            for error in errors:
+                if isinstance(error, DockerError):
+                    self._set_docker_up(False)
+                raise error
+            self._hold_if_writes_failed()
             if full:
-                self._full()
+                self._start_full()
                 events = [e for e in events if e.action == "kill"]  # the listing shows all but a stop signal
+            elif probe:
+                self._read_actual()
             if events:
-                self.reconciler.view.refresh(events)
-                self._converge(read=False)
-            elif probe and not full:
-                self._converge(read=True)
+                self.reconciler.view.take(events)
+            if not self._holding:
+                self._dispatch()
             if self._next_ttl is not None and now >= self._next_ttl:
                 self._next_ttl = now + self.settings.ttl_refresh_seconds
                 self.reconciler.pass_ttls()
             if self._next_health is not None and now >= self._next_health:
                 self._next_health = now + HEALTH_REFRESH_SECONDS
                 self.reconciler.push_health(refresh=True)
-            self._retry.reset()
-            self._loop_errors = 0
+            self._full_done_if_settled()
         except (ConsulError, DockerError) as e:
             delay = self._retry_later()
             log.warning("reconcile_failed", error=str(e), retry_in=round(delay, 2))
@@ -280,35 +297,60 @@ class Daemon:
             crashes_recently=recent,
         )
 
-    def _full(self) -> None:
-        started = time.perf_counter()
-        calls = dict(self.reconciler.calls)
+    def _start_full(self) -> None:
+        """List every container and read the agent; the inspects and writes this calls for follow."""
+        self._full_started = (time.perf_counter(), dict(self.reconciler.calls))
         try:
-            self.reconciler.view.refresh_all()
+            self.reconciler.view.relist()
         except DockerError:
             self._set_docker_up(False)
             raise
         self._set_docker_up(True)
-        self._converge(read=True)
+        self._read_actual()
+        self._holding = False
+        self._failed_writes = self.reconciler.outcome["failed"]
+
+    def _hold_if_writes_failed(self) -> None:
+        """A failed write holds back all writes until the full reconcile that retries it (after a backoff)."""
+        failed = self.reconciler.outcome["failed"]
+        if failed > self._failed_writes:
+            self._failed_writes = failed
+            self._holding = True
+            raise ConsulError("a write to Consul failed")
+
+    def _full_done_if_settled(self) -> None:
+        """Once everything the full reconcile started is back: it is done (ready, logged, timed)."""
+        reconciler = self.reconciler
+        if self._full_started is None or reconciler.in_flight or reconciler.view.inspecting:
+            return
+        started, calls = self._full_started
+        self._full_started = None
+        self._retry.reset()
+        self._loop_errors = 0  # "in a row": since the last reconcile that went through
         self.metrics.reconcile.observe(time.perf_counter() - started)
         self.ready.set()
         log.info(
             "reconcile_done",
-            services=len(self.reconciler.actual or {}),
-            containers=len(self.reconciler.view.known),
+            services=len(reconciler.actual or {}),
+            containers=len(reconciler.view.known),
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            **{k: v - calls.get(k, 0) for k, v in self.reconciler.calls.items()},
+            **{k: v - calls.get(k, 0) for k, v in reconciler.calls.items()},
         )
 
-    def _converge(self, read: bool) -> None:
+    def _read_actual(self) -> None:
         try:
-            outcome = self.reconciler.converge(read=read, stop=lambda: self.shutdown.requested)
+            self.reconciler.read_actual()
         except ConsulError:
             self._set_consul_up(False)
             raise
         self._set_consul_up(True)
-        if outcome.failed:
-            raise ConsulError(f"{outcome.failed} write(s) to Consul failed")
+
+    def _dispatch(self) -> None:
+        try:
+            self.reconciler.dispatch(stop=lambda: self.shutdown.requested)
+        except ConsulError:
+            self._set_consul_up(False)
+            raise
 
     def _ping_docker_if_idle(self, now: float) -> None:
         """A stream can hang without ending: when it has been quiet, make sure the engine answers."""

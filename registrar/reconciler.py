@@ -3,23 +3,30 @@
 The Reconciler reads this host's registrations from the agent, plans against the desired state of
 its ContainerView (the Docker side), and applies the actions concurrently. Talking to the two
 systems goes through the ContainerSource and ServiceSink protocols, so tests drive it in memory.
+
+Writes run on a pool and report back through the outbox as ``Done`` messages; ``dispatch()``
+starts every write the plan calls for at once, except where a write for the same service or check
+is in flight (it is planned again once that one is back), and except deregistrations of a container
+still being inspected. The loop's thread owns all state here; the pool's threads only call Consul.
+``converge()`` does the same and waits, for one-shot commands.
 """
 
 from __future__ import annotations
 
+import queue
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from registrar.containers import ContainerSource, ContainerView
+from registrar.containers import ContainerSource, ContainerView, Learned
 from registrar.errors import ConsulError, ConsulRejected
 from registrar.metrics import Metrics
-from registrar.model import Action, Health, Owned, Register, Service
+from registrar.model import Action, Deregister, Health, Owned, Register, Service
 from registrar.reconcile import forget_plan, kept_ids, owned_services, plan
 from registrar.settings import Settings
 
@@ -50,6 +57,16 @@ class Outcome:
     """Registrations Consul refused as invalid; not retried until they change."""
 
 
+@dataclass(frozen=True)
+class Done:
+    """A write is back (pool -> loop): ``finish`` runs on the loop's thread with its error (None: done)."""
+
+    key: tuple[str, str]
+    finish: Callable[[ConsulError | None], None]
+    error: Exception | None
+    """A ConsulError goes to ``finish``; anything else is a bug, raised on the loop's thread."""
+
+
 class Reconciler:
     """Keeps this host's registrations on the agent equal to what its containers yield."""
 
@@ -60,19 +77,26 @@ class Reconciler:
         settings: Settings,
         workers: int = 8,
         metrics: Metrics | None = None,
+        outbox: queue.SimpleQueue[Any] | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
         self.sink = sink
         self.settings = settings
         self.calls: Counter[str] = Counter(docker_list=0, docker_inspect=0, consul_read=0, consul_write=0)
         """Requests made to each system, by kind (for logs and benchmarks); counted by the loop's thread."""
-        self.view = ContainerView(source, settings, self.calls, workers)
+        self.outbox: queue.SimpleQueue[Any] = outbox if outbox is not None else queue.SimpleQueue()
+        """Where inspects and writes report back (the daemon's inbox, or a queue of its own)."""
+        self.view = ContainerView(source, settings, self.calls, self.outbox, workers)
         """The Docker side: what each container yields."""
         self.actual: dict[str, Owned] | None = None
         """This host's registrations on the agent as last read and since written; None = unknown."""
         self.forgotten: dict[str, Owned] = {}
         """Registrations of the hosts named by ``--forget-host``, as last read."""
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registrar-write")
+        self.pool = ThreadPoolExecutor(max_workers=2 * workers, thread_name_prefix="registrar-write")
+        self.in_flight: set[tuple[str, str]] = set()
+        """Writes started and not back yet, by (kind, service or check ID)."""
+        self.outcome: Counter[str] = Counter()
+        """Writes back so far, by result: registered, deregistered, failed, rejected."""
         self.rejected: dict[str, str] = {}
         """Service ID -> digest of a registration the agent refused as invalid."""
         self.maintenance: set[str] = set()
@@ -121,112 +145,178 @@ class Reconciler:
             if not (isinstance(a, Register) and self.rejected.get(a.service_id) == a.service.digest)
         ] + forget_plan(self.forgotten)
 
-    def _apply_one(self, action: Action) -> Action:
-        if isinstance(action, Register):
-            self._consul("register", lambda: self.sink.register(action.service))
-        else:
-            self._consul("deregister", lambda: self.sink.deregister(action.service_id))
-        return action
+    # Writes: started on the pool, finished on the loop's thread ----------------------------------
 
-    def apply(self, actions: list[Action], stop: Callable[[], bool] = lambda: False) -> Outcome:
-        """Apply actions concurrently (none once ``stop()``); record each success in ``actual``.
+    def _write(self, key: tuple[str, str], operation: str, call: Callable[[], None],
+               finish: Callable[[ConsulError | None], None]) -> None:  # fmt: skip
+        """Start one write on the pool; ``finish`` runs on the loop's thread once it is back."""
+        self.in_flight.add(key)
+        self.calls["consul_write"] += 1
+        self.pool.submit(self._write_and_report, key, operation, call, finish)
 
-        Consul's errors are counted in the outcome, not raised."""
-        actual = self.actual if self.actual is not None else {}
-        registered = deregistered = failed = rejected = 0
-        actions = [] if stop() else actions
-        self.calls["consul_write"] += len(actions)
-        futures = self._start(actions)
-        for attempted, future in futures:
-            try:
-                action = future.result()
-            except ConsulRejected as e:
-                rejected += 1
-                if isinstance(attempted, Register):
-                    self.rejected[attempted.service_id] = attempted.service.digest
-                    log.error(
-                        "service_rejected",
-                        service_id=attempted.service_id,
-                        container=attempted.service.container_name,
-                        error=str(e),
-                    )
-                continue
-            except ConsulError as e:
-                failed += 1
-                log.error("consul_write_failed", error=str(e))
-                continue
-            if isinstance(action, Register):
-                service = action.service
-                actual[service.id] = Owned(service.id, service.digest, service.container_id[:12])
-                if service.health is not None:  # registered with its status; the output follows
-                    self.health_sent.pop(service.health.check_id, None)
-                registered += 1
-                log.info(
-                    "service_registered",
-                    service_id=service.id,
-                    service=service.name,
-                    container=service.container_name,
-                    address=service.address,
-                    port=service.port,
-                )
-            else:
-                actual.pop(action.service_id, None)
-                self.forgotten.pop(action.service_id, None)
-                deregistered += 1
-                log.info("service_deregistered", service_id=action.service_id, reason=action.reason)
-        self.metrics.services.set(len(actual))
-        if failed:
-            self.actual = None  # Unknown after a failure: read it again before the next plan.
-        return Outcome(registered, deregistered, failed, rejected)
-
-    def _start(self, actions: list[Action]) -> list[tuple[Action, Future[Action]]]:
-        """Start the writes on the pool; a lone write runs inline (one event, one write: no thread hop)."""
-        if len(actions) != 1:
-            return [(a, self.pool.submit(self._apply_one, a)) for a in actions]
-        done: Future[Action] = Future()
+    def _write_and_report(self, key: tuple[str, str], operation: str, call: Callable[[], None],
+                          finish: Callable[[ConsulError | None], None]) -> None:  # fmt: skip
         try:
-            done.set_result(self._apply_one(actions[0]))
-        except ConsulError as e:
-            done.set_exception(e)
-        return [(actions[0], done)]
+            self._consul(operation, call)
+            error: Exception | None = None
+        except Exception as e:  # reported to the loop, which decides
+            error = e
+        self.outbox.put(Done(key, finish, error))
 
-    def converge(self, read: bool = False, stop: Callable[[], bool] = lambda: False) -> Outcome:
-        """Plan against the agent (read afresh when ``read``) and apply; raises ConsulError."""
-        if read or self.actual is None:
-            self.read_actual()
-        outcome = self.apply(self.plan(), stop)
+    def back(self, message: Learned | Done) -> Exception | None:
+        """Take an inspect's or a write's outcome (on the loop's thread); returns the error to raise there."""
+        return self.view.learned(message) if isinstance(message, Learned) else self.finished(message)
+
+    def finished(self, done: Done) -> Exception | None:
+        """Take a write's outcome (on the loop's thread); returns an error that is no ConsulError (a bug)."""
+        self.in_flight.discard(done.key)
+        if done.error is None or isinstance(done.error, ConsulError):
+            done.finish(done.error)
+            return None
+        return done.error
+
+    def dispatch(self, stop: Callable[[], bool] = lambda: False) -> None:
+        """Start every write that brings the agent in line and is not in flight (none once ``stop()``).
+
+        Reads the agent first if its state is unknown (raises ConsulError). A deregistration waits
+        while the container it belongs to is being inspected: that container may still yield it.
+        """
+        if stop():
+            return
+        actual = self.actual if self.actual is not None else self.read_actual()
+        inspecting = {c[:12] for c in self.view.inspecting}
+        for action in self.plan():
+            if ("service", action.service_id) in self.in_flight:
+                continue
+            owner = actual.get(action.service_id)
+            if isinstance(action, Deregister) and owner is not None and owner.container_id in inspecting:
+                continue
+            self._start(action)
         self.push_maintenance()
         self.push_health()
+
+    def _start(self, action: Action) -> None:
+        key = ("service", action.service_id)
+        if isinstance(action, Register):
+            self._write(key, "register", partial(self.sink.register, action.service),
+                        partial(self._registered, action.service))  # fmt: skip
+        else:
+            self._write(key, "deregister", partial(self.sink.deregister, action.service_id),
+                        partial(self._deregistered, action))  # fmt: skip
+
+    def _registered(self, service: Service, error: ConsulError | None) -> None:
+        if error is None:
+            if self.actual is not None:
+                self.actual[service.id] = Owned(service.id, service.digest, service.container_id[:12])
+            if service.health is not None:  # registered with its status; the output follows
+                self.health_sent.pop(service.health.check_id, None)
+            self.outcome["registered"] += 1
+            log.info(
+                "service_registered",
+                service_id=service.id,
+                service=service.name,
+                container=service.container_name,
+                address=service.address,
+                port=service.port,
+            )
+        elif isinstance(error, ConsulRejected):
+            self.outcome["rejected"] += 1
+            self.rejected[service.id] = service.digest
+            log.error("service_rejected", service_id=service.id, container=service.container_name, error=str(error))
+        else:
+            self._failed(error)
+        self.metrics.services.set(len(self.actual or {}))
+
+    def _deregistered(self, action: Deregister, error: ConsulError | None) -> None:
+        if error is None:
+            if self.actual is not None:
+                self.actual.pop(action.service_id, None)
+            self.forgotten.pop(action.service_id, None)
+            self.outcome["deregistered"] += 1
+            log.info("service_deregistered", service_id=action.service_id, reason=action.reason)
+        else:
+            self._failed(error)
+        self.metrics.services.set(len(self.actual or {}))
+
+    def _failed(self, error: ConsulError) -> None:
+        self.outcome["failed"] += 1
+        log.error("consul_write_failed", error=str(error))
+
+    def settle(self) -> None:
+        """Wait until every inspect and write in flight is back (only where the outbox is our own)."""
+        errors: list[Exception] = []
+        while self.in_flight or self.view.inspecting:
+            if (error := self.back(self.outbox.get())) is not None:
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+    def converge(self, read: bool = False, stop: Callable[[], bool] = lambda: False) -> Outcome:
+        """Plan against the agent (read afresh when ``read``), apply and wait; raises ConsulError.
+
+        A failed write leaves the agent's state unknown, so the next convergence reads it again."""
+        before = Counter(self.outcome)
+        if read or self.actual is None:
+            self.read_actual()
+        self.dispatch(stop)
+        self.settle()
+        outcome = self._since(before)
+        if outcome.failed:
+            self.actual = None
         return outcome
+
+    def apply(self, actions: list[Action]) -> Outcome:
+        """Apply these actions (no plan) and wait: for tests and one-shot repairs."""
+        before = Counter(self.outcome)
+        for action in actions:
+            self._start(action)
+        self.settle()
+        return self._since(before)
+
+    def _since(self, before: Counter[str]) -> Outcome:
+        done = self.outcome - before
+        return Outcome(done["registered"], done["deregistered"], done["failed"], done["rejected"])
 
     def push_maintenance(self) -> None:
         """Put the services of draining containers in maintenance, and take survivors out of it."""
         actual = self.actual or {}
         self.maintenance &= set(actual)  # deregistered: nothing left to take out of maintenance
         want = self.view.draining() & set(actual)
-        for service_id, error in self._each("maintenance", partial(self.sink.maintenance, enable=True),
-                                           sorted(want - self.maintenance)):  # fmt: skip
-            if error is None:
+        for service_id in sorted(want - self.maintenance):
+            self._maintain(service_id, True)
+        # Only a running container's services come back; a stopped one kept by --deregister on-success stays out.
+        for service_id in sorted((self.maintenance - want) & set(self.view.desired())):
+            self._maintain(service_id, False)
+
+    def _maintain(self, service_id: str, enable: bool) -> None:
+        key = ("maintenance", service_id)
+        if key in self.in_flight:
+            return
+
+        def finish(error: ConsulError | None) -> None:
+            if error is not None:
+                log.warning("maintenance_failed", service_id=service_id, error=str(error))
+            elif enable:
                 self.maintenance.add(service_id)
                 log.info("service_draining", service_id=service_id)
             else:
-                log.warning("maintenance_failed", service_id=service_id, error=str(error))
-        # Only a running container's services come back; a stopped one kept by --deregister on-success stays out.
-        back = (self.maintenance - want) & set(self.view.desired())
-        for service_id, error in self._each("maintenance", partial(self.sink.maintenance, enable=False),
-                                           sorted(back)):  # fmt: skip
-            if error is None:
                 self.maintenance.discard(service_id)
                 log.info("service_drain_ended", service_id=service_id, reason="the container survived its stop signal")
-            else:
-                log.warning("maintenance_failed", service_id=service_id, error=str(error))
+
+        self._write(key, "maintenance", partial(self.sink.maintenance, service_id, enable), finish)
 
     def pass_ttls(self) -> None:
         """Keep registrar's own TTL checks passing."""
-        checks = [c.check_id for s in self.view.desired().values() for c in s.checks if c.check_id.endswith(":ttl")]
-        for check_id, error in self._each("ttl_pass", self.sink.pass_ttl, checks):
-            if error is not None:
-                log.warning("ttl_pass_failed", check_id=check_id, error=str(error))
+        for s in self.view.desired().values():
+            for check_id in (c.check_id for c in s.checks if c.check_id.endswith(":ttl")):
+                if ("check", check_id) not in self.in_flight:
+                    self._write(("check", check_id), "ttl_pass", partial(self.sink.pass_ttl, check_id),
+                                partial(self._ttl_passed, check_id))  # fmt: skip
+
+    @staticmethod
+    def _ttl_passed(check_id: str, error: ConsulError | None) -> None:
+        if error is not None:
+            log.warning("ttl_pass_failed", check_id=check_id, error=str(error))
 
     def push_health(self, refresh: bool = False) -> None:
         """Send the Docker health of each registered service that the agent does not have yet.
@@ -236,25 +326,16 @@ class Reconciler:
         actual = self.actual or {}
         current = {s.health.check_id: s.health for s in self.view.desired().values() if s.health and s.id in actual}
         self.health_sent = {k: v for k, v in self.health_sent.items() if k in current}
-        due = [h for k, h in current.items() if refresh or self.health_sent.get(k) != h]
-        for health, error in self._each("health_update", self.sink.set_health, due):
-            if error is None:
-                before = self.health_sent.get(health.check_id)
-                self.health_sent[health.check_id] = health
-                changed = before is None or before.status != health.status
-                (log.info if changed else log.debug)("health_updated", check_id=health.check_id, status=health.status)
-            else:
-                log.warning("health_update_failed", check_id=health.check_id, error=str(error))
+        for check_id, health in current.items():
+            if (refresh or self.health_sent.get(check_id) != health) and ("check", check_id) not in self.in_flight:
+                self._write(("check", check_id), "health_update", partial(self.sink.set_health, health),
+                            partial(self._health_sent, health))  # fmt: skip
 
-    def _each(self, operation: str, call: Callable[[T], None], items: list[T]) -> list[tuple[T, ConsulError | None]]:
-        """Call the sink once per item, concurrently; each item with the error it met (None: done)."""
-        self.calls["consul_write"] += len(items)
-        futures = [(item, self.pool.submit(self._consul, operation, partial(call, item))) for item in items]
-        results: list[tuple[T, ConsulError | None]] = []
-        for item, future in futures:
-            try:
-                future.result()
-                results.append((item, None))
-            except ConsulError as e:
-                results.append((item, e))
-        return results
+    def _health_sent(self, health: Health, error: ConsulError | None) -> None:
+        if error is not None:
+            log.warning("health_update_failed", check_id=health.check_id, error=str(error))
+            return
+        before = self.health_sent.get(health.check_id)
+        self.health_sent[health.check_id] = health
+        changed = before is None or before.status != health.status
+        (log.info if changed else log.debug)("health_updated", check_id=health.check_id, status=health.status)

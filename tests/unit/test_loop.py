@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,7 +19,7 @@ from registrar.reconciler import Reconciler
 from registrar.settings import Settings
 from registrar.watcher import RESYNC, StreamFailed
 from tests.unit.fakes import MemoryConsul, MemoryDocker
-from tests.unit.payloads import payload
+from tests.unit.payloads import container, payload
 
 S = Settings(hostname="vm")
 FAST = Timing(consul_probe=0.05, retry_first=0.01, retry_most=0.04, restart_first=0.01, restart_most=0.01)
@@ -31,13 +32,19 @@ def stopped(c: dict[str, Any], code: int) -> dict[str, Any]:
     return c
 
 
-def step_until(daemon: Daemon, predicate: Callable[[], object], steps: int = 200) -> None:
-    """Turn the loop until ``predicate`` holds; each step waits at most until the loop's next deadline."""
+def step_until(daemon: Daemon, predicate: Callable[[], object], steps: int = 200, settled: bool = True) -> None:
+    """Turn the loop until ``predicate`` holds (and, if ``settled``, every inspect and write started is back);
+    each step waits at most until the loop's next deadline."""
+
+    def done() -> bool:
+        busy = daemon.reconciler.in_flight or daemon.reconciler.view.inspecting
+        return bool(predicate()) and not (settled and busy)
+
     for _ in range(steps):
-        if predicate():
+        if done():
             return
         daemon.step()
-    assert predicate(), f"not reached in {steps} steps"
+    assert done(), f"not reached in {steps} steps"
 
 
 @pytest.fixture
@@ -162,7 +169,7 @@ def test_consul_down_then_back_converges(started: Any) -> None:
         consul.down = False
         step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
     names = [e["event"] for e in logs]
-    assert names.index("consul_unreachable") < names.index("service_registered") < names.index("consul_reachable")
+    assert names.index("consul_unreachable") < names.index("consul_reachable") < names.index("service_registered")
     assert daemon.not_ready() == ""
 
 
@@ -365,6 +372,8 @@ def test_run_returns_after_iterations_and_after_stop() -> None:
     """run(_iterations=N) turns N times and closes; stop() before run makes it return at once."""
     docker, consul = MemoryDocker(payload("web")), MemoryConsul()
     Daemon(docker, consul, S, timing=FAST).run(_iterations=1)
+    assert consul.registered == {} and docker.inspects == 1, "one turn lists and starts the inspects"
+    Daemon(docker, consul, S, timing=FAST).run(_iterations=10)  # inspect back, register, register back
     assert "vm:rec-web:80" in consul.registered
     idle = MemoryConsul()
     stopped_daemon = Daemon(MemoryDocker(payload("web")), idle, S, timing=FAST)
@@ -510,7 +519,8 @@ def test_stop_signal_during_a_full_reconcile_still_drains(started: Any) -> None:
     daemon.inbox.put(RESYNC)
     daemon.inbox.put(DockerEvent("kill", web["Id"], "rec-web", signal="15"))
     daemon.step()
-    assert consul.in_maintenance == {"vm:rec-web:80"}
+    assert daemon.reconciler.in_flight == {("maintenance", "vm:rec-web:80")}, "the step that lists starts the drain"
+    step_until(daemon, lambda: consul.in_maintenance == {"vm:rec-web:80"})
 
 
 def test_on_success_keeps_a_drained_failed_container_out_of_the_passing_set(started: Any) -> None:
@@ -528,3 +538,82 @@ def test_on_success_keeps_a_drained_failed_container_out_of_the_passing_set(star
         daemon.inbox.put(RESYNC)
         daemon.step()
     assert "vm:rec-web:80" in consul.registered and consul.in_maintenance == {"vm:rec-web:80"}
+
+
+class SlowDocker(MemoryDocker):
+    """Inspects of the containers in ``held`` wait until the test releases them (or 5 s pass)."""
+
+    def __init__(self, *containers: dict[str, Any]) -> None:
+        super().__init__(*containers)
+        self.held: dict[str, threading.Event] = {}
+        self.timed_out: list[str] = []
+
+    def start(self, c: dict[str, Any]) -> None:
+        self.containers[c["Id"]] = c
+        self.emit("start", c["Id"])
+
+    def hold(self, container_id: str) -> threading.Event:
+        self.held[container_id] = gate = threading.Event()
+        return gate
+
+    def inspect(self, container_id: str) -> dict[str, Any] | None:
+        found = copy.deepcopy(self.containers.get(container_id))  # the state when the inspect began
+        gate = self.held.get(container_id)
+        if gate is not None and not gate.wait(5):
+            self.timed_out.append(container_id)
+        self.inspects += 1
+        return found
+
+
+def named(base: str, name: str) -> dict[str, Any]:
+    c = container(base, name=name)
+    c["Id"] = (name * 64)[:64]
+    return c
+
+
+def test_a_slow_inspect_holds_up_no_other_container(started: Any) -> None:
+    """While one container's inspect hangs, a container started after it is registered."""
+    slow, fast = named("web", "slow"), named("web", "fast")
+    docker, consul = SlowDocker(), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, daemon.ready.is_set)
+    gate = docker.hold(slow["Id"])
+    docker.start(slow)
+    docker.start(fast)
+    step_until(daemon, lambda: "vm:fast:80" in consul.registered, settled=False)
+    assert "vm:slow:80" not in consul.registered and docker.timed_out == []
+    gate.set()
+    step_until(daemon, lambda: "vm:slow:80" in consul.registered)
+
+
+def test_cold_start_registers_each_container_as_its_inspect_returns(started: Any) -> None:
+    """At start, a container whose inspect hangs does not hold up the others' registration."""
+    slow, fast = named("web", "slow"), named("web", "fast")
+    docker, consul = SlowDocker(slow, fast), MemoryConsul()
+    gate = docker.hold(slow["Id"])
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: "vm:fast:80" in consul.registered, settled=False)
+    assert not daemon.ready.is_set() and docker.timed_out == []
+    gate.set()
+    step_until(daemon, daemon.ready.is_set)
+    assert set(consul.registered) == {"vm:fast:80", "vm:slow:80"}
+
+
+def test_a_die_during_an_inspect_wins_over_it(started: Any) -> None:
+    """A die that arrives while the container's start inspect is in flight leaves nothing registered."""
+    web = named("web", "late")
+    docker, consul = SlowDocker(), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, daemon.ready.is_set)
+    gate = docker.hold(web["Id"])
+    docker.start(web)
+    step_until(daemon, lambda: web["Id"] in daemon.reconciler.view.inspecting, settled=False)
+    docker.containers[web["Id"]] = stopped(web, 0)
+    docker.emit("die", web["Id"], exit_code=0)
+    for _ in range(3):
+        daemon.step()
+    gate.set()
+    step_until(daemon, lambda: docker.inspects == 1 and not daemon.reconciler.view.inspecting)
+    for _ in range(3):
+        daemon.step()
+    assert consul.registered == {}
