@@ -217,9 +217,11 @@ class Bench:
         self.row("die -> deregistered, one at a time, p99", f"{pct(down, 99):.1f} ms", "<= 20 ms")
 
     def burst(self, reg: Registrar, count: int, parallel: int, targets: tuple[str, str]) -> list[Any]:
+        cpu0, t0 = reg.cpu_seconds(), time.monotonic()
         made = self.start_many(count, f"{self.host}-burst{count}", parallel=parallel)
         ids = {f"{self.host}:{c.name}:80": c.name for c in made}
         wait_until(lambda: len({e["service_id"] for e in reg.find("service_registered")} & set(ids)) == count, "burst")
+        cpu, wall = reg.cpu_seconds() - cpu0, time.monotonic() - t0
         registered = {e["service_id"]: e["t"] for e in reg.find("service_registered") if e["service_id"] in ids}
         starts = {sid: self.events.times[("start", name)] for sid, name in ids.items()}
         lags = [(registered[sid] - starts[sid]) * 1000 for sid in ids]
@@ -229,6 +231,7 @@ class Bench:
         self.row(f"{what}: lag from start event, p50", f"{pct(lags, 50):.1f} ms", targets[0])
         self.row(f"{what}: lag from start event, p99", f"{pct(lags, 99):.1f} ms", targets[1])
         self.row(f"{what}: all registered after the last start", f"{after_last:.1f} ms")
+        self.row(f"{what}: registrar's CPU", f"{cpu:.2f} s in {wall:.1f} s")
         return made
 
     def resync(self, count: int, rounds: int = 5) -> float:

@@ -8,13 +8,15 @@ registration. Prints a table (median and p90 of each stage); asserts nothing.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import docker
@@ -47,8 +49,9 @@ class Stamps:
     def __init__(self) -> None:
         self.at: dict[str, dict[str, float]] = defaultdict(dict)
 
-    def stamp(self, cid: str, hop: str, when: float | None = None) -> None:
+    def stamp(self, cid: str, hop: str, when: float | None = None) -> bool:
         self.at[cid].setdefault(hop, when if when is not None else time.time())
+        return True
 
 
 def instrument(daemon: Daemon, source: DockerSource, sink: ConsulSink, stamps: Stamps) -> None:
@@ -64,25 +67,25 @@ def instrument(daemon: Daemon, source: DockerSource, sink: ConsulSink, stamps: S
                 stamps.stamp(event.container_id, "received")
             yield event
 
-    def take_stamped(batch: Any) -> None:
-        batch = list(batch)
-        for event in batch:
+    def take_stamped(events: Iterable[DockerEvent]) -> None:
+        events = list(events)
+        for event in events:
             if event.action == "start":
                 stamps.stamp(event.container_id, "taken")
-        take(batch)
+        take(events)
 
-    def inspect_stamped(cid: str) -> Any:
-        stamps.stamp(cid, "inspect_begun")
+    def inspect_stamped(container_id: str) -> dict[str, Any] | None:
+        stamps.stamp(container_id, "inspect_begun")
         try:
-            return inspect(cid)
+            return inspect(container_id)
         finally:
-            stamps.stamp(cid, "inspected")
+            stamps.stamp(container_id, "inspected")
 
-    def back_stamped(message: Learned | Done) -> Any:
+    def back_stamped(message: Any) -> Any:
         error = back(message)
         if isinstance(message, Learned):
             stamps.stamp(message.container_id, "learned")
-        elif message.key[0] == "service":
+        elif isinstance(message, Done) and message.key[0] == "service":
             cid = by_service.get(message.key[1])
             if cid:
                 stamps.stamp(cid, "logged")
@@ -103,9 +106,19 @@ def instrument(daemon: Daemon, source: DockerSource, sink: ConsulSink, stamps: S
     reconciler.back = back_stamped  # type: ignore[method-assign]
 
 
+def start(host: str, i: int) -> str:
+    """``docker run -d`` of one test container; its ID."""
+    api = docker.APIClient(version="auto")
+    config = api.create_host_config(port_bindings={80: ("127.0.0.1", None)})
+    created = api.create_container(IMAGE, name=f"{host}-{i}", host_config=config, ports=[80], stop_signal="SIGKILL")
+    api.start(created["Id"])
+    return str(created["Id"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", type=int, default=60)
+    parser.add_argument("--parallel", type=int, default=1, help="starts at a time (1: one at a time, with pauses)")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
     host = f"profile-{uuid.uuid4().hex[:6]}"
@@ -126,16 +139,19 @@ def main() -> None:
     try:
         while not daemon.ready.wait(0.05):
             pass
-        for i in range(args.samples):
-            time.sleep(0.2)
-            config = api.create_host_config(port_bindings={80: ("127.0.0.1", None)})
-            created = api.create_container(IMAGE, name=f"{host}-{i}", host_config=config, ports=[80],
-                                           stop_signal="SIGKILL")  # fmt: skip
-            made.append(created["Id"])
-            api.start(created["Id"])
-            deadline = time.monotonic() + 10
-            while "logged" not in stamps.at[created["Id"]] and time.monotonic() < deadline:
-                time.sleep(0.01)
+        if args.parallel == 1:
+            for i in range(args.samples):
+                made.append(start(host, i))
+                deadline = time.monotonic() + 10
+                while "logged" not in stamps.at[made[-1]] and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                time.sleep(0.2)
+        else:  # from other processes, as a deploy would: this one's threads are registrar's alone
+            with ProcessPoolExecutor(args.parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+                made += pool.map(start, [host] * args.samples, range(args.samples))
+        deadline = time.monotonic() + 30
+        while any("logged" not in stamps.at[c] for c in made) and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         daemon.stop()
         loop.join()
@@ -146,7 +162,8 @@ def main() -> None:
                 sink.deregister(service_id)
         bench_events.close()
     complete = [at for cid, at in stamps.at.items() if cid in made and len(at) == 9]
-    print(f"one start, {len(complete)} samples, one at a time: median / p90 of each hop (ms)")
+    how = "one at a time" if args.parallel == 1 else f"{args.parallel} at a time"
+    print(f"container starts, {len(complete)} samples, {how}: median / p90 of each hop (ms)")
     total = [(at["logged"] - at["event"]) * 1000 for at in complete]
     for what, a, b in STAGES:
         spans = sorted((at[b] - at[a]) * 1000 for at in complete)

@@ -73,6 +73,14 @@ class Learned:
     error: Exception | None = None
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A listing is back (pool -> loop): every container's summary, or its error."""
+
+    summaries: list[dict[str, Any]]
+    error: Exception | None = None
+
+
 _INSPECT_AGAIN = DockerEvent("inspect", "")
 """What to do after the inspect in flight: inspect once more (an event that needs a fresh look came)."""
 
@@ -162,6 +170,10 @@ class ContainerView:
         """Containers with an inspect in flight."""
         self._after: dict[str, DockerEvent] = {}
         """Per container with an inspect in flight: the last event since, to apply once it is back."""
+        self.listing = False
+        """A listing is in flight."""
+        self._since_listing: set[str] = set()
+        """Containers learned of since the listing in flight was asked for (it may predate them)."""
         self._desired: dict[str, Service] | None = None
         self._problems: set[Problem] = set()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registrar-inspect")
@@ -209,6 +221,8 @@ class ContainerView:
         else:
             self.known[container_id] = known
         self._desired = None
+        if self.listing:
+            self._since_listing.add(container_id)
 
     # Asynchronous: the loop asks, the pool inspects, learned() takes the answer -----------------
 
@@ -241,10 +255,35 @@ class ContainerView:
             self._take(after)
         return message.error
 
-    def relist(self) -> None:
-        """List every container; inspect (asynchronously) only those whose state changed since the last look."""
+    def request_listing(self) -> None:
+        """List every container on the pool (``listed()`` takes the answer); one listing at a time."""
+        if self.listing:
+            return
+        self.listing = True
+        self._since_listing = set()
         self.calls["docker_list"] += 1
-        summaries = self.source.list_containers()
+        self.pool.submit(self._list_and_report)
+
+    def _list_and_report(self) -> None:
+        try:
+            self.outbox.put(Listed(self.source.list_containers()))
+        except Exception as e:  # reported to the loop, which decides (a DockerError is retried)
+            self.outbox.put(Listed([], e))
+
+    def listed(self, message: Listed) -> Exception | None:
+        """Take a listing: inspect the containers whose state changed; forget those gone before it was asked for."""
+        self.listing = False
+        if message.error is None:
+            self._compare(message.summaries, keep=self._since_listing)
+        self._since_listing = set()
+        return message.error
+
+    def relist(self) -> None:
+        """List every container now; inspect (asynchronously) only those whose state changed since the last look."""
+        self.calls["docker_list"] += 1
+        self._compare(self.source.list_containers(), keep=set())
+
+    def _compare(self, summaries: list[dict[str, Any]], keep: set[str]) -> None:
         seen = set()
         for summary in summaries:
             cid = str(summary["Id"])
@@ -260,7 +299,7 @@ class ContainerView:
                 self._remember(cid, Known(fingerprint, "", (), False))
             else:
                 self.inspect(cid, fingerprint)
-        for cid in [c for c in self.known if c not in seen and c not in self.inspecting]:
+        for cid in [c for c in self.known if c not in seen and c not in self.inspecting and c not in keep]:
             self._remember(cid, None)
 
     def take(self, events: Iterable[DockerEvent]) -> None:

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 
 import structlog
 
-from registrar.containers import ContainerSource, Learned
+from registrar.containers import ContainerSource, Learned, Listed
 from registrar.errors import ConsulError, DockerError
 from registrar.lifecycle import Shutdown
 from registrar.metrics import Metrics
 from registrar.model import HEALTH_REFRESH_SECONDS, DockerEvent
-from registrar.reconciler import Done, Reconciler, ServiceSink
+from registrar.reconciler import AgentRead, Done, Reconciler, ServiceSink
 from registrar.settings import Settings
 from registrar.watcher import RESYNC, Backoff, EventWatcher, Exited, StreamFailed
 
@@ -192,8 +192,8 @@ class Daemon:
             if isinstance(message, DockerEvent):
                 events.append(message)
                 self.metrics.events.labels(message.action.split(":", 1)[0]).inc()
-            elif isinstance(message, Learned | Done):
-                if (error := self.reconciler.back(message)) is not None:
+            elif isinstance(message, Learned | Listed | AgentRead | Done):
+                if (error := self._back(message)) is not None:
                     errors.append(error)
             elif message is RESYNC:
                 self._full_due = time.monotonic()
@@ -220,19 +220,16 @@ class Daemon:
             self._full_due = None
         try:
             for error in errors:
-                if isinstance(error, DockerError):
-                    self._set_docker_up(False)
                 raise error
             self._hold_if_writes_failed()
             if full:
                 self._start_full()
-                events = [e for e in events if e.action == "kill"]  # the listing shows all but a stop signal
             elif probe:
-                self._read_actual()
+                self.reconciler.request_read()
             if events:
                 self.reconciler.view.take(events)
             if not self._holding:
-                self._dispatch()
+                self.reconciler.dispatch(stop=lambda: self.shutdown.requested)
             if self._next_ttl is not None and now >= self._next_ttl:
                 self._next_ttl = now + self.settings.ttl_refresh_seconds
                 self.reconciler.pass_ttls()
@@ -263,7 +260,9 @@ class Daemon:
         return min(d for d in due if d is not None)
 
     def _retry_later(self) -> float:
+        """A full reconcile after a backoff; the one in progress, if any, failed (it is never done)."""
         delay = self._retry.next()
+        self._full_started = None
         self._full_due = time.monotonic() + delay
         return delay
 
@@ -297,18 +296,25 @@ class Daemon:
             crashes_recently=recent,
         )
 
-    def _start_full(self) -> None:
-        """List every container and read the agent; the inspects and writes this calls for follow."""
-        self._full_started = (time.perf_counter(), dict(self.reconciler.calls))
-        try:
-            self.reconciler.view.relist()
-        except DockerError:
+    def _back(self, message: Learned | Listed | AgentRead | Done) -> Exception | None:
+        """Take work back from a pool; a listing or a read also tells whether Docker or Consul answers."""
+        error = self.reconciler.back(message)
+        if isinstance(message, Listed):
+            self._set_docker_up(error is None)
+        elif isinstance(message, Learned) and isinstance(error, DockerError):
             self._set_docker_up(False)
-            raise
-        self._set_docker_up(True)
-        self._read_actual()
-        self._holding = False
+        elif isinstance(message, AgentRead):
+            self._set_consul_up(not isinstance(error, ConsulError))
+            if error is None:
+                self._holding = False  # the agent's state is known again: what failed is planned afresh
+        return error
+
+    def _start_full(self) -> None:
+        """Ask for a listing of every container and a read of the agent; what they call for follows."""
+        self._full_started = (time.perf_counter(), dict(self.reconciler.calls))
         self._failed_writes = self.reconciler.outcome["failed"]
+        self.reconciler.view.request_listing()
+        self.reconciler.request_read()
 
     def _hold_if_writes_failed(self) -> None:
         """A failed write holds back all writes until the full reconcile that retries it (after a backoff)."""
@@ -320,8 +326,8 @@ class Daemon:
 
     def _full_done_if_settled(self) -> None:
         """Once everything the full reconcile started is back: it is done (ready, logged, timed)."""
-        reconciler = self.reconciler
-        if self._full_started is None or reconciler.in_flight or reconciler.view.inspecting:
+        reconciler, view = self.reconciler, self.reconciler.view
+        if self._full_started is None or reconciler.in_flight or reconciler.reading or view.listing or view.inspecting:
             return
         started, calls = self._full_started
         self._full_started = None
@@ -336,21 +342,6 @@ class Daemon:
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
             **{k: v - calls.get(k, 0) for k, v in reconciler.calls.items()},
         )
-
-    def _read_actual(self) -> None:
-        try:
-            self.reconciler.read_actual()
-        except ConsulError:
-            self._set_consul_up(False)
-            raise
-        self._set_consul_up(True)
-
-    def _dispatch(self) -> None:
-        try:
-            self.reconciler.dispatch(stop=lambda: self.shutdown.requested)
-        except ConsulError:
-            self._set_consul_up(False)
-            raise
 
     def _ping_docker_if_idle(self, now: float) -> None:
         """A stream can hang without ending: when it has been quiet, make sure the engine answers."""

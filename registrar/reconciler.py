@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from registrar.containers import ContainerSource, ContainerView, Learned
+from registrar.containers import ContainerSource, ContainerView, Learned, Listed
 from registrar.errors import ConsulError, ConsulRejected
 from registrar.metrics import Metrics
 from registrar.model import Action, Deregister, Health, Owned, Register, Service
@@ -67,6 +67,14 @@ class Done:
     """A ConsulError goes to ``finish``; anything else is a bug, raised on the loop's thread."""
 
 
+@dataclass(frozen=True)
+class AgentRead:
+    """A read of the agent's services is back (pool -> loop), or its error."""
+
+    services: dict[str, Any]
+    error: Exception | None = None
+
+
 class Reconciler:
     """Keeps this host's registrations on the agent equal to what its containers yield."""
 
@@ -103,6 +111,10 @@ class Reconciler:
         """Service IDs registrar has put in maintenance (draining)."""
         self.health_sent: dict[str, Health] = {}
         """Check ID -> the Docker health last sent to the agent for it."""
+        self.reading = False
+        """A read of the agent's services is in flight."""
+        self._since_read: dict[str, Owned | None] = {}
+        """Writes back since the read in flight was asked for (it may predate them): ID -> registered or None."""
 
     def close(self) -> None:
         self.view.close()
@@ -124,14 +136,47 @@ class Reconciler:
         return result
 
     def read_actual(self) -> dict[str, Owned]:
+        """Read the agent's services now."""
         self.calls["consul_read"] += 1
-        services = self._consul("read", self.sink.services)
+        return self._take_services(self._consul("read", self.sink.services))
+
+    def _take_services(self, services: dict[str, Any]) -> dict[str, Owned]:
         self.actual = owned_services(services, self.settings.hostname)
         self.forgotten = {
             i: o for host in self.settings.forget_hosts for i, o in owned_services(services, host).items()
         }
         self.metrics.services.set(len(self.actual))
         return self.actual
+
+    def request_read(self) -> None:
+        """Read the agent's services on the pool (``read_back()`` takes the answer); one read at a time."""
+        if self.reading:
+            return
+        self.reading = True
+        self._since_read = {}
+        self.calls["consul_read"] += 1
+        self.pool.submit(self._read_and_report)
+
+    def _read_and_report(self) -> None:
+        try:
+            self.outbox.put(AgentRead(self._consul("read", self.sink.services)))
+        except Exception as e:  # reported to the loop, which decides (a ConsulError is retried)
+            self.outbox.put(AgentRead({}, e))
+
+    def read_back(self, message: AgentRead) -> Exception | None:
+        """Take a read of the agent, with the writes that came back since it was asked for on top."""
+        self.reading = False
+        if message.error is None:
+            actual = self._take_services(message.services)
+            for service_id, owned in self._since_read.items():
+                if owned is None:
+                    actual.pop(service_id, None)
+                    self.forgotten.pop(service_id, None)
+                else:
+                    actual[service_id] = owned
+            self.metrics.services.set(len(actual))
+        self._since_read = {}
+        return message.error
 
     def plan(self) -> list[Action]:
         """The actions that would bring the agent in line (reads the agent if needed)."""
@@ -163,9 +208,15 @@ class Reconciler:
             error = e
         self.outbox.put(Done(key, finish, error))
 
-    def back(self, message: Learned | Done) -> Exception | None:
-        """Take an inspect's or a write's outcome (on the loop's thread); returns the error to raise there."""
-        return self.view.learned(message) if isinstance(message, Learned) else self.finished(message)
+    def back(self, message: Learned | Listed | AgentRead | Done) -> Exception | None:
+        """Take the outcome of work done on a pool (on the loop's thread); returns the error to raise there."""
+        if isinstance(message, Learned):
+            return self.view.learned(message)
+        if isinstance(message, Listed):
+            return self.view.listed(message)
+        if isinstance(message, AgentRead):
+            return self.read_back(message)
+        return self.finished(message)
 
     def finished(self, done: Done) -> Exception | None:
         """Take a write's outcome (on the loop's thread); returns an error that is no ConsulError (a bug)."""
@@ -178,12 +229,12 @@ class Reconciler:
     def dispatch(self, stop: Callable[[], bool] = lambda: False) -> None:
         """Start every write that brings the agent in line and is not in flight (none once ``stop()``).
 
-        Reads the agent first if its state is unknown (raises ConsulError). A deregistration waits
-        while the container it belongs to is being inspected: that container may still yield it.
+        Waits (starts nothing) until the agent has been read once. A deregistration waits while the
+        container it belongs to is being inspected: that container may still yield it.
         """
-        if stop():
+        actual = self.actual
+        if stop() or actual is None:
             return
-        actual = self.actual if self.actual is not None else self.read_actual()
         inspecting = {c[:12] for c in self.view.inspecting}
         for action in self.plan():
             if ("service", action.service_id) in self.in_flight:
@@ -206,8 +257,11 @@ class Reconciler:
 
     def _registered(self, service: Service, error: ConsulError | None) -> None:
         if error is None:
+            owned = Owned(service.id, service.digest, service.container_id[:12])
             if self.actual is not None:
-                self.actual[service.id] = Owned(service.id, service.digest, service.container_id[:12])
+                self.actual[service.id] = owned
+            if self.reading:
+                self._since_read[service.id] = owned
             if service.health is not None:  # registered with its status; the output follows
                 self.health_sent.pop(service.health.check_id, None)
             self.outcome["registered"] += 1
@@ -231,6 +285,8 @@ class Reconciler:
         if error is None:
             if self.actual is not None:
                 self.actual.pop(action.service_id, None)
+            if self.reading:
+                self._since_read[action.service_id] = None
             self.forgotten.pop(action.service_id, None)
             self.outcome["deregistered"] += 1
             log.info("service_deregistered", service_id=action.service_id, reason=action.reason)
@@ -245,7 +301,7 @@ class Reconciler:
     def settle(self) -> None:
         """Wait until every inspect and write in flight is back (only where the outbox is our own)."""
         errors: list[Exception] = []
-        while self.in_flight or self.view.inspecting:
+        while self.in_flight or self.view.inspecting or self.reading or self.view.listing:
             if (error := self.back(self.outbox.get())) is not None:
                 errors.append(error)
         if errors:

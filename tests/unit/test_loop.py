@@ -372,8 +372,8 @@ def test_run_returns_after_iterations_and_after_stop() -> None:
     """run(_iterations=N) turns N times and closes; stop() before run makes it return at once."""
     docker, consul = MemoryDocker(payload("web")), MemoryConsul()
     Daemon(docker, consul, S, timing=FAST).run(_iterations=1)
-    assert consul.registered == {} and docker.inspects == 1, "one turn lists and starts the inspects"
-    Daemon(docker, consul, S, timing=FAST).run(_iterations=10)  # inspect back, register, register back
+    assert consul.registered == {}, "one turn only asks for a listing and a read of the agent"
+    Daemon(docker, consul, S, timing=FAST).run(_iterations=20)  # listing, read, inspect and register come back
     assert "vm:rec-web:80" in consul.registered
     idle = MemoryConsul()
     stopped_daemon = Daemon(MemoryDocker(payload("web")), idle, S, timing=FAST)
@@ -617,3 +617,69 @@ def test_a_die_during_an_inspect_wins_over_it(started: Any) -> None:
     for _ in range(3):
         daemon.step()
     assert consul.registered == {}
+
+
+class SlowListing(SlowDocker):
+    """With ``listing_gate`` set, a listing takes its snapshot at once and answers once the gate opens."""
+
+    def __init__(self, *containers: dict[str, Any]) -> None:
+        super().__init__(*containers)
+        self.listing_gate: threading.Event | None = None
+        self.snapshot_taken = threading.Event()
+
+    def list_containers(self) -> list[dict[str, Any]]:
+        snapshot = super().list_containers()
+        if self.listing_gate is not None:
+            self.snapshot_taken.set()
+            self.listing_gate.wait(5)
+        return snapshot
+
+
+class SlowRead(MemoryConsul):
+    """With ``read_gate`` set, a read of the services takes its snapshot at once and answers once the gate opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_gate: threading.Event | None = None
+
+    def services(self) -> dict[str, Any]:
+        snapshot = super().services()
+        if self.read_gate is not None:
+            self.read_gate.wait(5)
+        return snapshot
+
+
+def test_a_listing_older_than_a_start_does_not_forget_that_container(started: Any) -> None:
+    """A container started while a listing is in flight stays registered when the (older) listing is back."""
+    web = named("web", "new")
+    docker, consul = SlowListing(), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, daemon.ready.is_set)
+    docker.listing_gate = gate = threading.Event()
+    daemon.inbox.put(RESYNC)
+    step_until(daemon, docker.snapshot_taken.is_set, settled=False)
+    docker.start(web)
+    step_until(daemon, lambda: "vm:new:80" in consul.registered, settled=False)
+    gate.set()
+    step_until(daemon, lambda: not daemon.reconciler.view.listing)
+    daemon.inbox.put(RESYNC)
+    step_until(daemon, lambda: not daemon.reconciler.view.listing)
+    assert "vm:new:80" in consul.registered and consul.attempts == {"vm:new:80": 1}
+
+
+def test_a_read_older_than_a_registration_does_not_repeat_it(started: Any) -> None:
+    """A registration that comes back while an (older) read of the agent is in flight is not written again."""
+    web = named("web", "new")
+    docker, consul = SlowDocker(), SlowRead()
+    daemon = started(docker, consul)
+    step_until(daemon, daemon.ready.is_set)
+    consul.read_gate = gate = threading.Event()
+    step_until(daemon, lambda: daemon.reconciler.reading, settled=False)  # the next probe
+    docker.start(web)
+    step_until(daemon, lambda: "vm:new:80" in consul.registered, settled=False)
+    gate.set()
+    consul.read_gate = None
+    step_until(daemon, lambda: not daemon.reconciler.reading)
+    for _ in range(5):
+        daemon.step()
+    assert consul.attempts == {"vm:new:80": 1}
