@@ -27,7 +27,6 @@ from typing import Any, Protocol
 import structlog
 
 from registrar.model import DockerEvent, Problem, Service
-from registrar.reconcile import desired_state
 from registrar.services import container_name, is_running, services_from_container
 from registrar.settings import Settings
 
@@ -174,8 +173,16 @@ class ContainerView:
         """A listing is in flight."""
         self._since_listing: set[str] = set()
         """Containers learned of since the listing in flight was asked for (it may predate them)."""
-        self._desired: dict[str, Service] | None = None
-        self._problems: set[Problem] = set()
+        self._claims: dict[str, dict[str, tuple[str, Service]]] = {}
+        """Service ID -> the containers that yield it: container ID -> (container name, service)."""
+        self._desired: dict[str, Service] = {}
+        """Per service ID, the claim of the container first by name (kept up to date by _remember)."""
+        self._problems: dict[str, set[Problem]] = {}
+        """Service ID -> the claims on it that lost (logged once each)."""
+        self.changed: set[str] = set()
+        """Service IDs whose desired state may have changed since the reconciler last took them."""
+        self._kept: set[str] = set()
+        self._draining: set[str] = set()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registrar-inspect")
 
     def close(self) -> None:
@@ -183,7 +190,7 @@ class ContainerView:
 
     def kept(self) -> set[str]:
         """IDs of stopped containers whose registrations stay (``--deregister on-success``)."""
-        return {cid for cid, k in self.known.items() if k.keep}
+        return self._kept
 
     def _learn(self, container_id: str, fingerprint: str | None) -> Known | None:
         container = self.source.inspect(container_id)
@@ -215,14 +222,52 @@ class ContainerView:
         return keep
 
     def _remember(self, container_id: str, known: Known | None) -> None:
-        """Record what was learned of a container (None: it is gone)."""
-        if known is None:
-            self.known.pop(container_id, None)
-        else:
+        """Record what was learned of a container (None: it is gone), and what it changes in the desired state."""
+        before = self.known.pop(container_id, None)
+        if known is not None:
             self.known[container_id] = known
-        self._desired = None
+        for flag, holds in ((self._kept, known is not None and known.keep),
+                            (self._draining, known is not None and known.draining_until is not None)):  # fmt: skip
+            (flag.add if holds else flag.discard)(container_id)
         if self.listing:
             self._since_listing.add(container_id)
+        if before is not None and known is not None and before.services == known.services:
+            return
+        touched = set()
+        for service in before.services if before is not None else ():
+            touched.add(service.id)
+            self._claims.get(service.id, {}).pop(container_id, None)
+        for service in known.services if known is not None else ():
+            touched.add(service.id)
+            self._claims.setdefault(service.id, {})[container_id] = (known.name if known else "", service)
+        for service_id in touched:
+            self._settle(service_id)
+        self.changed |= touched
+
+    def _settle(self, service_id: str) -> None:
+        """Decide which container's claim on this service ID wins (the first by name); warn of the others."""
+        claims = self._claims.get(service_id)
+        before = self._problems.pop(service_id, set())
+        if not claims:
+            self._claims.pop(service_id, None)
+            self._desired.pop(service_id, None)
+            return
+        ordered = sorted(claims.values(), key=lambda claim: claim[0])
+        first = ordered[0][1]
+        self._desired[service_id] = first
+        message = f"service ID {service_id!r} is already taken by container {first.container_name}"
+        problems = {Problem(service.container_name, "SERVICE_ID", message) for _, service in ordered[1:]}
+        for problem in sorted(problems - before, key=lambda p: p.container):
+            log.warning(
+                "container_label_problem", container=problem.container, key=problem.key, problem=problem.message
+            )
+        if problems:
+            self._problems[service_id] = problems
+
+    def take_changed(self) -> set[str]:
+        """The service IDs changed since the last call (the reconciler plans only those)."""
+        changed, self.changed = self.changed, set()
+        return changed
 
     # Asynchronous: the loop asks, the pool inspects, learned() takes the answer -----------------
 
@@ -366,7 +411,7 @@ class ContainerView:
 
     def draining(self) -> set[str]:
         """IDs of the services of containers that are draining."""
-        return {s.id for k in self.known.values() if k.draining_until is not None for s in k.services}
+        return {s.id for cid in self._draining for s in self.known[cid].services}
 
     def drain_deadline(self) -> float | None:
         """When the first drain ends unless its container dies first."""
@@ -385,15 +430,6 @@ class ContainerView:
         return Known("", name, (), self._keeps(name, event.exit_code))
 
     def desired(self) -> dict[str, Service]:
-        """All services the known containers yield, by ID (recomputed only after a change)."""
-        if self._desired is not None:
-            return self._desired
-        ordered = sorted(self.known.values(), key=lambda k: k.name)
-        desired, problems = desired_state(k.services for k in ordered)
-        for problem in set(problems) - self._problems:
-            log.warning(
-                "container_label_problem", container=problem.container, key=problem.key, problem=problem.message
-            )
-        self._problems = set(problems)
-        self._desired = desired
-        return desired
+        """All services the known containers yield, by ID: what ``reconcile.desired_state`` makes of them
+        in container name order, kept up to date one container at a time."""
+        return self._desired

@@ -53,6 +53,11 @@ Tagged = tuple[str, str, int]
 """A tagged address: its kind (``lan_ipv4``, ``lan_ipv6``), the address and the port."""
 
 
+def health_check_id(service_id: str) -> str:
+    """The ID of the check that carries Docker's health on a service."""
+    return f"{service_id}:docker-health"
+
+
 @dataclass(frozen=True)
 class Health:
     """Docker's health of a container, as the check registrar owns on one of its services."""

@@ -6,7 +6,7 @@ the Consul agent returns and the services computed from containers; returns sort
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Collection, Iterable, Mapping, Set
 from typing import Any
 
 from registrar.model import (
@@ -71,19 +71,19 @@ def plan(
     desired: Mapping[str, Service],
     actual: Mapping[str, Owned],
     keep: Set[str] = frozenset(),
+    only: Collection[str] | None = None,
 ) -> list[Action]:
     """The actions that turn ``actual`` into ``desired``, sorted by service ID.
 
     A desired service is registered when it is missing or its digest differs (so an unchanged
     service is never written again); an owned registration that is not desired is deregistered,
-    unless its ID is in ``keep``.
+    unless its ID is in ``keep``. ``only`` limits the plan to these service IDs (those that changed).
     """
     actions: list[Action] = []
-    for service_id, service in desired.items():
-        have = actual.get(service_id)
-        if have is None or have.digest != service.digest:
+    for service_id in (desired.keys() | actual.keys()) if only is None else only:
+        service, have = desired.get(service_id), actual.get(service_id)
+        if service is not None and (have is None or have.digest != service.digest):
             actions.append(Register(service))
-    for service_id in actual:
-        if service_id not in desired and service_id not in keep:
+        elif service is None and have is not None and service_id not in keep:
             actions.append(Deregister(service_id))
-    return sorted(actions, key=lambda a: (a.service_id, isinstance(a, Register)))
+    return sorted(actions, key=lambda a: a.service_id)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import queue
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -26,7 +26,7 @@ import structlog
 from registrar.containers import ContainerSource, ContainerView, Learned, Listed
 from registrar.errors import ConsulError, ConsulRejected
 from registrar.metrics import Metrics
-from registrar.model import Action, Deregister, Health, Owned, Register, Service
+from registrar.model import Action, Deregister, Health, Owned, Register, Service, health_check_id
 from registrar.reconcile import forget_plan, kept_ids, owned_services, plan
 from registrar.settings import Settings
 
@@ -100,7 +100,7 @@ class Reconciler:
         """This host's registrations on the agent as last read and since written; None = unknown."""
         self.forgotten: dict[str, Owned] = {}
         """Registrations of the hosts named by ``--forget-host``, as last read."""
-        self.pool = ThreadPoolExecutor(max_workers=2 * workers, thread_name_prefix="registrar-write")
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registrar-write")
         self.in_flight: set[tuple[str, str]] = set()
         """Writes started and not back yet, by (kind, service or check ID)."""
         self.outcome: Counter[str] = Counter()
@@ -113,6 +113,10 @@ class Reconciler:
         """Check ID -> the Docker health last sent to the agent for it."""
         self.reading = False
         """A read of the agent's services is in flight."""
+        self._plan_all = True
+        """Plan every service at the next dispatch (the agent was read); otherwise only those that changed."""
+        self._replan: set[str] = set()
+        """Service IDs to plan again at the next dispatch (a write came back, a deregistration waited)."""
         self._since_read: dict[str, Owned | None] = {}
         """Writes back since the read in flight was asked for (it may predate them): ID -> registered or None."""
 
@@ -141,6 +145,7 @@ class Reconciler:
         return self._take_services(self._consul("read", self.sink.services))
 
     def _take_services(self, services: dict[str, Any]) -> dict[str, Owned]:
+        self._plan_all = True
         self.actual = owned_services(services, self.settings.hostname)
         self.forgotten = {
             i: o for host in self.settings.forget_hosts for i, o in owned_services(services, host).items()
@@ -178,15 +183,15 @@ class Reconciler:
         self._since_read = {}
         return message.error
 
-    def plan(self) -> list[Action]:
-        """The actions that would bring the agent in line (reads the agent if needed)."""
+    def plan(self, only: Collection[str] | None = None) -> list[Action]:
+        """The actions that would bring the agent in line (reads the agent if needed); ``only`` these IDs."""
         actual = self.actual if self.actual is not None else self.read_actual()
-        keep = kept_ids(actual, self.view.kept())
+        keep = kept_ids(actual if only is None else {i: actual[i] for i in only if i in actual}, self.view.kept())
         desired = self.view.desired()
         self.rejected = {i: d for i, d in self.rejected.items() if i in desired}  # forget what is gone
         return [
             a
-            for a in plan(desired, actual, keep)
+            for a in plan(desired, actual, keep, only)
             if not (isinstance(a, Register) and self.rejected.get(a.service_id) == a.service.digest)
         ] + forget_plan(self.forgotten)
 
@@ -235,16 +240,22 @@ class Reconciler:
         actual = self.actual
         if stop() or actual is None:
             return
-        inspecting = {c[:12] for c in self.view.inspecting}
-        for action in self.plan():
+        changed = self.view.take_changed() | self._replan
+        only = None if self._plan_all else changed
+        self._plan_all, self._replan = False, set()
+        inspecting: set[str] | None = None
+        for action in self.plan(only):
             if ("service", action.service_id) in self.in_flight:
-                continue
+                continue  # planned again when it is back
             owner = actual.get(action.service_id)
-            if isinstance(action, Deregister) and owner is not None and owner.container_id in inspecting:
-                continue
+            if isinstance(action, Deregister) and owner is not None:
+                inspecting = inspecting if inspecting is not None else {c[:12] for c in self.view.inspecting}
+                if owner.container_id in inspecting:
+                    self._replan.add(action.service_id)
+                    continue
             self._start(action)
         self.push_maintenance()
-        self.push_health()
+        self.push_health(only=only)
 
     def _start(self, action: Action) -> None:
         key = ("service", action.service_id)
@@ -256,6 +267,7 @@ class Reconciler:
                         partial(self._deregistered, action))  # fmt: skip
 
     def _registered(self, service: Service, error: ConsulError | None) -> None:
+        self._replan.add(service.id)
         if error is None:
             owned = Owned(service.id, service.digest, service.container_id[:12])
             if self.actual is not None:
@@ -282,6 +294,7 @@ class Reconciler:
         self.metrics.services.set(len(self.actual or {}))
 
     def _deregistered(self, action: Deregister, error: ConsulError | None) -> None:
+        self._replan.add(action.service_id)
         if error is None:
             if self.actual is not None:
                 self.actual.pop(action.service_id, None)
@@ -335,13 +348,13 @@ class Reconciler:
 
     def push_maintenance(self) -> None:
         """Put the services of draining containers in maintenance, and take survivors out of it."""
-        actual = self.actual or {}
-        self.maintenance &= set(actual)  # deregistered: nothing left to take out of maintenance
-        want = self.view.draining() & set(actual)
+        actual, desired = self.actual or {}, self.view.desired()
+        self.maintenance = {i for i in self.maintenance if i in actual}  # deregistered: nothing to take out
+        want = {i for i in self.view.draining() if i in actual}
         for service_id in sorted(want - self.maintenance):
             self._maintain(service_id, True)
         # Only a running container's services come back; a stopped one kept by --deregister on-success stays out.
-        for service_id in sorted((self.maintenance - want) & set(self.view.desired())):
+        for service_id in sorted(i for i in self.maintenance - want if i in desired):
             self._maintain(service_id, False)
 
     def _maintain(self, service_id: str, enable: bool) -> None:
@@ -374,14 +387,20 @@ class Reconciler:
         if error is not None:
             log.warning("ttl_pass_failed", check_id=check_id, error=str(error))
 
-    def push_health(self, refresh: bool = False) -> None:
-        """Send the Docker health of each registered service that the agent does not have yet.
+    def push_health(self, refresh: bool = False, only: Collection[str] | None = None) -> None:
+        """Send the Docker health of each registered service (``only`` these IDs) that the agent does not have yet.
 
         ``refresh`` sends every one again, which keeps their TTL from running out.
         """
-        actual = self.actual or {}
-        current = {s.health.check_id: s.health for s in self.view.desired().values() if s.health and s.id in actual}
-        self.health_sent = {k: v for k, v in self.health_sent.items() if k in current}
+        actual, desired = self.actual or {}, self.view.desired()
+        ids = desired.keys() if refresh or only is None else only
+        services = [s for s in (desired.get(i) for i in ids) if s is not None and s.health and s.id in actual]
+        current = {s.health.check_id: s.health for s in services if s.health}
+        if ids is desired.keys():
+            self.health_sent = {k: v for k, v in self.health_sent.items() if k in current}
+        else:
+            for check_id in {health_check_id(i) for i in ids} - current.keys():
+                self.health_sent.pop(check_id, None)
         for check_id, health in current.items():
             if (refresh or self.health_sent.get(check_id) != health) and ("check", check_id) not in self.in_flight:
                 self._write(("check", check_id), "health_update", partial(self.sink.set_health, health),

@@ -23,6 +23,7 @@ from registrar.model import (
     Problem,
     Service,
     Tagged,
+    health_check_id,
 )
 from registrar.settings import Settings
 
@@ -225,7 +226,7 @@ class _Builder:
             return None
         log = health.get("Log") or [{}]
         output = str((log[-1] or {}).get("Output") or "").strip()[:MAX_HEALTH_OUTPUT]
-        return Health(f"{service_id}:docker-health", DOCKER_HEALTH[status], output)
+        return Health(health_check_id(service_id), DOCKER_HEALTH[status], output)
 
     def service_name(self, port: Port, meta: Mapping[str, Value], group: bool) -> str | None:
         given = meta.get("name")
