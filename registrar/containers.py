@@ -171,6 +171,8 @@ class ContainerView:
         """Per container with an inspect in flight: the last event since, to apply once it is back."""
         self.listing = False
         """A listing is in flight."""
+        self.listed_once = False
+        """A listing has been taken: until then the view knows nothing, and no plan is made against it."""
         self._since_listing: set[str] = set()
         """Containers learned of since the listing in flight was asked for (it may predate them)."""
         self._claims: dict[str, dict[str, tuple[str, Service]]] = {}
@@ -329,6 +331,7 @@ class ContainerView:
         self._compare(self.source.list_containers(), keep=set())
 
     def _compare(self, summaries: list[dict[str, Any]], keep: set[str]) -> None:
+        self.listed_once = True
         seen = set()
         for summary in summaries:
             cid = str(summary["Id"])

@@ -234,11 +234,11 @@ class Reconciler:
     def dispatch(self, stop: Callable[[], bool] = lambda: False) -> None:
         """Start every write that brings the agent in line and is not in flight (none once ``stop()``).
 
-        Waits (starts nothing) until the agent has been read once. A deregistration waits while the
-        container it belongs to is being inspected: that container may still yield it.
+        Starts nothing until the agent has been read and the containers listed once. A deregistration
+        waits while the container it belongs to is being inspected: that container may still yield it.
         """
         actual = self.actual
-        if stop() or actual is None:
+        if stop() or actual is None or not self.view.listed_once:
             return
         changed = self.view.take_changed() | self._replan
         only = None if self._plan_all else changed
@@ -260,11 +260,28 @@ class Reconciler:
     def _start(self, action: Action) -> None:
         key = ("service", action.service_id)
         if isinstance(action, Register):
-            self._write(key, "register", partial(self.sink.register, action.service),
+            self._write(key, "register", partial(self._register_logged, action.service),
                         partial(self._registered, action.service))  # fmt: skip
         else:
-            self._write(key, "deregister", partial(self.sink.deregister, action.service_id),
+            self._write(key, "deregister", partial(self._deregister_logged, action),
                         partial(self._deregistered, action))  # fmt: skip
+
+    # On the pool: the write, logged as soon as the agent has answered (the line's time is when it did).
+
+    def _register_logged(self, service: Service) -> None:
+        self.sink.register(service)
+        log.info(
+            "service_registered",
+            service_id=service.id,
+            service=service.name,
+            container=service.container_name,
+            address=service.address,
+            port=service.port,
+        )
+
+    def _deregister_logged(self, action: Deregister) -> None:
+        self.sink.deregister(action.service_id)
+        log.info("service_deregistered", service_id=action.service_id, reason=action.reason)
 
     def _registered(self, service: Service, error: ConsulError | None) -> None:
         self._replan.add(service.id)
@@ -277,14 +294,6 @@ class Reconciler:
             if service.health is not None:  # registered with its status; the output follows
                 self.health_sent.pop(service.health.check_id, None)
             self.outcome["registered"] += 1
-            log.info(
-                "service_registered",
-                service_id=service.id,
-                service=service.name,
-                container=service.container_name,
-                address=service.address,
-                port=service.port,
-            )
         elif isinstance(error, ConsulRejected):
             self.outcome["rejected"] += 1
             self.rejected[service.id] = service.digest
@@ -302,7 +311,6 @@ class Reconciler:
                 self._since_read[action.service_id] = None
             self.forgotten.pop(action.service_id, None)
             self.outcome["deregistered"] += 1
-            log.info("service_deregistered", service_id=action.service_id, reason=action.reason)
         else:
             self._failed(error)
         self.metrics.services.set(len(self.actual or {}))

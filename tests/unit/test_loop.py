@@ -683,3 +683,19 @@ def test_a_read_older_than_a_registration_does_not_repeat_it(started: Any) -> No
     for _ in range(5):
         daemon.step()
     assert consul.attempts == {"vm:new:80": 1}
+
+
+def test_a_read_of_the_agent_before_the_first_listing_deregisters_nothing(started: Any) -> None:
+    """At start, the agent's services are not planned against an empty view: nothing goes while the listing is out."""
+    web = named("web", "kept")
+    docker, consul = SlowListing(web), MemoryConsul()
+    step_until(started(docker, consul), lambda: "vm:kept:80" in consul.registered)
+    docker.listing_gate = gate = threading.Event()
+    second = started(docker, consul)
+    step_until(second, lambda: second.reconciler.actual is not None, settled=False)
+    for _ in range(3):
+        second.step()
+    assert "vm:kept:80" in consul.registered
+    gate.set()
+    step_until(second, second.ready.is_set)
+    assert "vm:kept:80" in consul.registered and consul.writes == 1
