@@ -39,7 +39,7 @@ STAGES = (
     ("translate + back to the loop", "inspected", "learned"),
     ("the loop plans -> a write worker begins", "learned", "register_begun"),
     ("register (PUT /v1/agent/service/register)", "register_begun", "registered"),
-    ("back to the loop, logged", "registered", "logged"),
+    ("back to the loop (the log line is written before)", "registered", "logged"),
 )
 
 
@@ -169,7 +169,7 @@ def main() -> None:
         spans = sorted((at[b] - at[a]) * 1000 for at in complete)
         print(f"  {what:<52} {statistics.median(spans):6.2f} {spans[int(len(spans) * 0.9)]:6.2f}")
     total.sort()
-    print(f"  {'start event -> service_registered, end to end':<52} {statistics.median(total):6.2f} "
+    print(f"  {'start event -> back in the loop, end to end':<52} {statistics.median(total):6.2f} "
           f"{total[int(len(total) * 0.9)]:6.2f}")  # fmt: skip
 
 
