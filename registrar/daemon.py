@@ -11,9 +11,9 @@ inspect and write it started is back. The agent's services are read every few se
 agent that restarted empty is refilled without waiting for a resync.
 
 One thread owns each piece of state: the loop owns everything here; the watcher and the pools
-only send messages. The loop also supervises the watcher: a crash is logged with its traceback and the thread
-is started again after a backoff, followed by a full reconcile. An unexpected error in the loop
-itself is logged the same way and retried; the loop never ends but by a stop.
+only send messages. The loop also supervises the watcher: a crash is logged with its traceback and
+the thread is started again after a backoff, followed by a full reconcile. An unexpected error in
+the loop itself is logged the same way and retried; the loop never ends but by a stop.
 """
 
 from __future__ import annotations
@@ -299,14 +299,15 @@ class Daemon:
     def _back(self, message: Learned | Listed | AgentRead | Done) -> Exception | None:
         """Take work back from a pool; a listing or a read also tells whether Docker or Consul answers."""
         error = self.reconciler.back(message)
-        if isinstance(message, Listed):
-            self._set_docker_up(error is None)
-        elif isinstance(message, Learned) and isinstance(error, DockerError):
+        if isinstance(message, Listed) and error is None:
+            self._set_docker_up(True)
+        elif isinstance(message, AgentRead) and error is None:
+            self._set_consul_up(True)
+            self._holding = False  # the agent's state is known again: what failed is planned afresh
+        elif isinstance(error, DockerError):
             self._set_docker_up(False)
-        elif isinstance(message, AgentRead):
-            self._set_consul_up(not isinstance(error, ConsulError))
-            if error is None:
-                self._holding = False  # the agent's state is known again: what failed is planned afresh
+        elif isinstance(error, ConsulError) and isinstance(message, AgentRead):
+            self._set_consul_up(False)
         return error
 
     def _start_full(self) -> None:
