@@ -29,15 +29,17 @@ _wait_for() {  # _wait_for SECONDS DESCRIPTION COMMAND...
 services_start() {
     if ! docker info >/dev/null 2>&1; then
         echo "services: starting dockerd (log: $REGISTRAR_STATE/dockerd.log)" >&2
-        dockerd --ip 127.0.0.1 >"$REGISTRAR_STATE/dockerd.log" 2>&1 &
+        # Long-lived services start in / : a checkout they were started from may be deleted while they
+        # run (Podman's conmon then fails every start with "Failed to get working directory").
+        (cd / && exec dockerd --ip 127.0.0.1) >"$REGISTRAR_STATE/dockerd.log" 2>&1 &
         echo $! >"$REGISTRAR_STATE/dockerd.pid"
         _started+=(dockerd)
         _wait_for 60 dockerd docker info || return 1
     fi
     if ! curl -fsS http://127.0.0.1:8500/v1/status/leader 2>/dev/null | grep -q ':'; then
         echo "services: starting a consul dev agent (log: $REGISTRAR_STATE/consul.log)" >&2
-        "$REGISTRAR_CONSUL" agent -dev -client 127.0.0.1 -bind 127.0.0.1 \
-            -hcl 'enable_script_checks = true' >"$REGISTRAR_STATE/consul.log" 2>&1 &
+        (cd / && exec "$REGISTRAR_CONSUL" agent -dev -client 127.0.0.1 -bind 127.0.0.1 \
+            -hcl 'enable_script_checks = true') >"$REGISTRAR_STATE/consul.log" 2>&1 &
         echo $! >"$REGISTRAR_STATE/consul.pid"
         _started+=(consul)
         _wait_for 60 consul sh -c 'curl -fsS http://127.0.0.1:8500/v1/status/leader | grep -q :' || return 1
@@ -55,7 +57,7 @@ start_podman() {
     if ! curl -fsS --unix-socket "$REGISTRAR_PODMAN_SOCKET" http://podman/_ping >/dev/null 2>&1; then
         echo "services: starting podman system service (log: $REGISTRAR_STATE/podman.log)" >&2
         rm -f "$REGISTRAR_PODMAN_SOCKET"
-        podman system service --time=0 "unix://$REGISTRAR_PODMAN_SOCKET" >"$REGISTRAR_STATE/podman.log" 2>&1 &
+        (cd / && exec podman system service --time=0 "unix://$REGISTRAR_PODMAN_SOCKET") >"$REGISTRAR_STATE/podman.log" 2>&1 &
         echo $! >"$REGISTRAR_STATE/podman.pid"
         _started+=(podman)
         _wait_for 60 podman curl -fsS --unix-socket "$REGISTRAR_PODMAN_SOCKET" http://podman/_ping || return 1

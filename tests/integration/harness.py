@@ -260,7 +260,8 @@ class Engine:
         os.kill(pid, signal.SIGTERM)
         wait_until(lambda: not _alive(pid), f"{self.name} to stop", timeout=90)
         with (self.state / f"{self.name}.log").open("ab") as log:
-            proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+            # In /, not this checkout: the engine may outlive it (Podman's conmon needs its cwd to exist).
+            proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd="/")
         self.pid_file.write_text(str(proc.pid))
         _OUTLIVING.append(proc)  # runs on after the test; tests/run.sh stops it by its pid file
         wait_until(ping, f"{self.name} to answer again", timeout=90)
