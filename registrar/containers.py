@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import structlog
 
 from registrar.model import DockerEvent, Problem, Service
+from registrar.reconcile import desired_state
 from registrar.services import container_name, is_running, services_from_container
 from registrar.settings import Settings
 
@@ -247,7 +248,8 @@ class ContainerView:
         self.changed |= touched
 
     def _settle(self, service_id: str) -> None:
-        """Decide which container's claim on this service ID wins (the first by name); warn of the others."""
+        """Decide which container's claim on this service ID wins, by ``reconcile.desired_state``'s rule (the
+        first by container name); warn of the others once."""
         claims = self._claims.get(service_id)
         before = self._problems.pop(service_id, set())
         if not claims:
@@ -255,10 +257,9 @@ class ContainerView:
             self._desired.pop(service_id, None)
             return
         ordered = sorted(claims.values(), key=lambda claim: claim[0])
-        first = ordered[0][1]
-        self._desired[service_id] = first
-        message = f"service ID {service_id!r} is already taken by container {first.container_name}"
-        problems = {Problem(service.container_name, "SERVICE_ID", message) for _, service in ordered[1:]}
+        desired, found = desired_state((service,) for _, service in ordered)
+        self._desired[service_id] = desired[service_id]
+        problems = set(found)
         for problem in sorted(problems - before, key=lambda p: p.container):
             log.warning(
                 "container_label_problem", container=problem.container, key=problem.key, problem=problem.message
