@@ -30,10 +30,11 @@ apt_install() {
 }
 
 # Debian packages: the engine, a static busybox for test images, curl for the demo, HAProxy for
-# the balancer test, debootstrap for the registry-free base of the sidecar image, and Podman, whose
-# Docker-compatible API the Podman tests follow (catatonit: the pause binary of Podman's pods).
+# the balancer tests, debootstrap for the registry-free base of the sidecar image, Podman, whose
+# Docker-compatible API the Podman tests follow (catatonit: the pause binary of Podman's pods),
+# and docker-compose (1.29), which the compose test runs docker-compose.yml with.
 command -v dockerd >/dev/null 2>&1 || apt_install docker.io
-apt_install busybox-static curl iproute2 haproxy debootstrap podman catatonit
+apt_install busybox-static curl iproute2 haproxy debootstrap podman catatonit docker-compose
 
 # consul: prefer one on PATH; otherwise bullseye's package, unpacked into the cache.
 fetch_consul() {

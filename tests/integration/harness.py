@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -32,6 +36,83 @@ def wait_until(probe: Callable[[], T], what: str, timeout: float = DEADLINE) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port free on ``address`` now."""
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+HAPROXY_CONFIG = Path(__file__).parents[2] / "deploy" / "haproxy.cfg"
+
+# Serves until SIGTERM, then keeps serving for 3 s while it "shuts down", then exits 0.
+SLOW_STOP = "hostname > /www/index.html; httpd -f -p 80 -h /www & pid=$!; trap 'sleep 3; kill $pid; exit 0' TERM; wait"
+
+
+@contextlib.contextmanager
+def haproxy(service: str, listen: str, consul_dns: str, log: Path) -> Iterator[str]:
+    """HAProxy from Debian with deploy/haproxy.cfg balancing ``service`` over Consul DNS; yields its URL."""
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    env = {"APP_SERVICE": service, "LISTEN": listen, "CONSUL_DNS": consul_dns, "PATH": "/usr/sbin:/usr/bin"}
+    with log.open("w") as out:
+        args = [binary, "-db", "-f", str(HAPROXY_CONFIG)]
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield f"http://{listen}/"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def answers(url: str, tries: int = 40) -> set[str]:
+    """Host names that answer through the balancer over ``tries`` fresh requests."""
+    seen = set()
+    for _ in range(tries):
+        try:
+            reply = requests.get(url, timeout=2, headers={"Connection": "close"})
+        except requests.RequestException:
+            continue
+        if reply.status_code == 200:
+            seen.add(reply.text.strip())
+    return seen
+
+
+class Steady:
+    """Requests at a steady rate through a balancer in a thread, each outcome kept ("ok" or what failed)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.outcomes: list[str] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._send)
+
+    def _send(self) -> None:
+        with requests.Session() as session:
+            while not self.done.is_set():
+                try:
+                    reply = session.get(self.url, timeout=2, headers={"Connection": "close"})
+                    self.outcomes.append("ok" if reply.status_code == 200 else f"HTTP {reply.status_code}")
+                except requests.RequestException as e:
+                    self.outcomes.append(type(e).__name__)
+                self.done.wait(0.01)  # the request rate, not a wait for a condition
+
+    def __enter__(self) -> Steady:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(10)
+
+    def more(self, count: int) -> None:
+        """Wait for ``count`` more outcomes than there are now."""
+        target = len(self.outcomes) + count
+        wait_until(lambda: len(self.outcomes) >= target, f"{count} more requests through the balancer")
+
+    def failed(self) -> list[str]:
+        return [o for o in self.outcomes if o != "ok"]
 
 
 def unique_host(prefix: str = "t") -> str:

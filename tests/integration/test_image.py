@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -12,17 +11,11 @@ from typing import Any
 
 import docker.errors
 
-from tests.integration.harness import TEST_LABEL, Consul, wait_until
+from tests.integration.harness import TEST_LABEL, Consul, free_port, wait_until
 
 Run = Callable[..., Any]
 REPO = Path(__file__).parents[2]
 TAG = "registrar:integration-test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_sidecar_image_registers(host: str, consul: Consul, containers: Run, docker_client: Any) -> None:
