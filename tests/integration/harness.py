@@ -315,7 +315,8 @@ class ConsulAgent:
 
 
 class Engine:
-    """A container engine that tests/run.sh started (its pid file in REGISTRAR_STATE), restartable by a test."""
+    """A service tests/run.sh started (its pid file in REGISTRAR_STATE): a container engine, or the Consul
+    dev agent; a test may stop and start it."""
 
     name = ""
     """The process name (``/proc/<pid>/comm``) and the stem of its pid and log files."""
@@ -337,9 +338,15 @@ class Engine:
 
     def restart(self, ping: Callable[[], bool]) -> None:
         """Stop the engine (every event stream on it ends) and start it again as tests/run.sh did."""
+        self.stop()
+        self.start(ping)
+
+    def stop(self) -> None:
         pid = int(self.pid_file.read_text())
         os.kill(pid, signal.SIGTERM)
         wait_until(lambda: not _alive(pid), f"{self.name} to stop", timeout=90)
+
+    def start(self, ping: Callable[[], bool]) -> None:
         with (self.state / f"{self.name}.log").open("ab") as log:
             # In /, not this checkout: the engine may outlive it (Podman's conmon needs its cwd to exist).
             proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd="/")
@@ -355,6 +362,16 @@ class DockerEngine(Engine):
 
     def command(self) -> list[str]:
         return ["dockerd", "--ip", "127.0.0.1"]
+
+
+class ConsulDevAgent(Engine):
+    """The Consul dev agent on 127.0.0.1 that tests/run.sh started (deploy/services.sh's command)."""
+
+    name = "consul"
+
+    def command(self) -> list[str]:
+        dev = ["agent", "-dev", "-client", "127.0.0.1", "-bind", "127.0.0.1"]
+        return [consul_binary(), *dev, "-hcl", "enable_script_checks = true"]
 
 
 class PodmanEngine(Engine):
