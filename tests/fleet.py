@@ -446,8 +446,9 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=3, help="simulated Docker hosts (default 3)")
     parser.add_argument("--root", type=Path, help="work directory (default: a new temporary one)")
     args = parser.parse_args()
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    stop: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):  # the handlers only set a flag; the loop below looks at it
+        signal.signal(sig, lambda signum, _: stop.append(signum))
     with fleet(args.root, args.hosts) as f:
         print("fleet is up; Ctrl-C stops and removes it")
         for s in f.servers:
@@ -455,11 +456,8 @@ def main() -> None:
         for h in f.hosts:
             print(f"  {h.name}: DOCKER_HOST={h.docker_url}  agent {h.agent.url}  DNS {h.address}:8600")
             print(f"         publish with -p {h.address}::PORT; registrar log {h.registrar.log}")
-        try:
-            while not stop:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
+        while not stop:
+            time.sleep(0.5)
         print("stopping the fleet")
 
 
