@@ -19,10 +19,10 @@ echo "== mypy" >&2
 mypy
 echo "== pytest on the lowest dependency versions (constraints/lowest.txt)" >&2
 if [ ! -x .venv-lowest/bin/pytest ] || [ constraints/lowest.txt -nt .venv-lowest/.installed ] \
-    || [ setup.cfg -nt .venv-lowest/.installed ]; then
+    || [ setup.cfg -nt .venv-lowest/.installed ] || [ tests/run.sh -nt .venv-lowest/.installed ]; then
     python3 -m venv .venv-lowest
     .venv-lowest/bin/pip install -q --upgrade pip >&2
-    .venv-lowest/bin/pip install -q -c constraints/lowest.txt -e . pytest hypothesis >&2
+    .venv-lowest/bin/pip install -q -c constraints/lowest.txt -e . pytest hypothesis dnspython >&2
     touch .venv-lowest/.installed
 fi
 .venv-lowest/bin/pip list --format=freeze 2>/dev/null | grep -iE '^(docker|py-consul|requests|urllib3|click|structlog|prometheus.client)==' >&2 || true
