@@ -13,7 +13,6 @@ Consul servers), measured. Prints figures; asserts nothing. Run it through bench
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,23 +21,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
+from bench.bench import cpu_seconds, rss_mib
 from tests.fleet import Agent, Fleet, Host, fleet
 
-TICKS = os.sysconf("SC_CLK_TCK")
 IDLE = 20.0
 LABELS = {"SERVICE_CHECK_HTTP": "/", "SERVICE_CHECK_INTERVAL": "1s"}
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def health(server: Agent, service: str) -> tuple[int, int]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -33,7 +32,7 @@ import docker
 import docker.errors
 import requests
 
-from tests.integration.harness import IMAGE, _alive, consul_binary, wait_until
+from tests.integration.harness import IMAGE, Consul, _alive, consul_binary, log_events, wait_until
 
 LABEL = "registrar-fleet"
 SERVER_ADDRESSES = ("127.0.1.1", "127.0.1.2", "127.0.1.3")
@@ -121,8 +120,7 @@ class Agent:
         self.node, self.address, self.server = node, address, server
         self.data = root / "consul"
         self.url = f"http://{address}:8500"
-        self.http = requests.Session()
-        self.http.trust_env = False
+        self.http = Consul(self.url)
         args = [consul_binary(), "agent", "-node", node, "-bind", address, "-client", address]
         args += ["-data-dir", str(self.data), "-retry-interval", "1s", "-log-level", "info"]
         for join in SERVER_ADDRESSES:
@@ -138,9 +136,7 @@ class Agent:
         self.process.start()
 
     def get(self, path: str, **params: Any) -> Any:
-        response = self.http.get(self.url + path, params=params, timeout=5)
-        response.raise_for_status()
-        return response.json()
+        return self.http.get(path, params=params).json()
 
     def leader(self) -> str:
         try:
@@ -297,12 +293,10 @@ class Host:
     # Registrar ---------------------------------------------------------------------------------
 
     def log_events(self, event: str) -> int:
-        count = 0
-        with contextlib.suppress(OSError):
-            for line in self.registrar.log.read_text().splitlines():
-                with contextlib.suppress(ValueError):
-                    count += json.loads(line).get("event") == event
-        return count
+        """How many times registrar has logged ``event`` on this host (over all its runs)."""
+        if not self.registrar.log.exists():
+            return 0
+        return sum(1 for e in log_events(self.registrar.log) if e.get("event") == event)
 
     def start_registrar(self) -> None:
         before = self.log_events("reconcile_done")

@@ -188,6 +188,17 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) 
     )
 
 
+def log_events(path: Path) -> list[dict[str, Any]]:
+    """The lines of a JSON log file of registrar's, parsed (a line that is not JSON as a "raw" event)."""
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            out.append({"event": "raw", "line": line})
+    return out
+
+
 class Daemon:
     """``registrar run`` as a subprocess, with its JSON log lines readable."""
 
@@ -202,13 +213,7 @@ class Daemon:
         )
 
     def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                out.append({"event": "raw", "line": line})
-        return out
+        return log_events(self.log_path)
 
     def count(self, event: str) -> int:
         return sum(1 for e in self.events() if e.get("event") == event)

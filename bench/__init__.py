@@ -1,0 +1,1 @@
+"""registrar's benchmarks (run through bench/run.sh, run-profile.sh, run-fleet.sh)."""
