@@ -101,12 +101,14 @@ class Registrar:
     running: ClassVar[list[Registrar]] = []
     """Every registrar started and not yet stopped: the bench stops them all, however it ends."""
 
-    def __init__(self, host: str, workdir: Path, *flags: str) -> None:
+    def __init__(self, host: str, workdir: Path, *flags: str, argv: list[str] | None = None) -> None:
+        """``argv``: another daemon that writes the same JSON lines (bench/side_by_side.py's stand-in)."""
+        self.host = host
         self.log_path = workdir / f"registrar-{uuid.uuid4().hex[:6]}.log"
         self.log_file = self.log_path.open("w")
         self.started = time.time()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "registrar", "run", "--log-format", "json", "--hostname", host, *flags],
+            argv or [sys.executable, "-m", "registrar", "run", "--log-format", "json", "--hostname", host, *flags],
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
         )
@@ -167,9 +169,11 @@ class Bench:
         self.rows.append((what, figure, target))
         print(f"  {what:<58} {figure:>18}   {target}", flush=True)
 
-    def owned(self) -> dict[str, Any]:
+    def owned(self, host: str = "") -> dict[str, Any]:
+        """The agent's services of this host name (the bench's own by default)."""
         services = self.http.get(CONSUL + "/v1/agent/services", timeout=10).json()
-        return {k: v for k, v in services.items() if (v.get("Meta") or {}).get("registrar-host") == self.host}
+        host = host or self.host
+        return {k: v for k, v in services.items() if (v.get("Meta") or {}).get("registrar-host") == host}
 
     def index(self) -> str:
         return str(self.http.get(CONSUL + "/v1/catalog/services", timeout=10).headers["X-Consul-Index"])
@@ -200,8 +204,7 @@ class Bench:
             reg.stop()
         self.events.close()
         self.remove(list(self.containers))
-        for service_id in self.owned():
-            self.http.put(CONSUL + f"/v1/agent/service/deregister/{service_id}", timeout=10)
+        self.forget()
 
     # The figures ---------------------------------------------------------------------------------
 
@@ -291,9 +294,20 @@ class Bench:
         self.row(f"health_status -> check status on the agent (n={samples}), p50", f"{pct(lags, 50):.1f} ms")
         self.row(f"health_status -> check status on the agent (n={samples}), p99", f"{pct(lags, 99):.1f} ms")
 
-    def cold_start(self, count: int) -> None:
-        for service_id in self.owned():
+    def forget(self, host: str = "") -> None:
+        """Deregister a host's services (the bench's own by default), and wait until the catalog has
+        caught up: a cold start measured while the agent still syncs them would time the agent."""
+        for service_id in self.owned(host):
             self.http.put(CONSUL + f"/v1/agent/service/deregister/{service_id}", timeout=10)
+        wait_until(partial(self.in_catalog, host or self.host, 0), "the catalog to catch up", timeout=60)
+
+    def in_catalog(self, host: str, count: int) -> bool:
+        """Whether the catalog holds exactly ``count`` instances of the test image's service from ``host``."""
+        params = {"filter": f'ServiceMeta["registrar-host"] == "{host}"'}
+        return len(self.http.get(CONSUL + "/v1/catalog/service/busybox", params=params, timeout=10).json()) == count
+
+    def cold_start(self, count: int) -> None:
+        self.forget()
         started = time.monotonic()
         reg = Registrar(self.host, self.workdir)
         wait_until(lambda: len(self.owned()) >= count, "cold start registrations", timeout=60)

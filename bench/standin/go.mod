@@ -1,0 +1,3 @@
+module registrar.bench/standin
+
+go 1.19
