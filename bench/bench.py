@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
@@ -210,37 +210,67 @@ class Bench:
 
     # The figures ---------------------------------------------------------------------------------
 
-    def one_at_a_time(self, reg: Registrar, samples: int) -> None:
-        up, down, made = [], [], []
+    def lags_one_at_a_time(
+        self, daemons: Sequence[Registrar], samples: int
+    ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+        """Start -> registered and die -> deregistered lags (ms) of each daemon, by its host name, with
+        ``samples`` containers started and killed one at a time."""
+        up: dict[str, list[float]] = {d.host: [] for d in daemons}
+        down: dict[str, list[float]] = {d.host: [] for d in daemons}
+        made = []
         for i in range(samples):
             time.sleep(0.2)  # one at a time: let the engine finish the previous container's teardown
             name = f"{self.host}-lat-{i}"
             c = self.run_container(name)
-            sid = f"{self.host}:{name}:80"
-            done = wait_until(partial(reg.find, "service_registered", service_id=sid), "registration")
             start = wait_until(partial(self.events.times.get, ("start", name)), "start event")
-            up.append((done[0]["t"] - start) * 1000)
+            for d in daemons:
+                done = wait_until(partial(d.find, "service_registered", service_id=f"{d.host}:{name}:80"), "a write")
+                up[d.host].append((done[0]["t"] - start) * 1000)
             c.kill()
-            gone = wait_until(partial(reg.find, "service_deregistered", service_id=sid), "deregistration")
             die = wait_until(partial(self.events.times.get, ("die", name)), "die event")
-            down.append((gone[0]["t"] - die) * 1000)
+            for d in daemons:
+                gone = wait_until(partial(d.find, "service_deregistered", service_id=f"{d.host}:{name}:80"), "a write")
+                down[d.host].append((gone[0]["t"] - die) * 1000)
             made.append(c)
         self.remove(made)
+        return up, down
+
+    def one_at_a_time(self, reg: Registrar, samples: int) -> None:
+        ups, downs = self.lags_one_at_a_time([reg], samples)
+        up, down = ups[reg.host], downs[reg.host]
         self.row(f"start -> registered, one at a time (n={samples}), p50", f"{pct(up, 50):.1f} ms", "<= 5.0 ms")
         self.row("start -> registered, one at a time, p99", f"{pct(up, 99):.1f} ms", "<= 12 ms")
         self.row(f"die -> deregistered, one at a time (n={samples}), p50", f"{pct(down, 50):.1f} ms", "<= 3.5 ms")
         self.row("die -> deregistered, one at a time, p99", f"{pct(down, 99):.1f} ms", "<= 20 ms")
 
-    def burst(self, reg: Registrar, count: int, parallel: int, targets: tuple[str, str]) -> list[Any]:
-        cpu0, t0 = reg.cpu_seconds(), time.monotonic()
+    def burst_times(
+        self, daemons: Sequence[Registrar], count: int, parallel: int
+    ) -> tuple[list[Any], dict[str, dict[str, float]], dict[str, float]]:
+        """Start ``count`` containers, ``parallel`` at a time, and wait until every daemon registered them
+        all: the containers, when each daemon registered each one (by host name, then container
+        name), and each daemon's CPU seconds meanwhile."""
+        cpu0 = {d.host: d.cpu_seconds() for d in daemons}
         made = self.start_many(count, f"{self.host}-burst{count}", parallel=parallel)
-        ids = {f"{self.host}:{c.name}:80": c.name for c in made}
-        wait_until(lambda: len({e["service_id"] for e in reg.find("service_registered")} & set(ids)) == count, "burst")
-        cpu, wall = reg.cpu_seconds() - cpu0, time.monotonic() - t0
-        registered = {e["service_id"]: e["t"] for e in reg.find("service_registered") if e["service_id"] in ids}
-        starts = {sid: self.events.times[("start", name)] for sid, name in ids.items()}
-        lags = [(registered[sid] - starts[sid]) * 1000 for sid in ids]
-        after_last = (max(registered.values()) - max(starts.values())) * 1000
+        registered: dict[str, dict[str, float]] = {}
+        for d in daemons:
+            ids = {f"{d.host}:{c.name}:80": c.name for c in made}
+            wait_until(partial(registered_all, d, set(ids)), "burst")
+            registered[d.host] = {
+                ids[e["service_id"]]: e["t"] for e in d.find("service_registered") if e["service_id"] in ids
+            }
+        return made, registered, {d.host: d.cpu_seconds() - cpu0[d.host] for d in daemons}
+
+    def lags_from_start(self, registered: dict[str, float]) -> list[float]:
+        """Lags (ms) from each container's start event to its registration (by container name)."""
+        return [(t - self.events.times[("start", name)]) * 1000 for name, t in registered.items()]
+
+    def burst(self, reg: Registrar, count: int, parallel: int, targets: tuple[str, str]) -> list[Any]:
+        t0 = time.monotonic()
+        made, registered_by, cpu_by = self.burst_times([reg], count, parallel)
+        wall = time.monotonic() - t0
+        registered, cpu = registered_by[reg.host], cpu_by[reg.host]
+        lags = self.lags_from_start(registered)
+        after_last = (max(registered.values()) - max(self.events.times[("start", n)] for n in registered)) * 1000
         what = f"burst of {count} ({parallel} at a time)"
         self.row(f"{what}: registered", f"{len(registered)}/{count}", f"{count}/{count}")
         self.row(f"{what}: lag from start event, p50", f"{pct(lags, 50):.1f} ms", targets[0])
@@ -303,6 +333,10 @@ class Bench:
             self.http.put(CONSUL + f"/v1/agent/service/deregister/{service_id}", timeout=10)
         wait_until(partial(self.gone_from_catalog, host or self.host), "the catalog to catch up", timeout=60)
 
+    def has(self, host: str, count: int) -> bool:
+        """Whether the agent holds at least ``count`` services of ``host``."""
+        return len(self.owned(host)) >= count
+
     def gone_from_catalog(self, host: str) -> bool:
         """Whether the catalog holds no instance of the test image's service from ``host``."""
         params = {"filter": f'ServiceMeta["registrar-host"] == "{host}"'}
@@ -312,7 +346,7 @@ class Bench:
         self.forget()
         started = time.monotonic()
         reg = Registrar(self.host, self.workdir)
-        wait_until(lambda: len(self.owned()) >= count, "cold start registrations", timeout=60)
+        wait_until(partial(self.has, self.host, count), "cold start registrations", timeout=60)
         elapsed = time.monotonic() - started
         reg.stop()
         target = {200: "<= 0.6 s", 500: "<= 1.5 s"}.get(count, "")
@@ -330,6 +364,11 @@ class Bench:
         what = f"idle {seconds:.0f} s (resync 30 s, {len(self.containers)} containers): CPU"
         self.row(what, f"{cpu:.2f} % of a core", "<= 0.3 %")
         self.row(f"idle: resident memory ({len(self.containers)} containers)", f"{rss:.1f} MiB", "<= 40 MiB")
+
+
+def registered_all(daemon: Registrar, ids: set[str]) -> bool:
+    """Whether the daemon has logged the registration of every one of these service IDs."""
+    return ids <= {e["service_id"] for e in daemon.find("service_registered")}
 
 
 def main() -> None:

@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source deploy/up.sh
 command -v go >/dev/null 2>&1 || apt_install golang-go
-(cd bench/standin && GOFLAGS=-mod=mod go build -o ../../build/standin .)
+(cd bench/standin && go build -o ../../build/standin .)
 .venv/bin/python -m bench.side_by_side "$@"

@@ -18,6 +18,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from bench.bench import Bench, Registrar, pct, wait_until
 
@@ -29,13 +30,16 @@ class SideBySide(Bench):
         super().__init__(workdir)
         self.go_host = self.host + "-go"
 
+    def start(self, host: str) -> Registrar:
+        """registrar under the bench's host name, the stand-in under its own."""
+        return Registrar(host, self.workdir, argv=[str(STANDIN), "-hostname", host] if host == self.go_host else None)
+
     def daemons(self) -> tuple[Registrar, Registrar]:
         """registrar and the stand-in, each ready (its first reconcile done)."""
-        py = Registrar(self.host, self.workdir, "--resync", "30")
-        go = Registrar(self.go_host, self.workdir, argv=[str(STANDIN), "-hostname", self.go_host])
-        for daemon in (py, go):
+        daemons = self.start(self.host), self.start(self.go_host)
+        for daemon in daemons:
             wait_until(partial(daemon.find, "reconcile_done"), "a daemon ready")
-        return py, go
+        return daemons
 
     def pair(self, what: str, unit: str, py: float, go: float) -> None:
         """One figure of both daemons: registrar's, the stand-in's, and which is faster."""
@@ -46,55 +50,30 @@ class SideBySide(Bench):
         self.row(what, f"{py:.1f} / {go:.1f} {unit}", verdict)
 
     def latencies(self, daemons: tuple[Registrar, Registrar], samples: int) -> None:
-        up: dict[str, list[float]] = {d.host: [] for d in daemons}
-        down: dict[str, list[float]] = {d.host: [] for d in daemons}
-        made = []
-        for i in range(samples):
-            time.sleep(0.2)  # one at a time: let the engine finish the previous container's teardown
-            name = f"{self.host}-lat-{i}"
-            c = self.run_container(name)
-            start = wait_until(partial(self.events.times.get, ("start", name)), "start event")
-            for d in daemons:
-                done = wait_until(partial(d.find, "service_registered", service_id=f"{d.host}:{name}:80"), "a write")
-                up[d.host].append((done[0]["t"] - start) * 1000)
-            c.kill()
-            die = wait_until(partial(self.events.times.get, ("die", name)), "die event")
-            for d in daemons:
-                gone = wait_until(partial(d.find, "service_deregistered", service_id=f"{d.host}:{name}:80"), "a write")
-                down[d.host].append((gone[0]["t"] - die) * 1000)
-            made.append(c)
-        self.remove(made)
+        up, down = self.lags_one_at_a_time(daemons, samples)
         py, go = (d.host for d in daemons)
         for what, lags in ((f"start -> registered, one at a time (n={samples})", up),
                            (f"die -> deregistered, one at a time (n={samples})", down)):  # fmt: skip
             for q in (50, 99):
                 self.pair(f"{what}, p{q}", "ms", pct(lags[py], q), pct(lags[go], q))
 
-    def bursts(self, daemons: tuple[Registrar, Registrar], count: int, parallel: int) -> list[object]:
-        cpu0 = [d.cpu_seconds() for d in daemons]
-        made = self.start_many(count, f"{self.host}-burst{count}", parallel=parallel)
-        names = [c.name for c in made]
-        lags: list[list[float]] = []
-        for d in daemons:
-            ids = {f"{d.host}:{n}:80": n for n in names}
-            wait_until(partial(registered_all, d, set(ids)), "a burst")
-            registered = {e["service_id"]: e["t"] for e in d.find("service_registered") if e["service_id"] in ids}
-            lags.append([(registered[sid] - self.events.times[("start", n)]) * 1000 for sid, n in ids.items()])
-        cpu = [d.cpu_seconds() - c for d, c in zip(daemons, cpu0, strict=True)]
+    def bursts(self, daemons: tuple[Registrar, Registrar], count: int, parallel: int) -> list[Any]:
+        made, registered, cpu = self.burst_times(daemons, count, parallel)
+        py, go = (self.lags_from_start(registered[d.host]) for d in daemons)
         what = f"burst of {count} ({parallel} at a time)"
         for q in (50, 99):
-            self.pair(f"{what}: lag from start event, p{q}", "ms", pct(lags[0], q), pct(lags[1], q))
-        self.row(f"{what}: CPU used", f"{cpu[0]:.2f} / {cpu[1]:.2f} s")
+            self.pair(f"{what}: lag from start event, p{q}", "ms", pct(py, q), pct(go, q))
+        self.row(f"{what}: CPU used", f"{cpu[self.host]:.2f} / {cpu[self.go_host]:.2f} s")
         return made
 
     def cold_starts(self, count: int, rounds: int) -> None:
         """Process start -> all ``count`` registered, each daemon alone, alternately; medians."""
         took: dict[str, list[float]] = {self.host: [], self.go_host: []}
         for _ in range(rounds):
-            for host, argv in ((self.host, None), (self.go_host, [str(STANDIN), "-hostname", self.go_host])):
+            for host in took:
                 self.forget(host)
                 started = time.monotonic()
-                daemon = Registrar(host, self.workdir, argv=argv)
+                daemon = self.start(host)
                 wait_until(partial(self.has, host, count), "cold start registrations", timeout=60)
                 took[host].append(time.monotonic() - started)
                 daemon.stop()
@@ -103,16 +82,9 @@ class SideBySide(Bench):
         for host in took:
             self.forget(host)
 
-    def has(self, host: str, count: int) -> bool:
-        return len(self.owned(host)) >= count
-
     def cleanup(self) -> None:
         super().cleanup()
         self.forget(self.go_host)
-
-
-def registered_all(daemon: Registrar, ids: set[str]) -> bool:
-    return ids <= {e["service_id"] for e in daemon.find("service_registered")}
 
 
 def main() -> None:
@@ -132,7 +104,7 @@ def main() -> None:
             daemons = bench.daemons()
             if args.samples:
                 bench.latencies(daemons, args.samples)
-            made: list[object] = []
+            made: list[Any] = []
             for count, parallel in bursts:
                 made += bench.bursts(daemons, count, parallel)
             for daemon in daemons:
