@@ -14,7 +14,6 @@ import argparse
 import os
 import pickle
 import signal
-import subprocess
 import sys
 import tempfile
 from collections import defaultdict

@@ -14,6 +14,7 @@ writes one JSON line per registration once the agent has answered, in the shape 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import socket
@@ -129,10 +130,8 @@ def main() -> None:
     parser.add_argument("-consul", default="127.0.0.1:8500")
     parser.add_argument("-workers", type=int, default=0, help="threads for start/die work (0: the event thread)")
     args = parser.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         Floor(args.hostname, args.docker_socket, args.consul).follow(args.workers)
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":
