@@ -202,10 +202,16 @@ class Bench:
             self.containers.remove(c)
 
     def cleanup(self) -> None:
+        """Stop every daemon still running, remove the bench's containers and forget its services.
+
+        Containers are also looked up by label and name, so that one whose start failed halfway
+        (created, never tracked) goes too."""
         for reg in list(Registrar.running):
             reg.stop()
         self.events.close()
         self.remove(list(self.containers))
+        for c in self.client.containers.list(all=True, filters={"label": LABEL, "name": self.host}):
+            c.remove(force=True)
         self.forget()
 
     # The figures ---------------------------------------------------------------------------------
@@ -244,21 +250,25 @@ class Bench:
         self.row("die -> deregistered, one at a time, p99", f"{pct(down, 99):.1f} ms", "<= 20 ms")
 
     def burst_times(
-        self, daemons: Sequence[Registrar], count: int, parallel: int
+        self, daemons: Sequence[Registrar], count: int, parallel: int, timeout: float = 60
     ) -> tuple[list[Any], dict[str, dict[str, float]], dict[str, float]]:
         """Start ``count`` containers, ``parallel`` at a time, and wait until every daemon registered them
-        all: the containers, when each daemon registered each one (by host name, then container
-        name), and each daemon's CPU seconds meanwhile."""
+        all, or ``timeout`` seconds after the last start: the containers, when each daemon registered
+        each one (by host name, then container name; a daemon that missed some has fewer), and each
+        daemon's CPU seconds from the first start until it had registered all it did."""
         cpu0 = {d.host: d.cpu_seconds() for d in daemons}
         made = self.start_many(count, f"{self.host}-burst{count}", parallel=parallel)
+        deadline = time.monotonic() + timeout
         registered: dict[str, dict[str, float]] = {}
+        cpu: dict[str, float] = {}
         for d in daemons:
             ids = {f"{d.host}:{c.name}:80": c.name for c in made}
-            wait_until(partial(registered_all, d, set(ids)), "burst")
+            wait_until(partial(registered_all_or_late, d, set(ids), deadline), "burst", timeout=timeout + 10)
+            cpu[d.host] = d.cpu_seconds() - cpu0[d.host]
             registered[d.host] = {
                 ids[e["service_id"]]: e["t"] for e in d.find("service_registered") if e["service_id"] in ids
             }
-        return made, registered, {d.host: d.cpu_seconds() - cpu0[d.host] for d in daemons}
+        return made, registered, cpu
 
     def lags_from_start(self, registered: dict[str, float]) -> list[float]:
         """Lags (ms) from each container's start event to its registration (by container name)."""
@@ -269,24 +279,35 @@ class Bench:
         made, registered_by, cpu_by = self.burst_times([reg], count, parallel)
         wall = time.monotonic() - t0
         registered, cpu = registered_by[reg.host], cpu_by[reg.host]
-        lags = self.lags_from_start(registered)
-        after_last = (max(registered.values()) - max(self.events.times[("start", n)] for n in registered)) * 1000
         what = f"burst of {count} ({parallel} at a time)"
         self.row(f"{what}: registered", f"{len(registered)}/{count}", f"{count}/{count}")
+        if not registered:
+            return made
+        lags = self.lags_from_start(registered)
+        after_last = (max(registered.values()) - max(self.events.times[("start", n)] for n in registered)) * 1000
         self.row(f"{what}: lag from start event, p50", f"{pct(lags, 50):.1f} ms", targets[0])
         self.row(f"{what}: lag from start event, p99", f"{pct(lags, 99):.1f} ms", targets[1])
         self.row(f"{what}: all registered after the last start", f"{after_last:.1f} ms")
         self.row(f"{what}: registrar's CPU", f"{cpu:.2f} s in {wall:.1f} s")
         return made
 
-    def resync(self, count: int, rounds: int = 5) -> float:
-        """Median full-reconcile time with ``count`` containers in sync; checks no writes happen."""
+    def resyncs(self, count: int, rounds: int) -> tuple[list[dict[str, Any]], bool]:
+        """registrar alone with ``--resync 1`` and ``count`` containers running: the ``reconcile_done``
+        lines of ``rounds`` full reconciles once the first two are done (they bring the agent in sync)
+        and the catalog holds the ``count`` services, and whether its X-Consul-Index stayed the same."""
         reg = Registrar(self.host, self.workdir, "--resync", "1")
         wait_until(lambda: len(reg.find("reconcile_done")) >= 2, "first resyncs")
-        index = self.index()
-        wait_until(lambda: len(reg.find("reconcile_done")) >= 2 + rounds, "resyncs", timeout=60)
-        done = reg.find("reconcile_done")[2 : 2 + rounds]
+        wait_until(lambda: self.in_catalog(self.host) >= count, "the catalog to catch up", timeout=60)
+        index, first = self.index(), len(reg.find("reconcile_done"))
+        wait_until(lambda: len(reg.find("reconcile_done")) >= first + rounds, "resyncs", timeout=60)
+        done = reg.find("reconcile_done")[first : first + rounds]
+        unchanged = self.index() == index
         reg.stop()
+        return done, unchanged
+
+    def resync(self, count: int, rounds: int = 5) -> float:
+        """Median full-reconcile time with ``count`` containers in sync; checks no writes happen."""
+        done, unchanged = self.resyncs(count, rounds)
         writes = sum(e["consul_write"] for e in done)
         assert all(e["services"] == count for e in done), done
         self.row(
@@ -300,7 +321,7 @@ class Bench:
             "0 writes" if count == 200 else "",
         )
         if count == 200:
-            self.row("resync, 200 in sync: catalog X-Consul-Index", "unchanged" if self.index() == index else "CHANGED",
+            self.row("resync, 200 in sync: catalog X-Consul-Index", "unchanged" if unchanged else "CHANGED",
                      "unchanged")  # fmt: skip
         return float(statistics.median(e["duration_ms"] for e in done))
 
@@ -331,16 +352,21 @@ class Bench:
         caught up: a cold start measured while the agent still syncs them would time the agent."""
         for service_id in self.owned(host):
             self.http.put(CONSUL + f"/v1/agent/service/deregister/{service_id}", timeout=10)
-        wait_until(partial(self.gone_from_catalog, host or self.host), "the catalog to catch up", timeout=60)
+        host = host or self.host
+        wait_until(partial(self.gone_from_catalog, host), f"the catalog to forget {host}'s services", timeout=60)
 
     def has(self, host: str, count: int) -> bool:
         """Whether the agent holds at least ``count`` services of ``host``."""
         return len(self.owned(host)) >= count
 
+    def in_catalog(self, host: str) -> int:
+        """How many instances of the test image's service from ``host`` the catalog holds."""
+        params = {"filter": f'ServiceMeta["registrar-host"] == "{host}"'}
+        return len(self.http.get(CONSUL + f"/v1/catalog/service/{SERVICE}", params=params, timeout=10).json())
+
     def gone_from_catalog(self, host: str) -> bool:
         """Whether the catalog holds no instance of the test image's service from ``host``."""
-        params = {"filter": f'ServiceMeta["registrar-host"] == "{host}"'}
-        return not self.http.get(CONSUL + f"/v1/catalog/service/{SERVICE}", params=params, timeout=10).json()
+        return not self.in_catalog(host)
 
     def cold_start(self, count: int) -> None:
         self.forget()
@@ -352,7 +378,9 @@ class Bench:
         target = {200: "<= 0.6 s", 500: "<= 1.5 s"}.get(count, "")
         self.row(f"cold start, {count} running: process start -> all registered", f"{elapsed:.2f} s", target)
 
-    def idle(self, seconds: float) -> None:
+    def idle_usage(self, seconds: float) -> tuple[float, float]:
+        """registrar alone (``--resync 30``) with the containers running, once it has settled: its CPU
+        over ``seconds`` (percent of one core) and its resident memory (MiB) at the end."""
         reg = Registrar(self.host, self.workdir, "--resync", "30")
         wait_until(lambda: reg.find("reconcile_done"), "ready")
         time.sleep(2)  # let start-up work settle before measuring the idle state
@@ -361,14 +389,23 @@ class Bench:
         cpu = (reg.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
         rss = reg.rss_mib()
         reg.stop()
+        return cpu, rss
+
+    def idle(self, seconds: float) -> None:
+        cpu, rss = self.idle_usage(seconds)
         what = f"idle {seconds:.0f} s (resync 30 s, {len(self.containers)} containers): CPU"
         self.row(what, f"{cpu:.2f} % of a core", "<= 0.3 %")
         self.row(f"idle: resident memory ({len(self.containers)} containers)", f"{rss:.1f} MiB", "<= 40 MiB")
 
 
-def registered_all(daemon: Registrar, ids: set[str]) -> bool:
-    """Whether the daemon has logged the registration of every one of these service IDs."""
-    return ids <= {e["service_id"] for e in daemon.find("service_registered")}
+def registered_all(daemon: Registrar, ids: set[str], event: str = "service_registered") -> bool:
+    """Whether the daemon has logged the registration (or ``event``) of every one of these service IDs."""
+    return ids <= {e["service_id"] for e in daemon.find(event)}
+
+
+def registered_all_or_late(daemon: Registrar, ids: set[str], deadline: float) -> bool:
+    """Whether the daemon has registered all these service IDs, or the ``time.monotonic()`` deadline has passed."""
+    return registered_all(daemon, ids) or time.monotonic() > deadline
 
 
 def main() -> None:

@@ -29,6 +29,8 @@ LOCAL = threading.local()
 
 
 class UnixConnection(http.client.HTTPConnection):
+    """An HTTP connection to the engine's unix socket."""
+
     def __init__(self, path: str) -> None:
         super().__init__("localhost", timeout=None)
         self.path = path
@@ -39,6 +41,7 @@ class UnixConnection(http.client.HTTPConnection):
 
 
 def log(event: str, **fields: Any) -> None:
+    """One JSON line in the shape of registrar's log, stamped now."""
     now = time.time()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
     line = json.dumps({"event": event, "level": "info", "timestamp": stamp, **fields})
@@ -48,6 +51,8 @@ def log(event: str, **fields: Any) -> None:
 
 
 class Floor:
+    """The daemon: what it registered, by container ID, and its connections."""
+
     def __init__(self, hostname: str, socket_path: str, consul: str) -> None:
         self.hostname, self.socket_path, self.consul = hostname, socket_path, consul
         self.registered: dict[str, list[str]] = {}
@@ -61,6 +66,7 @@ class Floor:
         return LOCAL.docker, LOCAL.consul
 
     def get(self, path: str) -> Any:
+        """A GET from the engine: the decoded JSON body, or None unless it answered 200."""
         docker, _ = self.connections()
         docker.request("GET", path)
         response = docker.getresponse()
@@ -68,6 +74,7 @@ class Floor:
         return json.loads(body) if response.status == 200 else None
 
     def put(self, path: str, body: bytes = b"") -> bool:
+        """A PUT to the agent: whether it answered 200."""
         _, consul = self.connections()
         consul.request("PUT", path, body=body)
         response = consul.getresponse()
@@ -75,6 +82,7 @@ class Floor:
         return response.status == 200
 
     def add(self, container_id: str) -> None:
+        """Inspect a container and register one service per published port."""
         c = self.get(f"/containers/{container_id}/json")
         if c is None:
             return
@@ -95,6 +103,7 @@ class Floor:
         self.registered[container_id] = ids
 
     def remove(self, container_id: str) -> None:
+        """Deregister what was registered for a container."""
         for service_id in self.registered.pop(container_id, []):
             if self.put(f"/v1/agent/service/deregister/{service_id}"):
                 log("service_deregistered", service_id=service_id)
@@ -109,7 +118,7 @@ class Floor:
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(self.add, [c["Id"] for c in self.get("/containers/json")]))
         log("reconcile_done")
-        pool = ThreadPoolExecutor(workers) if workers else None
+        work = ThreadPoolExecutor(workers) if workers else None
         while line := events.readline():
             try:
                 event = json.loads(line)
@@ -117,13 +126,14 @@ class Floor:
                 continue
             act = {"start": self.add, "die": self.remove}.get(event.get("Action"))
             if act is not None:
-                if pool is None:
+                if work is None:
                     act(event["Actor"]["ID"])
                 else:
-                    pool.submit(act, event["Actor"]["ID"])
+                    work.submit(act, event["Actor"]["ID"])
 
 
 def main() -> None:
+    """Parse the options (Go-style single dashes, as the stand-in's) and follow events until stopped."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-hostname", required=True)
     parser.add_argument("-docker-socket", default="/var/run/docker.sock")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# registrar against a Go daemon of registrator's design (bench/standin), side by side on the engine
-# and agent that tests/run.sh brings up (bench/side_by_side.py). Installs Debian's golang-go when no
-# `go` is on PATH and builds the stand-in into build/ (standard library only: nothing is fetched).
-# Arguments go to bench/side_by_side.py (--samples, --bursts, --sizes, --rounds).
+# registrar, the floor (bench/floor.py) and a Go daemon of registrator's design (bench/standin), side
+# by side on the engine and agent that tests/run.sh brings up (bench/side_by_side.py). Installs
+# Debian's golang-go when no `go` is on PATH and builds the stand-in into build/ (standard library
+# only: nothing is fetched). Arguments go to bench/side_by_side.py (--samples, --bursts, --sizes,
+# --rounds, --floor-workers, --idle).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source deploy/up.sh

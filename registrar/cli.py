@@ -252,6 +252,8 @@ def run(**params: Any) -> None:
         finally:
             if server is not None:
                 server.stop()
+            source.close()
+            sink.close()
     sys.exit(ExitCode.OK)
 
 
@@ -281,22 +283,23 @@ FORGET_HOST = click.option(
 
 
 def _one_shot(params: Mapping[str, Any], work: Callable[[Any], T]) -> T:
-    """Connect, learn every container, and run ``work(reconciler)``; exits on Docker or Consul errors."""
-    from registrar.reconciler import Reconciler
+    """Connect, and run ``work(daemon)`` on a loop that turns once; exits on Docker or Consul errors."""
+    from registrar.daemon import Daemon
 
     connected = _connect(params, Shutdown())
     assert connected is not None, "nothing requests a shutdown of a one-shot command"
     settings, source, sink = connected
-    reconciler = Reconciler(source, sink, settings)
+    daemon = Daemon(source, sink, settings)
     try:
-        reconciler.view.refresh_all()
-        return work(reconciler)
+        return work(daemon)
     except DockerError as e:
         _fail(ExitCode.DOCKER, str(e))
     except ConsulError as e:
         _fail(ExitCode.CONSUL, str(e))
     finally:
-        reconciler.close()
+        daemon.close()
+        source.close()
+        sink.close()
 
 
 @cli.command()
@@ -304,7 +307,7 @@ def _one_shot(params: Mapping[str, Any], work: Callable[[Any], T]) -> T:
 @FORGET_HOST
 def sync(**params: Any) -> None:
     """Reconcile once and exit: 0 when Consul is in sync, non-zero when it could not be made so."""
-    outcome = _one_shot(params, lambda r: r.converge(read=True))
+    outcome = _one_shot(params, lambda daemon: daemon.sync())
     click.echo(
         f"registered {outcome.registered}, deregistered {outcome.deregistered}, "
         f"failed {outcome.failed}, rejected by Consul {outcome.rejected}"
@@ -318,7 +321,7 @@ def sync(**params: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan_command(as_json: bool, **params: Any) -> None:
     """Print what sync would change (one line per service ID); change nothing."""
-    actions = _one_shot(params, lambda r: r.plan())
+    actions = _one_shot(params, lambda daemon: daemon.plan())
     if as_json:
         rows: list[dict[str, Any]] = []
         for action in actions:

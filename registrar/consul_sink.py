@@ -164,6 +164,7 @@ class ConsulSink:
         self._call(what, lambda: self.client.agent.service.maintenance(service_id, enable, reason, token=self.token))
 
     def close(self) -> None:
+        """Close the pool's connections to the agent; idempotent (a closed pool stays closed)."""
         self.client.http.close()
 
 

@@ -1,19 +1,26 @@
-"""The level-triggered loop: subscribe, list, reconcile; then re-inspect on events.
+"""The reconcile loop: one thread owns all state and turns one ``step()`` at a time.
 
-Events only say *when* to look. The EventWatcher thread puts Docker events into the inbox; each
-``step()`` of the loop waits for the inbox or the next deadline, takes everything queued
-(coalescing many events for one container into one inspect), starts the inspects, and starts the
-writes the plan calls for. Inspects and writes run on pools and come back through the same inbox,
-so nothing waits for work in flight for another container: a container's registration starts as
-soon as its own inspect is back. A full reconcile runs at start, after every new subscription to
-the event stream, on ``--resync`` and after a failure (with backoff); it is done once every
-inspect and write it started is back. The agent's services are read every few seconds, so an
-agent that restarted empty is refilled without waiting for a resync.
+The loop owns its peers side by side:
 
-One thread owns each piece of state: the loop owns everything here; the watcher and the pools
-only send messages. The loop also supervises the watcher: a crash is logged with its traceback and
-the thread is started again after a backoff, followed by a full reconcile. An unexpected error in
-the loop itself is logged the same way and retried; the loop never ends but by a stop.
+- ``cache`` (registrar.cache): the containers as last seen, and the desired state they make;
+- ``agent`` (registrar.agent): this host's registrations on the agent (the actual state), the
+  writes in flight, drain maintenance and Docker health sent;
+- ``workers`` (registrar.workers): threads that make the requests (list, inspect, read, write)
+  and post each result to the inbox;
+- ``watcher`` (registrar.watcher): the thread that reads Docker's event stream into the inbox.
+
+Each step waits for the inbox (registrar.messages) or the next deadline, matches every message
+once, starts the inspects and writes they call for, and does what is due (a full reconcile, a read
+of the agent, TTL and health refreshes, the end of a drain). Nothing waits for another container's
+work: a container's inspect starts as soon as its event is taken, its registration as soon as its
+inspect is back. A full reconcile (a listing of every container and a read of the agent) runs at
+start, after each new subscription to the event stream, on ``--resync`` and after a failure (with
+backoff); it is done once everything it started is back. ``sync()`` and ``plan()`` turn the same
+loop once, without the event stream, for the one-shot commands.
+
+The loop supervises the watcher: a crash is logged with its traceback and the thread is started
+again after a backoff, followed by a full reconcile. An unexpected error in the loop itself is
+logged the same way and retried; the daemon never stops but by a stop request.
 """
 
 from __future__ import annotations
@@ -21,19 +28,46 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
+from functools import partial
 
 import structlog
 
-from registrar.containers import ContainerSource, Learned, Listed
-from registrar.errors import ConsulError, DockerError
-from registrar.lifecycle import Shutdown
+from registrar.adapters import ContainerSource, ServiceSink
+from registrar.agent import AgentState, Outcome
+from registrar.cache import ContainerCache, cached_from_inspect
+from registrar.errors import ConsulError, ConsulRejected, DockerError
+from registrar.lifecycle import Backoff, Shutdown
+from registrar.messages import (
+    AgentRead,
+    Inspected,
+    Listed,
+    Message,
+    Resync,
+    StreamFailed,
+    Wake,
+    WatcherExited,
+    Written,
+)
 from registrar.metrics import Metrics
-from registrar.model import HEALTH_REFRESH_SECONDS, DockerEvent
-from registrar.reconciler import AgentRead, Done, Reconciler, ServiceSink
+from registrar.model import (
+    HEALTH_REFRESH_SECONDS,
+    WATCHED_EVENTS,
+    Action,
+    Deregister,
+    DockerEvent,
+    HealthUpdate,
+    Maintenance,
+    Register,
+    TtlPass,
+    Write,
+    write_key,
+)
+from registrar.services import container_name
 from registrar.settings import Settings
-from registrar.watcher import RESYNC, Backoff, EventWatcher, Exited, StreamFailed
+from registrar.watcher import EventWatcher
+from registrar.workers import Workers
 
 log = structlog.get_logger("registrar")
 
@@ -73,44 +107,48 @@ class Daemon:
         timing: Timing | None = None,
         metrics: Metrics | None = None,
         shutdown: Shutdown | None = None,
+        workers: int = 16,
     ) -> None:
-        self.source = source
-        self.settings = settings
-        self.timing = timing or Timing()
+        self.source, self.sink, self.settings = source, sink, settings
+        self.timing = t = timing or Timing()
         self.metrics = metrics or Metrics()
-        self.inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self.reconciler = Reconciler(source, sink, settings, metrics=self.metrics, outbox=self.inbox)
+        self.inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self.cache = ContainerCache(settings)
+        self.agent = AgentState(settings.hostname, settings.forget_hosts)
+        self.workers = Workers(self.inbox, workers)
         self.shutdown = shutdown or Shutdown()
         self.shutdown.wake_also(self.inbox)
         self.stopping = threading.Event()
         """Set by the loop once it stops (never by a signal handler); the watcher waits on it."""
-        t = self.timing
         self.watcher = EventWatcher(source, self.inbox, self.stopping, Backoff(t.reconnect_first, t.reconnect_most))
         self.ready = threading.Event()
         """Set once the first full reconcile has succeeded."""
+        self.calls: Counter[str] = Counter(docker_list=0, docker_inspect=0, consul_read=0, consul_write=0)
+        """Requests made to each system, by kind (``reconcile_done`` logs them; benchmarks read them)."""
         self.docker_up = self.consul_up = True
         self.metrics.docker_up.set(1)
         self.metrics.consul_up.set(1)
         self.heartbeat = time.monotonic()
         """When the loop last turned (the liveness endpoint reads it)."""
+        self.failure: Exception | None = None
+        """The first Docker or Consul error of a one-shot run (``sync()``, ``plan()``), which raise it."""
+        self._one_shot = self._dry_run = self._started = self._holding = False
         self._retry = Backoff(t.retry_first, t.retry_most)
         self._restart = Backoff(t.restart_first, t.restart_most)
         self._crashes: deque[float] = deque(maxlen=t.crash_limit)
         self._loop_errors = 0
+        self._failed_writes = 0
         self._last_ping = 0.0
-        self._started = False
         now = time.monotonic()
         self._full_due: float | None = now
-        self._full_started: tuple[float, dict[str, int]] | None = None
+        self._full_started: tuple[float, Counter[str]] | None = None
         """When the full reconcile in progress began, and the request counts then."""
-        self._holding = False
-        """A write failed: start no more until the full reconcile that retries (avoids a hot loop)."""
-        self._failed_writes = 0
         self._restart_due: float | None = None
         self._next_probe = now + t.consul_probe
         self._next_resync = now + settings.resync if settings.resync > 0 else None
         self._next_ttl = now + settings.ttl_refresh_seconds if settings.ttl > 0 else None
         self._next_health = now + HEALTH_REFRESH_SECONDS if settings.docker_health else None
+        self._event_counters = {a: self.metrics.events.labels(a) for a in WATCHED_EVENTS}
 
     # Health ------------------------------------------------------------------------------------
 
@@ -152,7 +190,7 @@ class Daemon:
         self.consul_up = up
         self.metrics.consul_up.set(int(up))
 
-    # The loop ----------------------------------------------------------------------------------
+    # Running -----------------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask the loop to finish the step in flight and return (safe from a signal handler)."""
@@ -175,36 +213,97 @@ class Daemon:
         self._started = True
 
     def close(self) -> None:
+        """Stop the watcher and wait for the work in flight (the adapters stay open: their owner closes them)."""
         self.stopping.set()
         self.source.close_events()
-        self.reconciler.close()
-        log.info("registrar_stopped")
+        self.workers.close()
+        if self._started:
+            log.info("registrar_stopped")
+
+    def sync(self) -> Outcome:
+        """One full reconcile, turned on this loop until nothing is in flight (``registrar sync``).
+
+        Raises the first DockerError or ConsulError of the listing, an inspect or the read of the
+        agent; a write that fails is counted in the outcome and not retried.
+        """
+        before = Counter(self.agent.results)
+        self._settle_once()
+        return self.agent.outcome(before)
+
+    def plan(self) -> list[Action]:
+        """What ``sync()`` would write, sorted by service ID; writes nothing (``registrar plan``)."""
+        self._dry_run = True
+        self._settle_once()
+        return self.agent.plan(self.cache.desired, self.cache.kept)
+
+    def _settle_once(self) -> None:
+        self._one_shot, self.failure = True, None
+        self._full_due = time.monotonic()
+        self.step()
+        while self.failure is None and (self._full_started is not None or self._busy()):
+            self.step()
+        if self.failure is not None:
+            raise self.failure
+
+    def _busy(self) -> bool:
+        """Work is in flight: a listing, an inspect, a read or a write."""
+        return bool(self.cache.listing or self.cache.inspecting or self.agent.reading or self.agent.in_flight)
+
+    # One step ----------------------------------------------------------------------------------
 
     def step(self) -> None:
         """One turn: wait for messages or the next deadline, then do what is due."""
         now = self.heartbeat = time.monotonic()
-        messages = self._drain(max(0.0, self._next_deadline() - now))
+        messages = self._receive(max(0.0, self._next_deadline() - now))
         if self.shutdown.requested:
             return
         events: list[DockerEvent] = []
         errors: list[Exception] = []
         for message in messages:
-            if isinstance(message, DockerEvent):
-                events.append(message)
-                self.metrics.events.labels(message.action.split(":", 1)[0]).inc()
-            elif isinstance(message, Learned | Listed | AgentRead | Done):
-                if (error := self._back(message)) is not None:
-                    errors.append(error)
-            elif message is RESYNC:
-                self._full_due = time.monotonic()
-            elif isinstance(message, StreamFailed):
-                self._set_docker_up(False)  # up again only after a listing succeeds (no flapping)
-            elif isinstance(message, Exited):
-                self._watcher_exited(message.error)
+            match message:
+                case DockerEvent(action=action):
+                    events.append(message)
+                    counter = self._event_counters.get(action.split(":", 1)[0])
+                    (counter or self.metrics.events.labels(action.split(":", 1)[0])).inc()
+                case Inspected(container_id=cid, container=cached, error=error):
+                    for again in self.cache.inspected(cid, cached, failed=error is not None):
+                        self._inspect(again)
+                    self._note(error, errors)
+                case Listed(summaries=summaries, error=error):
+                    for cid, fingerprint in self.cache.listed(summaries if error is None else None):
+                        self._inspect(cid, fingerprint)
+                    if error is None:
+                        self._set_docker_up(True)  # only a listing says so (no flapping on a resubscription)
+                    self._note(error, errors)
+                case AgentRead(services=services, error=error):
+                    self.agent.read(services if error is None else None)
+                    if error is None:
+                        self._set_consul_up(True)
+                        self._holding = False  # the agent's state is known again: what failed is planned afresh
+                        self.metrics.services.set(len(self.agent.actual or {}))
+                    elif isinstance(error, ConsulError):
+                        self._set_consul_up(False)
+                    self._note(error, errors)
+                case Written(write=write, error=error):
+                    if error is None or isinstance(error, ConsulError):
+                        self.agent.written(write, error)
+                        self.metrics.services.set(len(self.agent.actual or {}))
+                    else:  # a bug: raised below, the write is not retried until the full reconcile
+                        self.agent.in_flight.discard(write_key(write))
+                        errors.append(error)
+                case Resync():
+                    self._full_due = now
+                case StreamFailed():
+                    self._set_docker_up(False)  # up again only after a listing succeeds
+                case WatcherExited(error=error):
+                    self._watcher_exited(error)
+                case Wake():
+                    pass
         # Every deadline that is due moves on *before* its work runs, so work that fails can never
         # leave a deadline in the past (and the loop spinning).
         now = time.monotonic()
-        events += self.reconciler.view.end_drains(now)
+        if self.cache.draining:
+            events += self.cache.end_drains(now)
         if self._next_resync is not None and now >= self._next_resync:
             self._next_resync = now + self.settings.resync
             self._full_due = now
@@ -225,19 +324,23 @@ class Daemon:
             if full:
                 self._start_full()
             elif probe:
-                self.reconciler.request_read()
+                self._read_agent()
             if events:
-                self.reconciler.view.take(events)
+                for cid in self.cache.take(events, now):
+                    self._inspect(cid)
             if not self._holding:
-                self.reconciler.dispatch(stop=lambda: self.shutdown.requested)
+                self._apply()
             if self._next_ttl is not None and now >= self._next_ttl:
                 self._next_ttl = now + self.settings.ttl_refresh_seconds
-                self.reconciler.pass_ttls()
+                self._send_all(self.agent.ttl_passes(self.cache.desired))
             if self._next_health is not None and now >= self._next_health:
                 self._next_health = now + HEALTH_REFRESH_SECONDS
-                self.reconciler.push_health(refresh=True)
+                self._send_all(self.agent.refresh_health(self.cache.desired))
             self._full_done_if_settled()
         except (ConsulError, DockerError) as e:
+            if self._one_shot:
+                self.failure = self.failure or e
+                return
             delay = self._retry_later()
             log.warning("reconcile_failed", error=str(e), retry_in=round(delay, 2))
         except Exception as e:
@@ -247,17 +350,33 @@ class Daemon:
             delay = self._retry_later()
             log.error("loop_error", exc_info=e, retry_in=round(delay, 2), in_a_row=self._loop_errors)
 
+    def _receive(self, timeout: float) -> list[Message]:
+        """Wait up to ``timeout`` for a message, then take everything queued, in order."""
+        messages: list[Message] = []
+        try:
+            messages.append(self.inbox.get(timeout=timeout))
+            while True:
+                messages.append(self.inbox.get_nowait())
+        except queue.Empty:
+            pass
+        return messages
+
+    def _note(self, error: Exception | None, errors: list[Exception]) -> None:
+        """A failed listing, inspect or read: Docker is down if Docker said so; the error is raised in the step."""
+        if error is None:
+            return
+        if isinstance(error, DockerError):
+            self._set_docker_up(False)
+        errors.append(error)
+
     def _next_deadline(self) -> float:
-        due = [
-            self._full_due,
-            self._restart_due,
-            self._next_probe,
-            self._next_resync,
-            self._next_ttl,
-            self._next_health,
-            self.reconciler.view.drain_deadline(),
-        ]
-        return min(d for d in due if d is not None)
+        due = [self._next_probe]
+        for deadline in (self._full_due, self._restart_due, self._next_resync, self._next_ttl, self._next_health):
+            if deadline is not None:
+                due.append(deadline)
+        if self.cache.draining:
+            due.append(min(self.cache.draining.values()))
+        return min(due)
 
     def _retry_later(self) -> float:
         """A full reconcile after a backoff; the one in progress, if any, failed (it is never done)."""
@@ -266,16 +385,113 @@ class Daemon:
         self._full_due = time.monotonic() + delay
         return delay
 
-    def _drain(self, timeout: float) -> list[object]:
-        """Wait up to ``timeout`` for a message, then take everything queued, in order."""
-        messages: list[object] = []
+    def _hold_if_writes_failed(self) -> None:
+        """A failed write holds back all writes until the full reconcile that retries it (after a backoff)."""
+        failed = self.agent.results["failed"]
+        if failed > self._failed_writes:
+            self._failed_writes = failed
+            self._holding = True
+            if not self._one_shot:  # a one-shot run reports it in its outcome
+                raise ConsulError("a write to Consul failed")
+
+    def _start_full(self) -> None:
+        """Ask for a listing of every container and a read of the agent; what they call for follows."""
+        self._full_started = (time.perf_counter(), Counter(self.calls))
+        self._failed_writes = self.agent.results["failed"]
+        if self.cache.start_listing():
+            self.calls["docker_list"] += 1
+            self.workers.post(lambda: Listed(self.source.list_containers()), partial(Listed, []))
+        self._read_agent()
+
+    def _full_done_if_settled(self) -> None:
+        """Once everything the full reconcile started is back: it is done (ready, logged, timed)."""
+        if self._full_started is None or self._busy():
+            return
+        started, calls = self._full_started
+        self._full_started = None
+        self._retry.reset()
+        self._loop_errors = 0  # "in a row": since the last reconcile that went through
+        took = time.perf_counter() - started
+        self.metrics.reconcile.observe(took)
+        self.ready.set()
+        log.info(
+            "reconcile_done",
+            services=len(self.agent.actual or {}),
+            containers=len(self.cache.containers),
+            duration_ms=round(took * 1000, 2),
+            **{k: v - calls[k] for k, v in self.calls.items()},
+        )
+
+    # Work for the workers ----------------------------------------------------------------------
+
+    def _inspect(self, container_id: str, fingerprint: str = "") -> None:
+        """Inspect a container on a worker (the cache has marked it in flight)."""
+        self.calls["docker_inspect"] += 1
+        self.workers.post(partial(self._inspected, container_id, fingerprint), partial(Inspected, container_id, None))
+
+    def _inspected(self, container_id: str, fingerprint: str) -> Inspected:
+        """On a worker: inspect and translate."""
+        container = self.source.inspect(container_id)
+        if container is None:
+            return Inspected(container_id, None)
+        log.debug("container_inspected", container=container_name(container))
+        return Inspected(container_id, cached_from_inspect(container, self.settings, fingerprint))
+
+    def _read_agent(self) -> None:
+        """Read the agent's services on a worker (one read at a time)."""
+        if self.agent.start_read():
+            self.calls["consul_read"] += 1
+            self.workers.post(self._read, partial(AgentRead, {}))
+
+    def _read(self) -> AgentRead:
+        """On a worker: ``GET /v1/agent/services``."""
         try:
-            messages.append(self.inbox.get(timeout=timeout))
-            while True:
-                messages.append(self.inbox.get_nowait())
-        except queue.Empty:
-            pass
-        return messages
+            services = self.sink.services()
+        except ConsulError:
+            self.metrics.consul_ops.labels("read", "error").inc()
+            raise
+        self.metrics.consul_ops.labels("read", "ok").inc()
+        return AgentRead(services)
+
+    def _apply(self) -> None:
+        """Start the writes that bring the agent in line (none before the first listing and read, or in a plan)."""
+        if self.shutdown.requested or self._dry_run or self.agent.actual is None or not self.cache.listed_once:
+            return
+        cache = self.cache
+        draining = cache.draining_services() if cache.draining else frozenset()
+        self._send_all(self.agent.writes(cache.desired, cache.take_changed(), cache.kept, draining, cache.inspecting))
+
+    def _send_all(self, writes: list[Write]) -> None:
+        for write in writes:
+            self.calls["consul_write"] += 1
+            self.workers.post(partial(self._send, write), partial(Written, write))
+
+    def _send(self, write: Write) -> Written:
+        """On a worker: one write, logged as soon as the agent has answered (the line's time is when it did)."""
+        operation = _OPERATIONS[type(write)]
+        try:
+            match write:
+                case Register(service=s):
+                    self.sink.register(s)
+                    log.info("service_registered", service_id=s.id, service=s.name, container=s.container_name,
+                             address=s.address, port=s.port)  # fmt: skip
+                case Deregister(service_id=service_id, reason=reason):
+                    self.sink.deregister(service_id)
+                    log.info("service_deregistered", service_id=service_id, reason=reason)
+                case Maintenance(service_id=service_id, enable=enable):
+                    self.sink.maintenance(service_id, enable)
+                case TtlPass(check_id=check_id):
+                    self.sink.pass_ttl(check_id)
+                case HealthUpdate(health=health):
+                    self.sink.set_health(health)
+        except ConsulError as e:
+            result = "rejected" if isinstance(e, ConsulRejected) else "error"
+            self.metrics.consul_ops.labels(operation, result).inc()
+            return Written(write, e)
+        self.metrics.consul_ops.labels(operation, "ok").inc()
+        return Written(write)
+
+    # The watcher -------------------------------------------------------------------------------
 
     def _watcher_exited(self, error: BaseException | None) -> None:
         """Supervise the watcher: a thread that ended other than by a stop is started again, later."""
@@ -296,57 +512,9 @@ class Daemon:
             crashes_recently=recent,
         )
 
-    def _back(self, message: Learned | Listed | AgentRead | Done) -> Exception | None:
-        """Take work back from a pool; a listing or a read also tells whether Docker or Consul answers."""
-        error = self.reconciler.back(message)
-        if isinstance(message, Listed) and error is None:
-            self._set_docker_up(True)
-        elif isinstance(message, AgentRead) and error is None:
-            self._set_consul_up(True)
-            self._holding = False  # the agent's state is known again: what failed is planned afresh
-        elif isinstance(error, DockerError):
-            self._set_docker_up(False)
-        elif isinstance(error, ConsulError) and isinstance(message, AgentRead):
-            self._set_consul_up(False)
-        return error
-
-    def _start_full(self) -> None:
-        """Ask for a listing of every container and a read of the agent; what they call for follows."""
-        self._full_started = (time.perf_counter(), dict(self.reconciler.calls))
-        self._failed_writes = self.reconciler.outcome["failed"]
-        self.reconciler.view.request_listing()
-        self.reconciler.request_read()
-
-    def _hold_if_writes_failed(self) -> None:
-        """A failed write holds back all writes until the full reconcile that retries it (after a backoff)."""
-        failed = self.reconciler.outcome["failed"]
-        if failed > self._failed_writes:
-            self._failed_writes = failed
-            self._holding = True
-            raise ConsulError("a write to Consul failed")
-
-    def _full_done_if_settled(self) -> None:
-        """Once everything the full reconcile started is back: it is done (ready, logged, timed)."""
-        reconciler, view = self.reconciler, self.reconciler.view
-        if self._full_started is None or reconciler.in_flight or reconciler.reading or view.listing or view.inspecting:
-            return
-        started, calls = self._full_started
-        self._full_started = None
-        self._retry.reset()
-        self._loop_errors = 0  # "in a row": since the last reconcile that went through
-        self.metrics.reconcile.observe(time.perf_counter() - started)
-        self.ready.set()
-        log.info(
-            "reconcile_done",
-            services=len(reconciler.actual or {}),
-            containers=len(reconciler.view.known),
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            **{k: v - calls.get(k, 0) for k, v in reconciler.calls.items()},
-        )
-
     def _ping_docker_if_idle(self, now: float) -> None:
         """A stream can hang without ending: when it has been quiet, make sure the engine answers."""
-        if now - max(self.watcher.last_event, self._last_ping) < self.timing.idle_ping:
+        if not self._started or now - max(self.watcher.last_event, self._last_ping) < self.timing.idle_ping:
             return
         self._last_ping = now
         try:
@@ -355,3 +523,13 @@ class Daemon:
             log.warning("docker_unreachable", error=str(e))
             self._set_docker_up(False)
             self.source.close_events()
+
+
+_OPERATIONS: dict[type, str] = {
+    Register: "register",
+    Deregister: "deregister",
+    Maintenance: "maintenance",
+    TtlPass: "ttl_pass",
+    HealthUpdate: "health_update",
+}
+"""The ``operation`` label of ``registrar_consul_operations_total`` for each kind of write."""

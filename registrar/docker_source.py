@@ -2,15 +2,22 @@
 
 Uses docker-py's low-level APIClient (one keep-alive session); on a unix socket, the hot call,
 ``inspect``, goes through a urllib3 pool of its own instead (registrar.transport: ~0.5 ms less per
-call than requests' Session). Every call made here is a read:
-``GET /_ping``, ``/info``, ``/containers/json``, ``/containers/<id>/json`` and ``/events``, so
-registrar can run behind a read-only Docker socket proxy. Library errors become DockerError here.
+call than requests' Session), and so does the ``/version`` request that agrees on the API version
+and tells a Podman service from a Docker engine. On a unix socket the event stream is read with the
+standard library (``http.client``, one ``json.loads`` a line) instead of docker-py's reader, which
+reads a byte at a time. Every call made here is a read:
+``GET /version``, ``/_ping``, ``/info``, ``/containers/json``, ``/containers/<id>/json`` and ``/events``,
+so registrar can run behind a read-only Docker socket proxy. Library errors become DockerError here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
+import socket
+import threading
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -20,20 +27,26 @@ import requests
 import urllib3
 
 from registrar.errors import ConfigError, DockerError
-from registrar.model import DockerEvent
+from registrar.model import WATCHED_EVENTS, DockerEvent
 from registrar.settings import Settings
-from registrar.transport import UnixConnectionPool
+from registrar.transport import UnixConnectionPool, UnixHTTPConnection
 
 T = TypeVar("T")
 
-#: Container events that can change what a container yields (Docker's names).
-WATCHED_EVENTS = frozenset(("start", "die", "destroy", "rename", "pause", "unpause", "health_status", "kill"))
 #: Podman's names for the same events, where they differ.
 PODMAN_NAMES = {"remove": "destroy"}
+#: The subscription on a Docker engine: only the watched events are sent, so the engine no longer
+#: sends ``create``, ``stop``, nor the three ``exec_*`` events of every HEALTHCHECK run. With
+#: ``health_status`` among them Docker matches the event values as prefixes (moby #25798), so
+#: ``health_status: healthy`` and ``: unhealthy`` are sent (verified on Docker 20.10).
+DOCKER_FILTERS = {"type": ["container"], "event": sorted(WATCHED_EVENTS)}
+#: The subscription on Podman, which matches an ``event`` filter against its own event names
+#: (``died``...), so a filter in Docker's names would hide stops from it: the events are picked here.
+PODMAN_FILTERS = {"type": ["container"]}
 
 
 class DockerSource:
-    """Talks to one Docker engine."""
+    """Talks to one Docker engine (or Podman's Docker-compatible API)."""
 
     def __init__(self, settings: Settings, environ: Mapping[str, str], timeout: float = 10.0) -> None:
         try:
@@ -43,16 +56,46 @@ class DockerSource:
         if settings.docker_host:
             kwargs["base_url"] = settings.docker_host
         self.where = str(kwargs.get("base_url") or "unix:///var/run/docker.sock")
+        self.timeout = timeout
+        self._stream: Any = None
+        """The open event stream: an EventStream, or docker-py's on other transports."""
+        self._lock = threading.Lock()
+        self._closed = False
+        self._pool: UnixConnectionPool | None = None
+        self._socket_path = ""
+        version: Any = None
+        if self.where.startswith("unix://"):
+            self._socket_path = "/" + self.where.removeprefix("unix://").lstrip("/")
+            self._pool = UnixConnectionPool(self._socket_path, timeout)
         try:
-            self.api = docker.APIClient(version="auto", timeout=timeout, max_pool_size=16, **kwargs)
-        except (docker.errors.DockerException, requests.RequestException, OSError) as e:
+            if self._pool is not None:
+                # /version through the pool (docker-py's "auto" leaves the socket of a failed connect
+                # to the garbage collector), then docker-py is told the version the engine offers.
+                version = self._version_on_socket(self._pool)
+                api_version = str(version.get("ApiVersion") or "") if isinstance(version, dict) else ""
+                if not api_version:
+                    raise DockerError("the answer to GET /version has no ApiVersion")
+                self.api = docker.APIClient(version=api_version, timeout=timeout, max_pool_size=16, **kwargs)
+            else:
+                self.api = docker.APIClient(version="auto", timeout=timeout, max_pool_size=16, **kwargs)
+                version = self.api.version(api_version=False)
+        except (DockerError, docker.errors.DockerException, requests.RequestException, OSError) as e:
+            self.close()
             raise DockerError(f"cannot reach the Docker engine at {self.where}: {_reason(e)}") from None
         # No per-request proxy/.netrc look-ups: they cost ~0.3 ms a call and the engine is no web site.
         self.api.trust_env = False
-        self._stream: Any = None
-        self._pool: UnixConnectionPool | None = None
-        if self.where.startswith("unix://"):
-            self._pool = UnixConnectionPool("/" + self.where.removeprefix("unix://").lstrip("/"), timeout)
+        self.podman = is_podman(version)
+        """Podman's Docker-compatible API (its ``/version`` names a "Podman Engine" component)."""
+
+    def _version_on_socket(self, pool: UnixConnectionPool) -> Any:
+        try:
+            response = pool.urlopen("GET", "/version")
+            status, body = response.status, json.loads(response.data or b"null")
+        except (urllib3.exceptions.HTTPError, ValueError) as e:
+            raise DockerError(_reason(e)) from None
+        if status != 200:
+            raise DockerError(f"the engine answered {status} to GET /version ({_message(body)})")
+        return body
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
@@ -95,20 +138,49 @@ class DockerSource:
         if status == 404:
             return None
         if status != 200 or not isinstance(body, dict):
-            message = body.get("message") if isinstance(body, dict) else None
-            raise DockerError(f"{what}: the engine answered {status} ({message or 'no message'})")
+            raise DockerError(f"{what}: the engine answered {status} ({_message(body)})")
         return body
 
     def events(self) -> Iterator[DockerEvent]:
-        """Subscribe to container events now (the request is made before this returns), so a listing
-        made afterwards misses nothing; the iterator then yields events until the stream ends."""
-        # Filtered on the type only: Podman matches an ``event`` filter against its own event names
-        # (``died``...), so a filter in Docker's names would hide stops from it. Events are picked here.
-        stream = self._call(
-            "subscribing to Docker events", lambda: self.api.events(decode=True, filters={"type": "container"})
-        )
-        self._stream = stream
-        return self._read(stream)
+        """Subscribe to container events now (the request is answered before this returns), so a
+        listing made afterwards misses nothing; the iterator then yields events until the stream ends.
+
+        Raises DockerError when the subscription fails; the iterator raises it when the stream breaks.
+        On a Docker engine only the watched events are subscribed to; on Podman every container event
+        is, and the watched ones are picked here (``PODMAN_FILTERS``).
+        """
+        filters = PODMAN_FILTERS if self.podman else DOCKER_FILTERS
+        if not self._socket_path:
+            stream = self._call("subscribing to Docker events", lambda: self.api.events(decode=True, filters=filters))
+            self._stream = stream
+            return self._read(stream)
+        query = urllib.parse.urlencode({"filters": json.dumps(filters, separators=(",", ":"))})
+        what = f"subscribing to Docker events at {self.where}"
+        event_stream = EventStream(self._socket_path, self.timeout)
+        with self._lock:
+            if self._closed:
+                raise DockerError(f"{what}: the adapter is closed")
+            self._stream = event_stream  # from now on close_events() reaches it, even while it opens
+        try:
+            event_stream.open(f"/v{self.api.api_version}/events?{query}", what)
+        except DockerError:
+            self._forget(event_stream)
+            raise
+        return self._read_lines(event_stream)
+
+    def _read_lines(self, stream: EventStream) -> Iterator[DockerEvent]:
+        try:
+            for line in stream.lines(f"Docker event stream at {self.where}"):
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue  # not an event: skipped
+                if isinstance(message, dict):
+                    event = from_message(message)
+                    if event is not None:
+                        yield event
+        finally:
+            self._forget(stream)
 
     def _read(self, stream: Any) -> Iterator[DockerEvent]:
         try:
@@ -119,14 +191,143 @@ class DockerSource:
         except (docker.errors.DockerException, requests.RequestException, OSError, ValueError) as e:
             raise DockerError(f"Docker event stream at {self.where}: {_reason(e)}") from None
         finally:
-            self._stream = None
+            self._forget(stream)
+
+    def _forget(self, stream: Any) -> None:
+        with self._lock:
+            if self._stream is stream:
+                self._stream = None
 
     def close_events(self) -> None:
-        """Unblock a thread reading events(); safe to call from another thread."""
+        """Unblock a thread reading events() at once; safe to call from another thread."""
         stream = self._stream
         if stream is not None:
             with contextlib.suppress(Exception):
                 stream.close()
+
+    def close(self) -> None:
+        """Close the event stream, the inspect pool and docker-py's session; idempotent."""
+        with self._lock:
+            self._closed = True
+        self.close_events()
+        if self._pool is not None:
+            self._pool.close()
+        api = getattr(self, "api", None)
+        if api is not None:
+            api.close()
+
+
+class EventStream:
+    """One ``GET /events`` on a unix socket, read with ``http.client``; one line is one event.
+
+    The socket has the connect timeout until the engine has answered, then none: the stream may be
+    quiet for hours (the daemon pings the engine when it is). ``close()``, from any thread, shuts the
+    socket down, which ends a blocked read, or a subscription waiting for its answer, at once.
+    """
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        self.connection = UnixHTTPConnection(socket_path, timeout)
+        self.response: http.client.HTTPResponse | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._reading = False
+
+    def open(self, path: str, what: str) -> None:
+        """Send the request and read the answer's head; raises DockerError unless it is a 200.
+
+        A ``close()`` meanwhile is no error: it leaves a stream that has ended."""
+        connection = self.connection
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            if response.status != 200:
+                message = _message(_json(response.read(65536)))
+                raise DockerError(f"{what}: the engine answered {response.status} ({message})")
+        except (http.client.HTTPException, OSError, DockerError) as e:
+            with self._lock:
+                closed, self._closed = self._closed, True
+                connection.close()
+            if closed:
+                return
+            if isinstance(e, DockerError):
+                raise
+            raise DockerError(f"{what}: {_reason(e)}") from None
+        with self._lock:
+            if self._closed:
+                connection.close()
+                return
+            if connection.sock is not None:
+                connection.sock.settimeout(None)
+            self.response = response
+
+    def lines(self, what: str) -> Iterator[bytes]:
+        """The stream's lines, until it ends (or ``close()``); raises DockerError when it breaks
+        in the middle of a line or the socket fails."""
+        with self._lock:
+            if self._closed or self.response is None:
+                return
+            self._reading = True
+        read, pending = self.response.read1, b""
+        try:
+            while True:
+                try:
+                    data = read(65536)  # the rest of the current chunk, as far as it has arrived
+                except (http.client.HTTPException, OSError, ValueError) as e:
+                    if self._closed or (not pending and isinstance(e, http.client.IncompleteRead)):
+                        return  # closed here, or the engine went away between two events
+                    raise DockerError(f"{what}: {_reason(e)}") from None
+                if not data:  # the last chunk: the engine ended the stream
+                    if pending.strip():
+                        yield pending
+                    return
+                lines = (pending + data).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    if line:
+                        yield line
+        finally:
+            with self._lock:
+                self._closed, self._reading = True, False
+                self.connection.close()
+
+    def close(self) -> None:
+        """End the stream: a reader blocked in ``lines()`` returns at once. Any thread; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            sock = self.connection.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            if self._reading:
+                # The reader's buffered file holds the socket open until it returns and closes it.
+                if sock is not None:
+                    sock.close()
+            else:
+                self.connection.close()
+
+
+def is_podman(version: Any) -> bool:
+    """Whether a ``GET /version`` answer is Podman's (a component named "Podman Engine")."""
+    components = version.get("Components") if isinstance(version, dict) else None
+    return isinstance(components, list) and any(
+        "podman" in str(c.get("Name", "")).lower() for c in components if isinstance(c, dict)
+    )
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace").strip()
+
+
+def _message(body: Any) -> str:
+    """The engine's error message in an answer's body."""
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return str(body)[:300] if isinstance(body, str) and body else "no message"
 
 
 def _reason(error: BaseException) -> str:

@@ -14,6 +14,7 @@ import os
 import queue
 import signal
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from enum import IntEnum
 from types import FrameType
 from typing import TypeVar
@@ -21,6 +22,7 @@ from typing import TypeVar
 import structlog
 
 from registrar.errors import RegistrarError
+from registrar.messages import WAKE, Message
 
 log = structlog.get_logger("registrar")
 T = TypeVar("T")
@@ -38,14 +40,21 @@ class ExitCode(IntEnum):
     """An unexpected error before the loop started (logged with its traceback)."""
 
 
-class Wake:
-    """A message that only wakes a waiting loop."""
+@dataclass
+class Backoff:
+    """Exponential backoff between ``first`` and ``most`` seconds."""
 
-    def __repr__(self) -> str:
-        return "<wake>"
+    first: float = 0.2
+    most: float = 10.0
+    _next: float = field(default=0.0, init=False)
 
+    def next(self) -> float:
+        """The next delay: ``first``, then twice the last, up to ``most``."""
+        self._next = min(self.most, self._next * 2) if self._next else self.first
+        return self._next
 
-WAKE = Wake()
+    def reset(self) -> None:
+        self._next = 0.0
 
 
 class Shutdown:
@@ -53,7 +62,7 @@ class Shutdown:
 
     def __init__(self) -> None:
         self.requested = False
-        self._waiters: list[queue.SimpleQueue[object]] = [queue.SimpleQueue()]
+        self._waiters: list[queue.SimpleQueue[Message]] = [queue.SimpleQueue()]
 
     def request(self) -> None:
         """Set the flag and wake the waiters; takes no lock, so it is safe in a signal handler."""
@@ -61,7 +70,7 @@ class Shutdown:
         for waiter in tuple(self._waiters):
             waiter.put(WAKE)
 
-    def wake_also(self, inbox: queue.SimpleQueue[object]) -> None:
+    def wake_also(self, inbox: queue.SimpleQueue[Message]) -> None:
         """Also wake this queue's reader on a request (the daemon's inbox)."""
         self._waiters.append(inbox)
         if self.requested:

@@ -29,6 +29,10 @@ class Problem:
     message: str
 
 
+#: Container events that can change what a container yields (Docker's names); the others are not read.
+WATCHED_EVENTS = ("start", "die", "destroy", "rename", "pause", "unpause", "health_status", "kill")
+
+
 @dataclass(frozen=True)
 class DockerEvent:
     """A container event from Docker: only a reason to look, plus what ``die`` already tells."""
@@ -203,3 +207,41 @@ class Deregister:
 
 
 Action = Register | Deregister
+"""What ``reconcile.plan`` returns: the registrations to write and to remove."""
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """Put this service in Consul maintenance (out of the passing set), or take it out again."""
+
+    service_id: str
+    enable: bool
+
+
+@dataclass(frozen=True)
+class TtlPass:
+    """Pass registrar's own TTL check (``--ttl``)."""
+
+    check_id: str
+
+
+@dataclass(frozen=True)
+class HealthUpdate:
+    """Send Docker's health onto the check registrar owns (``<service-id>:docker-health``)."""
+
+    health: Health
+
+
+Write = Register | Deregister | Maintenance | TtlPass | HealthUpdate
+"""One request to the agent that the loop applies; at most one per ``write_key`` is in flight."""
+
+
+def write_key(write: Write) -> tuple[str, str]:
+    """What a write is about: ("service", ID) for (de)registrations, ("maintenance", ID), ("check", ID)."""
+    if isinstance(write, Register | Deregister):
+        return ("service", write.service_id)
+    if isinstance(write, Maintenance):
+        return ("maintenance", write.service_id)
+    if isinstance(write, TtlPass):
+        return ("check", write.check_id)
+    return ("check", write.health.check_id)

@@ -5,10 +5,15 @@ urllib3 pool underneath (preparing, merging settings, cookies, hooks; measured i
 profile), and registrar makes two such requests per container start. The adapters send their hot
 calls through a pool from here instead: plain HTTP, HTTPS with the agent's CA and client
 certificate, or a unix socket (Docker's, or Consul's ``consul-unix://``).
+
+Docker's event stream, one long response read line by line, goes through the standard library's
+``http.client`` instead (UnixHTTPConnection): no pool holds it, and it costs about half the CPU of
+docker-py's reader per event once woken (7 against 15 us; the wake-up itself costs more, and stays).
 """
 
 from __future__ import annotations
 
+import http.client
 import socket
 from typing import Any
 
@@ -30,6 +35,24 @@ class UnixConnection(HTTPConnection):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         timeout = self.timeout
         sock.settimeout(timeout if isinstance(timeout, int | float) else None)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """A standard-library HTTP connection over a unix socket, connected within ``timeout`` seconds."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
         try:
             sock.connect(self.socket_path)
         except OSError:

@@ -2,7 +2,7 @@
 
 The thread decides nothing and owns no shared state: it puts events, and news of a failed
 stream (``StreamFailed``), into the inbox, where the daemon's loop reads them. The loop supervises the
-thread: when it ends other than by a stop, ``Exited`` arrives with the exception, and the loop logs
+thread: when it ends other than by a stop, ``WatcherExited`` arrives with the exception, and the loop logs
 it, starts a new thread after a backoff and reconciles in full.
 """
 
@@ -12,60 +12,21 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
 
 from registrar.errors import DockerError
+from registrar.lifecycle import Backoff
+from registrar.messages import RESYNC, Message, StreamFailed, WatcherExited
 from registrar.model import DockerEvent
 
 log = structlog.get_logger("registrar")
 
 
-class Resync:
-    """Inbox message: a full reconcile is due (sent after each new subscription)."""
-
-    def __repr__(self) -> str:
-        return "<resync>"
-
-
-RESYNC = Resync()
-
-
-@dataclass(frozen=True)
-class StreamFailed:
-    """Inbox message: a subscription or the stream failed (the engine is unreachable)."""
-
-    error: str
-
-
-@dataclass(frozen=True)
-class Exited:
-    """Inbox message: the watcher thread ended; ``error`` is what ended it (None: a stop)."""
-
-    error: BaseException | None
-
-
 class EventSource(Protocol):
     def events(self) -> Iterator[DockerEvent]: ...
     def close_events(self) -> None: ...
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff between ``first`` and ``most`` seconds."""
-
-    first: float = 0.2
-    most: float = 10.0
-    _next: float = field(default=0.0, init=False)
-
-    def next(self) -> float:
-        self._next = min(self.most, self._next * 2) if self._next else self.first
-        return self._next
-
-    def reset(self) -> None:
-        self._next = 0.0
 
 
 class EventWatcher:
@@ -74,7 +35,7 @@ class EventWatcher:
     def __init__(
         self,
         source: EventSource,
-        inbox: queue.SimpleQueue[object],
+        inbox: queue.SimpleQueue[Message],
         stopping: threading.Event,
         reconnect: Backoff | None = None,
     ) -> None:
@@ -114,7 +75,7 @@ class EventWatcher:
             error = e
         finally:
             self.ended = time.monotonic()
-            self.inbox.put(Exited(error))
+            self.inbox.put(WatcherExited(error))
 
     def _follow(self, stream: Iterator[DockerEvent] | None) -> None:
         """Read events into the inbox; after the stream ends, resubscribe and ask for a full reconcile.

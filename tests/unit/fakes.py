@@ -1,4 +1,4 @@
-"""In-memory Docker and Consul that satisfy registrar's ContainerSource / ServiceSink protocols."""
+"""In-memory Docker and Consul that satisfy registrar's ContainerSource / ServiceSink protocols (registrar.adapters)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ class MemoryDocker:
         if not self.answers_ping:
             self.answers_ping = True  # answers again after one failure
             raise DockerError("ping timed out")
+
+    def close(self) -> None:
+        self.close_events()
 
     def emit(self, action: str, container_id: str, exit_code: int | None = None, signal: str = "") -> None:
         c = self.containers.get(container_id) or {}
@@ -106,6 +109,9 @@ class MemoryConsul:
         with self.changed:
             self.health[health.check_id] = (health.status, health.output)
             self.changed.notify_all()
+
+    def close(self) -> None:
+        pass
 
     def wait_for(self, predicate: Any, timeout: float = 5.0) -> None:
         with self.changed:

@@ -1,13 +1,218 @@
-"""Event messages as Docker and Podman send them (recorded), read into the events registrar watches."""
+"""Docker's and Podman's event streams (recorded), read into the events registrar watches.
+
+The stream tests run DockerSource against a stand-in engine on a unix socket in the test (the recorded
+``/version`` answers and event lines, sent as the engines send them: one chunk a line).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import io
+import json
+import queue
+import socketserver
+import tempfile
+import threading
+import time
+import urllib.parse
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from registrar.docker_source import from_message
-from tests.unit.payloads import payload
+from registrar.consul_sink import ConsulSink
+from registrar.docker_source import DockerSource, from_message
+from registrar.errors import DockerError
+from registrar.model import WATCHED_EVENTS, DockerEvent
+from registrar.settings import ConsulTarget, Settings
+from tests.unit.payloads import HERE, payload
+
+#: The heads of the 200 answers to GET /v1.41/events, as Docker 20.10 and Podman 4.3 sent them.
+HEADS = {
+    "docker": b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Type: application/json\r\n"
+    b"Docker-Experimental: false\r\nOstype: linux\r\nServer: Docker/20.10.24+dfsg1 (linux)\r\n"
+    b"Date: Tue, 01 Dec 2026 04:25:35 GMT\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "podman": b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Type: application/json\r\n"
+    b"Libpod-Api-Version: 4.3.1\r\nServer: Libpod/4.3.1 (linux)\r\nX-Reference-Id: 0xc000014868\r\n"
+    b"Date: Tue, 01 Dec 2026 04:25:53 GMT\r\nTransfer-Encoding: chunked\r\n\r\n",
+}
+LAST_CHUNK = b"0\r\n\r\n"
+DEADLINE = 2.0
+
+
+def recorded(engine: str) -> list[bytes]:
+    """The event lines ``engine`` sent for a container's life (run, rename, pause, unpause, stop, rm)."""
+    return (HERE / f"events_{engine}.jsonl").read_bytes().splitlines(keepends=True)
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+Stream = Callable[[io.BufferedIOBase, io.BufferedIOBase], None]
+"""What the stand-in engine sends on GET /events: ``(rfile, wfile)`` of the connection."""
+
+
+def sends(head: bytes, *parts: bytes, then: str = "hold") -> Stream:
+    """A stream: ``head``, each part as it is (chunks made with ``chunk``), then ``then``: ``hold``
+    the connection open until registrar closes it, or ``close`` it."""
+
+    def stream(rfile: io.BufferedIOBase, wfile: io.BufferedIOBase) -> None:
+        wfile.write(head)
+        for part in parts:
+            wfile.write(part)
+        wfile.flush()
+        if then == "hold":
+            rfile.read()  # until registrar closes its end
+
+    return stream
+
+
+def events_of(engine: str, then: str = "end") -> Stream:
+    """The recorded lines of ``engine``, one chunk each, then the last chunk (``end``) or ``hold``."""
+    parts = [chunk(line) for line in recorded(engine)]
+    if then == "end":
+        return sends(HEADS[engine], *parts, LAST_CHUNK, then="close")
+    return sends(HEADS[engine], *parts, then=then)
+
+
+class Scripted(socketserver.BaseServer):
+    """What the stand-in engine answers and what it saw: ``/version`` (the recorded answer of ``kind``),
+    the event stream (``stream``), OK for ``/_ping``, 404 for a container, ``{}`` for Consul's
+    ``/v1/agent/services``."""
+
+    def __init__(self, kind: str, stream: Stream) -> None:
+        self.version = payload("versions")[kind]
+        self.stream = stream
+        self.requests: list[str] = []
+        self.connections = 0
+        self.changed = threading.Condition()
+        self.streams_closed = threading.Semaphore(0)
+
+    def closed_all(self, timeout: float = DEADLINE) -> bool:
+        """Whether every connection made to the engine is closed (by registrar) within ``timeout``."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.connections == 0, timeout)
+
+    def stream_closed(self, timeout: float = DEADLINE) -> bool:
+        """Whether an event stream's connection is closed (by registrar) within ``timeout``."""
+        return self.streams_closed.acquire(timeout=timeout)
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """The filters of each GET /events so far."""
+        queries = [urllib.parse.urlsplit(r).query for r in self.requests if "/events" in r]
+        return [json.loads(urllib.parse.parse_qs(q)["filters"][0]) for q in queries]
+
+
+class Engine(Scripted, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """The stand-in engine on a unix socket."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str, kind: str, stream: Stream) -> None:
+        Scripted.__init__(self, kind, stream)
+        socketserver.UnixStreamServer.__init__(self, path, Handler)
+
+
+class Handler(socketserver.StreamRequestHandler):
+    server: Scripted
+
+    def handle(self) -> None:
+        with self.server.changed:
+            self.server.connections += 1
+        try:
+            self.serve()
+        except OSError:
+            pass
+        finally:
+            with self.server.changed:
+                self.server.connections -= 1
+                self.server.changed.notify_all()
+
+    def serve(self) -> None:
+        while line := self.rfile.readline():  # keep-alive: one request after another
+            while self.rfile.readline() not in (b"\r\n", b""):
+                pass
+            target = line.split()[1].decode()
+            self.server.requests.append(target)
+            path = urllib.parse.urlsplit(target).path
+            if path.endswith("/events"):
+                try:
+                    self.server.stream(self.rfile, self.wfile)
+                finally:
+                    self.server.streams_closed.release()
+                return
+            if path == "/version":
+                self.answer(200, self.server.version)
+            elif path.endswith("/_ping"):
+                self.answer(200, "OK")
+            elif path == "/v1/agent/services":
+                self.answer(200, {})
+            else:
+                self.answer(404, {"message": f"No such container: {path}"})
+
+    def answer(self, status: int, body: Any) -> None:
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        kind = "text/plain" if isinstance(body, str) else "application/json"
+        head = f"HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {len(data)}\r\n\r\n"
+        self.wfile.write(head.encode() + data)
+        self.wfile.flush()
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    """A short directory for unix sockets (their paths are limited to about 100 characters)."""
+    with tempfile.TemporaryDirectory(prefix="reg-", dir="/tmp") as d:
+        yield Path(d)
+
+
+@pytest.fixture
+def serve(socket_dir: Path) -> Iterator[Callable[..., Engine]]:
+    """Start an Engine: ``serve(kind, stream)``; stopped after the test."""
+    engines: list[Engine] = []
+
+    def start(kind: str, stream: Stream) -> Engine:
+        engine = Engine(str(socket_dir / f"{kind}-{len(engines)}.sock"), kind, stream)
+        engines.append(engine)
+        threading.Thread(target=engine.serve_forever, args=(0.05,), daemon=True).start()
+        return engine
+
+    yield start
+    for engine in engines:
+        engine.shutdown()
+        engine.server_close()
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[..., DockerSource]]:
+    """A DockerSource on an Engine's socket: ``connect(engine, timeout=1.0)``; closed after the test."""
+    sources: list[DockerSource] = []
+
+    def make(engine: Engine, timeout: float = 1.0) -> DockerSource:
+        sources.append(DockerSource(Settings(docker_host=f"unix://{engine.server_address}"), {}, timeout=timeout))
+        return sources[-1]
+
+    yield make
+    for source in sources:
+        source.close()
+
+
+def seen(events: Iterator[DockerEvent]) -> list[tuple[str, str, int | None, str]]:
+    return [(e.action, e.name, e.exit_code, e.signal) for e in events]
+
+
+@contextlib.contextmanager
+def no_unclosed_sockets() -> Iterator[None]:
+    """Fails when a socket made inside is left to the garbage collector (a ResourceWarning)."""
+    gc.collect()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        yield
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def watched(engine: str) -> list[tuple[str, str, int | None]]:
@@ -59,3 +264,257 @@ def test_health_status_keeps_its_status() -> None:
     """Docker's ``health_status: healthy`` is watched, with the status after the colon kept."""
     event = from_message({"Action": "health_status: healthy", "Actor": {"ID": "abc", "Attributes": {"name": "w"}}})
     assert event is not None and event.action == "health_status: healthy"
+
+
+DOCKER_LIFE = [
+    ("start", "rec-docker", None, ""),
+    ("health_status: healthy", "rec-docker", None, ""),
+    ("rename", "rec-docker-2", None, ""),
+    ("pause", "rec-docker-2", None, ""),
+    ("unpause", "rec-docker-2", None, ""),
+    ("kill", "rec-docker-2", None, "15"),
+    ("kill", "rec-docker-2", None, "9"),
+    ("die", "rec-docker-2", 137, ""),
+    ("destroy", "rec-docker-2", None, ""),
+]
+PODMAN_LIFE = [
+    ("start", "rec-podman", None, ""),
+    ("rename", "rec-podman-2", None, ""),
+    ("pause", "rec-podman-2", None, ""),
+    ("unpause", "rec-podman-2", None, ""),
+    ("die", "rec-podman-2", 137, ""),
+    ("destroy", "rec-podman-2", None, ""),
+]
+
+
+def test_docker_stream_yields_the_watched_events(serve: Any, connect: Any) -> None:
+    """Docker's recorded stream, read to its end: the watched events in order; exec_*, create, stop are not."""
+    source = connect(serve("docker", events_of("docker")))
+    assert seen(source.events()) == DOCKER_LIFE
+
+
+def test_docker_is_asked_for_the_watched_events_only(serve: Any, connect: Any) -> None:
+    """On a Docker engine the subscription filters on the container type and the watched events."""
+    engine = serve("docker", events_of("docker"))
+    source = connect(engine)
+    list(source.events())
+    assert not source.podman
+    assert engine.subscriptions() == [{"type": ["container"], "event": sorted(WATCHED_EVENTS)}]
+    assert [r.split("?")[0] for r in engine.requests] == ["/version", "/v1.41/events"]
+
+
+def test_podman_is_asked_for_container_events_and_they_are_picked_here(serve: Any, connect: Any) -> None:
+    """On Podman (its /version names a Podman Engine) the filter is the type only; ``remove`` reads as destroy."""
+    engine = serve("podman", events_of("podman"))
+    source = connect(engine)
+    assert seen(source.events()) == PODMAN_LIFE
+    assert source.podman
+    assert engine.subscriptions() == [{"type": ["container"]}]
+
+
+def test_lines_that_do_not_parse_are_skipped(serve: Any, connect: Any) -> None:
+    """A line that is not a JSON object is skipped; lines split over chunks or sharing one are read whole."""
+    start, health, rename = (recorded("docker")[i] for i in (1, 5, 6))
+    stream = sends(
+        HEADS["docker"],
+        chunk(b"{not json\n"),
+        chunk(b"\n"),
+        chunk(b"[1, 2]\n"),
+        chunk(start[:100]),
+        chunk(start[100:] + health),
+        chunk(b"\xff\xfe\n" + rename),
+        LAST_CHUNK,
+        then="close",
+    )
+    source = connect(serve("docker", stream))
+    assert [e.action for e in source.events()] == ["start", "health_status: healthy", "rename"]
+
+
+def test_stream_ending_ends_the_iterator(serve: Any, connect: Any) -> None:
+    """The engine ending the stream (its last chunk) ends the iterator, without an error."""
+    source = connect(serve("docker", sends(HEADS["docker"], chunk(recorded("docker")[1]), LAST_CHUNK, then="close")))
+    assert [e.action for e in source.events()] == ["start"]
+
+
+def test_engine_going_away_between_events_ends_the_iterator(serve: Any, connect: Any) -> None:
+    """The engine closing the connection between two events (as a restart does) ends the iterator too."""
+    source = connect(serve("docker", sends(HEADS["docker"], chunk(recorded("docker")[1]), then="close")))
+    assert [e.action for e in source.events()] == ["start"]
+
+
+def test_stream_broken_in_an_event_is_a_docker_error(serve: Any, connect: Any) -> None:
+    """A connection lost in the middle of an event line: the iterator raises DockerError after the events before."""
+    start, die = recorded("docker")[1], recorded("docker")[14]
+    source = connect(
+        serve("docker", sends(HEADS["docker"], chunk(start), b"%x\r\n" % len(die), die[:50], then="close"))
+    )
+    got: list[str] = []
+    with pytest.raises(DockerError, match=r"^Docker event stream at unix://.*: IncompleteRead"):
+        got.extend(e.action for e in source.events())
+    assert got == ["start"]
+
+
+def test_non_200_answer_is_a_docker_error_with_the_engines_message(serve: Any, connect: Any) -> None:
+    """An answer other than 200 to the subscription: events() raises DockerError with the engine's message."""
+    body = b'{"message":"client version 1.99 is too new. Maximum supported API version is 1.41"}\n'
+    head = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    source = connect(serve("docker", sends(head, body, then="close")))
+    with pytest.raises(DockerError) as raised:
+        source.events()
+    assert str(raised.value) == (
+        f"subscribing to Docker events at {source.where}: the engine answered 400 "
+        "(client version 1.99 is too new. Maximum supported API version is 1.41)"
+    )
+
+
+def test_no_engine_is_a_docker_error_and_leaves_no_socket_open(socket_dir: Path) -> None:
+    """No engine at the socket: DockerError "cannot reach the Docker engine", and no socket is left open."""
+    with no_unclosed_sockets(), pytest.raises(DockerError, match=r"^cannot reach the Docker engine at unix://"):
+        DockerSource(Settings(docker_host=f"unix://{socket_dir}/none.sock"), {}, timeout=1.0)
+
+
+def test_subscription_is_made_before_events_returns(serve: Any, connect: Any) -> None:
+    """When events() returns, the engine has the subscription already, before anything is read from it."""
+    engine = serve("docker", events_of("docker", then="hold"))
+    source = connect(engine)
+    source.events()
+    assert [r.split("?")[0] for r in engine.requests] == ["/version", "/v1.41/events"]
+
+
+def test_a_quiet_stream_is_no_error(serve: Any, connect: Any) -> None:
+    """A stream quiet for longer than the request timeout still delivers the next event (no read timeout)."""
+
+    def quiet(rfile: io.BufferedIOBase, wfile: io.BufferedIOBase) -> None:
+        wfile.write(HEADS["docker"])
+        wfile.flush()
+        time.sleep(0.6)  # the source's timeout is 0.2 s
+        wfile.write(chunk(recorded("docker")[1]) + LAST_CHUNK)
+        wfile.flush()
+
+    source = connect(serve("docker", quiet), timeout=0.2)
+    assert [e.action for e in source.events()] == ["start"]
+
+
+def read_on_a_thread(events: Iterator[DockerEvent]) -> tuple[queue.SimpleQueue[object], threading.Thread]:
+    """Read ``events`` on a thread: each event, then "ended" or the error, into the queue."""
+    out: queue.SimpleQueue[object] = queue.SimpleQueue()
+
+    def read() -> None:
+        try:
+            for event in events:
+                out.put(event.action)
+            out.put("ended")
+        except Exception as e:
+            out.put(e)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return out, thread
+
+
+def test_close_events_unblocks_a_blocked_reader(serve: Any, connect: Any) -> None:
+    """close_events() from another thread ends a reader blocked on a quiet stream at once, without an error."""
+    engine = serve("docker", sends(HEADS["docker"], chunk(recorded("docker")[1])))
+    source = connect(engine)
+    out, reader = read_on_a_thread(source.events())
+    assert out.get(timeout=DEADLINE) == "start"
+    time.sleep(0.1)  # blocked on the socket by now
+    began = time.monotonic()
+    source.close_events()
+    reader.join(DEADLINE)
+    assert not reader.is_alive()
+    assert out.get_nowait() == "ended"
+    assert time.monotonic() - began < 0.5
+    assert engine.stream_closed()
+
+
+def test_close_events_before_reading_ends_the_iterator(serve: Any, connect: Any) -> None:
+    """close_events() between subscribing and reading: the iterator yields nothing and the connection is closed."""
+    engine = serve("docker", events_of("docker", then="hold"))
+    source = connect(engine)
+    events = source.events()
+    source.close_events()
+    assert list(events) == []
+    assert engine.stream_closed()
+
+
+def test_close_events_while_subscribing_ends_the_subscription(serve: Any, connect: Any) -> None:
+    """close_events() while events() waits for the engine's answer: events() returns at once, with an ended stream."""
+
+    def silent(rfile: io.BufferedIOBase, wfile: io.BufferedIOBase) -> None:
+        rfile.read()  # no answer, until registrar closes its end
+
+    engine = serve("docker", silent)
+    source = connect(engine)
+    out: queue.SimpleQueue[object] = queue.SimpleQueue()
+    subscriber = threading.Thread(target=lambda: out.put(list(source.events())), daemon=True)
+    subscriber.start()
+    deadline = time.monotonic() + DEADLINE
+    while not engine.subscriptions() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    source.close_events()
+    subscriber.join(0.5)
+    assert not subscriber.is_alive()
+    assert out.get_nowait() == []
+    assert engine.stream_closed()
+
+
+def test_close_closes_every_connection_and_is_idempotent(serve: Any, connect: Any) -> None:
+    """DockerSource.close() (twice) closes the inspect pool, docker-py's session and the event stream."""
+    engine = serve("docker", events_of("docker", then="hold"))
+    with no_unclosed_sockets():
+        source = DockerSource(Settings(docker_host=f"unix://{engine.server_address}"), {}, timeout=1.0)
+        assert source.inspect("0123456789ab") is None
+        source.ping()  # through docker-py's session
+        out, reader = read_on_a_thread(source.events())
+        assert out.get(timeout=DEADLINE) == "start"
+        source.close()
+        source.close()
+        reader.join(DEADLINE)
+        assert not reader.is_alive()
+        assert engine.closed_all()
+        with pytest.raises(DockerError):
+            source.events()
+
+
+def test_consul_sink_close_closes_its_connections(serve: Any) -> None:
+    """ConsulSink.close() (twice) closes the pool's keep-alive connection to the agent."""
+    agent = serve("docker", events_of("docker"))
+    with no_unclosed_sockets():
+        sink = ConsulSink(ConsulTarget(scheme="unix", socket_path=str(agent.server_address)))
+        assert sink.services() == {}
+        sink.close()
+        sink.close()
+        assert agent.closed_all()
+
+
+class TcpEngine(Scripted, socketserver.ThreadingMixIn, socketserver.TCPServer):
+    """The stand-in engine on 127.0.0.1 (for docker-py's tcp:// transport)."""
+
+    daemon_threads = True
+
+    def __init__(self, kind: str, stream: Stream) -> None:
+        Scripted.__init__(self, kind, stream)
+        socketserver.TCPServer.__init__(self, ("127.0.0.1", 0), Handler)
+
+
+@pytest.mark.parametrize(("engine", "life"), [("docker", DOCKER_LIFE), ("podman", PODMAN_LIFE)])
+def test_on_tcp_docker_py_reads_the_stream_with_the_same_filters(engine: str, life: list[Any]) -> None:
+    """On tcp:// the stream is docker-py's, subscribed with the filters of the engine, and yields the same events."""
+    server = TcpEngine(engine, events_of(engine))
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    port = server.server_address[1]
+    try:
+        with no_unclosed_sockets():
+            source = DockerSource(Settings(docker_host=f"tcp://127.0.0.1:{port}"), {}, timeout=1.0)
+            try:
+                assert seen(source.events()) == life
+                assert source.podman == (engine == "podman")
+                assert server.subscriptions()[0]["type"] == ["container"]
+                assert ("event" in server.subscriptions()[0]) == (engine == "docker")
+            finally:
+                source.close()
+            assert server.closed_all()
+    finally:
+        server.shutdown()
+        server.server_close()

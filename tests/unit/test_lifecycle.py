@@ -26,7 +26,7 @@ import os, signal, threading, time
 from registrar.daemon import Daemon
 from registrar.lifecycle import Shutdown, capture_signals
 from registrar.settings import Settings
-from registrar.watcher import RESYNC
+from registrar.messages import RESYNC
 from tests.unit.fakes import MemoryConsul, MemoryDocker
 
 shutdown = Shutdown()
@@ -48,7 +48,7 @@ with capture_signals(shutdown, force_exit=forced.append):
     turns = 0
     while time.monotonic() < deadline:
         daemon.inbox.put(RESYNC)
-        daemon._drain(0)
+        daemon._receive(0)
         turns += 1
     done.set()
 print(sent, len(forced), turns, shutdown.requested)

@@ -11,13 +11,12 @@ import pytest
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
-from registrar.containers import inspect_fingerprint, summary_fingerprint
+from registrar.cache import inspect_fingerprint, summary_fingerprint
 from registrar.daemon import Daemon, Timing
 from registrar.errors import DockerError
+from registrar.messages import RESYNC, StreamFailed
 from registrar.model import DockerEvent
-from registrar.reconciler import Reconciler
 from registrar.settings import Settings
-from registrar.watcher import RESYNC, StreamFailed
 from tests.unit.fakes import MemoryConsul, MemoryDocker
 from tests.unit.payloads import container, payload
 
@@ -37,7 +36,7 @@ def step_until(daemon: Daemon, predicate: Callable[[], object], steps: int = 200
     each step waits at most until the loop's next deadline."""
 
     def done() -> bool:
-        busy = daemon.reconciler.in_flight or daemon.reconciler.view.inspecting
+        busy = daemon.agent.in_flight or daemon.cache.inspecting
         return bool(predicate()) and not (settled and busy)
 
     for _ in range(steps):
@@ -45,6 +44,20 @@ def step_until(daemon: Daemon, predicate: Callable[[], object], steps: int = 200
             return
         daemon.step()
     assert done(), f"not reached in {steps} steps"
+
+
+@pytest.fixture
+def one_shot() -> Iterator[Callable[..., Daemon]]:
+    """Daemons for one-shot work (sync, plan): their loop turns without the event stream; closed afterwards."""
+    made: list[Daemon] = []
+
+    def make(docker: MemoryDocker, consul: MemoryConsul, settings: Settings = S) -> Daemon:
+        made.append(Daemon(docker, consul, settings, timing=FAST))
+        return made[-1]
+
+    yield make
+    for daemon in made:
+        daemon.close()
 
 
 @pytest.fixture
@@ -63,44 +76,39 @@ def started() -> Iterator[Callable[..., Daemon]]:
         daemon.close()
 
 
-def test_sync_registers_then_writes_nothing_when_in_sync() -> None:
+def test_sync_registers_then_writes_nothing_when_in_sync(one_shot: Any) -> None:
     """A second reconcile of unchanged containers writes nothing to Consul."""
     docker, consul = MemoryDocker(payload("web"), payload("multi")), MemoryConsul()
-    reconciler = Reconciler(docker, consul, S)
-    reconciler.view.refresh_all()
-    assert reconciler.converge(read=True).registered == 4
-    assert (reconciler.calls["docker_inspect"], reconciler.calls["consul_write"]) == (2, 4)
+    daemon = one_shot(docker, consul)
+    assert daemon.sync().registered == 4
+    assert (daemon.calls["docker_inspect"], daemon.calls["consul_write"]) == (2, 4)
     writes = consul.writes
-    fresh = Reconciler(docker, consul, S)
-    fresh.view.refresh_all()
-    assert fresh.converge(read=True).registered == 0
+    assert one_shot(docker, consul).sync().registered == 0
     assert consul.writes == writes
     inspects = docker.inspects
-    reconciler.view.refresh_all()
+    assert daemon.sync().registered == 0
     assert docker.inspects == inspects, "an unchanged container is not inspected again"
 
 
-def test_stale_registrations_of_this_host_removed_only() -> None:
+def test_stale_registrations_of_this_host_removed_only(one_shot: Any) -> None:
     """At start, this host's registrations with no container go; other hosts' and hand-made ones stay."""
     consul = MemoryConsul()
     consul.registered = {k: {"Meta": v.get("Meta") or {}} for k, v in payload("agent_services").items()}
-    reconciler = Reconciler(MemoryDocker(), consul, S)
-    reconciler.view.refresh_all()
-    assert reconciler.converge(read=True).deregistered == 1
+    assert one_shot(MemoryDocker(), consul).sync().deregistered == 1
     assert sorted(consul.registered) == ["handmade", "other:web:80"]
 
 
-def test_forget_host_removes_only_that_hosts_registrations() -> None:
+def test_forget_host_removes_only_that_hosts_registrations(one_shot: Any) -> None:
     """--forget-host other: the plan deregisters every registration of host "other", and nothing else."""
     consul = MemoryConsul()
     consul.registered = {k: {"Meta": v.get("Meta") or {}} for k, v in payload("agent_services").items()}
-    reconciler = Reconciler(MemoryDocker(), consul, Settings(hostname="new", forget_hosts=("other",)))
-    reconciler.view.refresh_all()
-    actions = reconciler.plan()
+    settings = Settings(hostname="new", forget_hosts=("other",))
+    actions = one_shot(MemoryDocker(), consul, settings).plan()
     assert [(a.service_id, getattr(a, "reason", "")) for a in actions] == [
         ("other:web:80", "its host is forgotten (--forget-host)")
     ]
-    reconciler.apply(actions)
+    assert consul.writes == 0, "plan writes nothing"
+    assert one_shot(MemoryDocker(), consul, settings).sync().deregistered == 1
     assert sorted(consul.registered) == ["handmade", "vm:smoke-web:80"]
 
 
@@ -139,17 +147,14 @@ def test_on_success_keeps_failed_containers_until_removed(started: Any) -> None:
     step_until(daemon, lambda: consul.registered == {})
 
 
-def test_on_success_decision() -> None:
+def test_on_success_decision(one_shot: Any) -> None:
     """Under on-success, exit 2 keeps the registration and exit 0 removes it."""
     web = payload("web")
     for code, expected in ((2, ["vm:rec-web:80"]), (0, [])):
         docker, consul = MemoryDocker(web), MemoryConsul()
-        reconciler = Reconciler(docker, consul, Settings(hostname="vm", deregister="on-success"))
-        reconciler.view.refresh_all()
-        reconciler.converge(read=True)
+        one_shot(docker, consul, Settings(hostname="vm", deregister="on-success")).sync()
         docker.containers[web["Id"]] = stopped(web, code)
-        reconciler.view.refresh([DockerEvent("die", web["Id"], "rec-web", code)])
-        reconciler.converge()
+        one_shot(docker, consul, Settings(hostname="vm", deregister="on-success")).sync()
         assert sorted(consul.registered) == expected
 
 
@@ -209,20 +214,19 @@ def test_fingerprints_agree() -> None:
     assert summary_fingerprint(summary) == inspect_fingerprint(web)
 
 
-def test_refused_registration_blocks_nothing_and_is_not_retried() -> None:
+def test_refused_registration_blocks_nothing_and_is_not_retried(one_shot: Any) -> None:
     """A registration Consul refuses is reported once; others go through; it is not re-sent unchanged."""
     docker, consul = MemoryDocker(payload("web"), payload("multi")), MemoryConsul()
     consul.refuse = {"vm:rec-web:80"}
-    reconciler = Reconciler(docker, consul, S)
-    reconciler.view.refresh_all()
+    daemon = one_shot(docker, consul)
     with capture_logs() as logs:
-        outcome = reconciler.converge(read=True)
+        outcome = daemon.sync()
     assert (outcome.registered, outcome.rejected, outcome.failed) == (3, 1, 0)
     assert [(e["event"], e["service_id"]) for e in logs if e["log_level"] == "error"] == [
         ("service_rejected", "vm:rec-web:80")
     ]
     assert sorted(consul.registered) == ["vm:rec-multi:443", "vm:rec-multi:53:udp", "vm:rec-multi:80"]
-    assert reconciler.converge(read=True) == type(outcome)()
+    assert daemon.sync() == type(outcome)()
     assert consul.attempts["vm:rec-web:80"] == 1
 
 
@@ -463,7 +467,7 @@ def test_stop_signal_drains_at_once_then_die_deregisters(started: Any) -> None:
         step_until(daemon, lambda: consul.registered == {})
     names = [e["event"] for e in logs]
     assert names.index("container_draining") < names.index("service_draining") < names.index("service_deregistered")
-    assert daemon.reconciler.maintenance == set()
+    assert daemon.agent.maintenance == set()
 
 
 @pytest.mark.parametrize(
@@ -485,7 +489,7 @@ def test_other_signals_or_drain_off_change_nothing(started: Any, settings: Setti
 
 def test_a_container_that_survives_its_stop_signal_returns(started: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Still running once its stop timeout (and a grace) has passed: the services leave maintenance."""
-    monkeypatch.setattr("registrar.containers.DRAIN_GRACE_SECONDS", 0.01)
+    monkeypatch.setattr("registrar.cache.DRAIN_GRACE_SECONDS", 0.01)
     web = stopping(payload("web"), "SIGUSR1", timeout=0)
     docker, consul = MemoryDocker(web), MemoryConsul()
     daemon = started(docker, consul)
@@ -507,7 +511,7 @@ def test_kill_and_die_in_one_batch_just_deregister(started: Any) -> None:
     daemon.inbox.put(DockerEvent("kill", web["Id"], "rec-web", signal="15"))
     daemon.inbox.put(DockerEvent("die", web["Id"], "rec-web", 0))
     step_until(daemon, lambda: consul.registered == {})
-    assert consul.in_maintenance == set() and daemon.reconciler.maintenance == set()
+    assert consul.in_maintenance == set() and daemon.agent.maintenance == set()
 
 
 def test_stop_signal_during_a_full_reconcile_still_drains(started: Any) -> None:
@@ -519,7 +523,7 @@ def test_stop_signal_during_a_full_reconcile_still_drains(started: Any) -> None:
     daemon.inbox.put(RESYNC)
     daemon.inbox.put(DockerEvent("kill", web["Id"], "rec-web", signal="15"))
     daemon.step()
-    assert daemon.reconciler.in_flight == {("maintenance", "vm:rec-web:80")}, "the step that lists starts the drain"
+    assert daemon.agent.in_flight == {("maintenance", "vm:rec-web:80")}, "the step that lists starts the drain"
     step_until(daemon, lambda: consul.in_maintenance == {"vm:rec-web:80"})
 
 
@@ -607,13 +611,13 @@ def test_a_die_during_an_inspect_wins_over_it(started: Any) -> None:
     step_until(daemon, daemon.ready.is_set)
     gate = docker.hold(web["Id"])
     docker.start(web)
-    step_until(daemon, lambda: web["Id"] in daemon.reconciler.view.inspecting, settled=False)
+    step_until(daemon, lambda: web["Id"] in daemon.cache.inspecting, settled=False)
     docker.containers[web["Id"]] = stopped(web, 0)
     docker.emit("die", web["Id"], exit_code=0)
     for _ in range(3):
         daemon.step()
     gate.set()
-    step_until(daemon, lambda: docker.inspects == 1 and not daemon.reconciler.view.inspecting)
+    step_until(daemon, lambda: docker.inspects == 1 and not daemon.cache.inspecting)
     for _ in range(3):
         daemon.step()
     assert consul.registered == {}
@@ -661,9 +665,9 @@ def test_a_listing_older_than_a_start_does_not_forget_that_container(started: An
     docker.start(web)
     step_until(daemon, lambda: "vm:new:80" in consul.registered, settled=False)
     gate.set()
-    step_until(daemon, lambda: not daemon.reconciler.view.listing)
+    step_until(daemon, lambda: not daemon.cache.listing)
     daemon.inbox.put(RESYNC)
-    step_until(daemon, lambda: not daemon.reconciler.view.listing)
+    step_until(daemon, lambda: not daemon.cache.listing)
     assert "vm:new:80" in consul.registered and consul.attempts == {"vm:new:80": 1}
 
 
@@ -674,12 +678,12 @@ def test_a_read_older_than_a_registration_does_not_repeat_it(started: Any) -> No
     daemon = started(docker, consul)
     step_until(daemon, daemon.ready.is_set)
     consul.read_gate = gate = threading.Event()
-    step_until(daemon, lambda: daemon.reconciler.reading, settled=False)  # the next probe
+    step_until(daemon, lambda: daemon.agent.reading, settled=False)  # the next probe
     docker.start(web)
     step_until(daemon, lambda: "vm:new:80" in consul.registered, settled=False)
     gate.set()
     consul.read_gate = None
-    step_until(daemon, lambda: not daemon.reconciler.reading)
+    step_until(daemon, lambda: not daemon.agent.reading)
     for _ in range(5):
         daemon.step()
     assert consul.attempts == {"vm:new:80": 1}
@@ -692,7 +696,7 @@ def test_a_read_of_the_agent_before_the_first_listing_deregisters_nothing(starte
     step_until(started(docker, consul), lambda: "vm:kept:80" in consul.registered)
     docker.listing_gate = gate = threading.Event()
     second = started(docker, consul)
-    step_until(second, lambda: second.reconciler.actual is not None, settled=False)
+    step_until(second, lambda: second.agent.actual is not None, settled=False)
     for _ in range(3):
         second.step()
     assert "vm:kept:80" in consul.registered

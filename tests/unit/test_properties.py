@@ -3,18 +3,15 @@ state kept up to date container by container is the one computed anew."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registrar.containers import ContainerView, Known
+from registrar.cache import Cached, ContainerCache
 from registrar.model import Service
 from registrar.reconcile import desired_state
 from registrar.services import services_from_container
 from registrar.settings import Settings
 from tests.labels_strategy import LABELS, assert_valid_for_consul
-from tests.unit.fakes import MemoryDocker
 from tests.unit.payloads import container, published
 
 PORTS = published("80/tcp=127.0.0.1:30000", "443/tcp=0.0.0.0:30001", "53/udp=127.0.0.1:30002")
@@ -53,11 +50,10 @@ CONTAINER_STATES = st.tuples(
 def test_desired_state_kept_one_container_at_a_time_equals_it_computed_anew(
     steps: list[tuple[tuple[str, str, list[str], int], bool]],
 ) -> None:
-    """After any sequence of containers learned and forgotten, the view's desired state is desired_state's."""
-    view = ContainerView(MemoryDocker(), Settings(hostname="h"), Counter())
+    """After any sequence of containers learned and forgotten, the cache's desired state is desired_state's."""
+    cache = ContainerCache(Settings(hostname="h"))
     for (cid, name, ids, port), gone in steps:
         services = tuple(Service(i, i, port, container_id=cid, container_name=name + cid) for i in ids)
-        view._remember(cid, None if gone else Known("", name + cid, services, False))
-    ordered = sorted(view.known.values(), key=lambda k: k.name)
-    assert view.desired() == desired_state(k.services for k in ordered)[0]
-    view.close()
+        cache.remember(cid, None if gone else Cached("", name + cid, services))
+    ordered = sorted(cache.containers.values(), key=lambda c: c.name)
+    assert cache.desired == desired_state(c.services for c in ordered)[0]

@@ -1,0 +1,59 @@
+"""What the loop needs from Docker and from Consul: the two adapter protocols.
+
+registrar.docker_source and registrar.consul_sink implement them on the real systems; the unit
+tests drive the loop with in-memory ones (tests/unit/fakes.py). Neither decides anything: they make
+requests and translate their library's errors into DockerError and ConsulError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from registrar.model import DockerEvent, Health, Service
+
+
+class ContainerSource(Protocol):
+    """A Docker engine (or Podman's Docker-compatible API)."""
+
+    def list_containers(self) -> list[dict[str, Any]]:
+        """``GET /containers/json?all=1``: a summary of every container."""
+        ...
+
+    def inspect(self, container_id: str) -> dict[str, Any] | None:
+        """``GET /containers/<id>/json``, or None when the container is gone."""
+        ...
+
+    def events(self) -> Iterator[DockerEvent]:
+        """Subscribe now (before returning); then the container events until the stream ends."""
+        ...
+
+    def close_events(self) -> None:
+        """Unblock a thread reading ``events()`` (from any thread)."""
+        ...
+
+    def ping(self) -> None:
+        """``GET /_ping``; raises DockerError when the engine does not answer."""
+        ...
+
+    def close(self) -> None:
+        """Close every connection (idempotent)."""
+        ...
+
+
+class ServiceSink(Protocol):
+    """A Consul agent."""
+
+    def services(self) -> dict[str, Any]:
+        """``GET /v1/agent/services``: every service registered with the agent, by ID."""
+        ...
+
+    def register(self, service: Service) -> None: ...
+    def deregister(self, service_id: str) -> None: ...
+    def pass_ttl(self, check_id: str) -> None: ...
+    def set_health(self, health: Health) -> None: ...
+    def maintenance(self, service_id: str, enable: bool) -> None: ...
+
+    def close(self) -> None:
+        """Close every connection (idempotent)."""
+        ...

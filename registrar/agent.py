@@ -1,0 +1,265 @@
+"""The actual state: this host's registrations on the Consul agent, as last read and since written.
+
+``writes()`` plans against the desired state (``reconcile.plan``) and returns the writes to start:
+registrations, deregistrations, maintenance for draining services, Docker health updates. It
+leaves out what is in flight already (at most one write per service or check; it is planned again
+once back), a registration the agent refused as invalid (until it changes), and a deregistration
+of a container still being inspected (it may still yield the service). ``written()`` takes each
+write's result. No I/O happens here; the loop runs the writes on its workers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Mapping, Set
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from registrar.errors import ConsulError, ConsulRejected
+from registrar.model import (
+    Action,
+    Deregister,
+    Health,
+    HealthUpdate,
+    Maintenance,
+    Owned,
+    Register,
+    Service,
+    TtlPass,
+    Write,
+    health_check_id,
+    write_key,
+)
+from registrar.reconcile import forget_plan, kept_ids, owned_services, plan
+
+log = structlog.get_logger("registrar")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the writes did, counted by result (the ``sync`` command prints it)."""
+
+    registered: int = 0
+    deregistered: int = 0
+    failed: int = 0
+    """Writes that failed and should be retried (Consul unreachable, 5xx, ACL)."""
+    rejected: int = 0
+    """Registrations Consul refused as invalid; not retried until they change."""
+
+
+@dataclass
+class AgentState:
+    """This host's registrations on the agent, the writes in flight, and what was sent."""
+
+    hostname: str
+    forget_hosts: tuple[str, ...] = ()
+    actual: dict[str, Owned] | None = None
+    """Service ID -> this host's registration, as last read and since written; None until read."""
+    forgotten: dict[str, Owned] = field(default_factory=dict)
+    """Registrations of the hosts named by ``--forget-host``, as last read."""
+    in_flight: set[tuple[str, str]] = field(default_factory=set)
+    """Writes started and not back yet, by ``write_key``."""
+    results: Counter[str] = field(default_factory=Counter)
+    """Writes back so far, by result: registered, deregistered, failed, rejected."""
+    rejected: dict[str, str] = field(default_factory=dict)
+    """Service ID -> digest of a registration the agent refused as invalid."""
+    maintenance: set[str] = field(default_factory=set)
+    """Service IDs registrar has put in maintenance (draining)."""
+    health_sent: dict[str, Health] = field(default_factory=dict)
+    """Check ID -> the Docker health last sent to the agent for it."""
+    reading: bool = False
+    """A read of the agent's services is in flight."""
+    plan_all: bool = True
+    """Plan every service at the next ``writes()`` (the agent was read); otherwise only those that changed."""
+    replan: set[str] = field(default_factory=set)
+    """Service IDs to plan again (a write came back, a deregistration waited for an inspect)."""
+    _since_read: dict[str, Owned | None] = field(default_factory=dict)
+    """Writes back since the read in flight was asked for (it may predate them): ID -> registered or None."""
+
+    def start_read(self) -> bool:
+        """Whether to start a read of the agent now (one at a time)."""
+        if self.reading:
+            return False
+        self.reading, self._since_read = True, {}
+        return True
+
+    def read(self, services: Mapping[str, Any] | None) -> None:
+        """Take a read of the agent (None: it failed), with the writes back since it was asked for on top."""
+        self.reading = False
+        since, self._since_read = self._since_read, {}
+        if services is None:
+            return
+        self.plan_all = True
+        self.actual = owned_services(services, self.hostname)
+        self.forgotten = {i: o for host in self.forget_hosts for i, o in owned_services(services, host).items()}
+        for service_id, owned in since.items():
+            if owned is None:
+                self.actual.pop(service_id, None)
+                self.forgotten.pop(service_id, None)
+            else:
+                self.actual[service_id] = owned
+
+    def plan(self, desired: Mapping[str, Service], kept: Set[str], only: Collection[str] | None = None) -> list[Action]:
+        """The actions that bring the agent in line (``only`` these service IDs); the agent must have been read."""
+        assert self.actual is not None, "plan before the agent was read"
+        actual = self.actual
+        keep = kept_ids(actual if only is None else {i: actual[i] for i in only if i in actual}, kept)
+        self.rejected = {i: d for i, d in self.rejected.items() if i in desired}  # forget what is gone
+        return [
+            a
+            for a in plan(desired, actual, keep, only)
+            if not (isinstance(a, Register) and self.rejected.get(a.service_id) == a.service.digest)
+        ] + forget_plan(self.forgotten)
+
+    def writes(
+        self,
+        desired: Mapping[str, Service],
+        changed: set[str],
+        kept: Set[str],
+        draining: Set[str],
+        inspecting: Set[str],
+    ) -> list[Write]:
+        """The writes to start now, marked in flight; ``changed`` are the service IDs changed since the last call.
+
+        ``kept``: containers whose registrations stay; ``draining``: service IDs to keep in
+        maintenance; ``inspecting``: containers with an inspect in flight (full IDs).
+        """
+        actual = self.actual
+        if actual is None:
+            return []
+        only = None if self.plan_all else changed | self.replan
+        self.plan_all, self.replan = False, set()
+        writes: list[Write] = []
+        short: set[str] | None = None
+        for action in self.plan(desired, kept, only):
+            if write_key(action) in self.in_flight:
+                continue  # planned again when it is back
+            owner = actual.get(action.service_id)
+            if isinstance(action, Deregister) and owner is not None and inspecting:
+                short = short if short is not None else {c[:12] for c in inspecting}
+                if owner.container_id in short:
+                    self.replan.add(action.service_id)
+                    continue
+            writes.append(action)
+        writes += self._maintenance(desired, draining)
+        writes += self._health(desired, only)
+        self.in_flight.update(write_key(w) for w in writes)
+        return writes
+
+    def _maintenance(self, desired: Mapping[str, Service], draining: Set[str]) -> list[Write]:
+        """Draining services into maintenance; survivors out of it (a stopped one kept by on-success stays in)."""
+        actual = self.actual or {}
+        if self.maintenance:
+            self.maintenance = {i for i in self.maintenance if i in actual}  # deregistered: nothing to take out
+        want = {i for i in draining if i in actual}
+        writes: list[Write] = [Maintenance(i, True) for i in sorted(want - self.maintenance)]
+        writes += [Maintenance(i, False) for i in sorted(self.maintenance - want) if i in desired]
+        return [w for w in writes if write_key(w) not in self.in_flight]
+
+    def _health(
+        self, desired: Mapping[str, Service], only: Collection[str] | None, refresh: bool = False
+    ) -> list[Write]:
+        """Docker health the agent does not have yet (``only`` these service IDs); ``refresh``: send all again."""
+        actual = self.actual or {}
+        ids = desired.keys() if refresh or only is None else only
+        current = {}
+        for service_id in ids:
+            service = desired.get(service_id)
+            if service is not None and service.health is not None and service_id in actual:
+                current[service.health.check_id] = service.health
+        if ids is desired.keys():
+            self.health_sent = {k: v for k, v in self.health_sent.items() if k in current}
+        else:
+            for check_id in {health_check_id(i) for i in ids} - current.keys():
+                self.health_sent.pop(check_id, None)
+        return [
+            HealthUpdate(h)
+            for check_id, h in current.items()
+            if (refresh or self.health_sent.get(check_id) != h) and ("check", check_id) not in self.in_flight
+        ]
+
+    def refresh_health(self, desired: Mapping[str, Service]) -> list[Write]:
+        """Every Docker health again (keeps their TTL from running out), marked in flight."""
+        writes = self._health(desired, None, refresh=True)
+        self.in_flight.update(write_key(w) for w in writes)
+        return writes
+
+    def ttl_passes(self, desired: Mapping[str, Service]) -> list[Write]:
+        """A pass of each of registrar's own TTL checks (``--ttl``) not in flight, marked in flight."""
+        writes: list[Write] = [
+            TtlPass(c.check_id)
+            for s in desired.values()
+            for c in s.checks
+            if c.check_id.endswith(":ttl") and ("check", c.check_id) not in self.in_flight
+        ]
+        self.in_flight.update(write_key(w) for w in writes)
+        return writes
+
+    def written(self, write: Write, error: ConsulError | None) -> None:
+        """Take a write's result (None: the agent took it) and log what is worth it."""
+        self.in_flight.discard(write_key(write))
+        match write:
+            case Register(service=service):
+                self._registered(service, error)
+            case Deregister(service_id=service_id):
+                self.replan.add(service_id)
+                if error is not None:
+                    self._failed(error)
+                    return
+                if self.actual is not None:
+                    self.actual.pop(service_id, None)
+                if self.reading:
+                    self._since_read[service_id] = None
+                self.forgotten.pop(service_id, None)
+                self.results["deregistered"] += 1
+            case Maintenance(service_id=service_id, enable=enable):
+                if error is not None:
+                    log.warning("maintenance_failed", service_id=service_id, error=str(error))
+                elif enable:
+                    self.maintenance.add(service_id)
+                    log.info("service_draining", service_id=service_id)
+                else:
+                    self.maintenance.discard(service_id)
+                    log.info(
+                        "service_drain_ended", service_id=service_id, reason="the container survived its stop signal"
+                    )
+            case TtlPass(check_id=check_id):
+                if error is not None:
+                    log.warning("ttl_pass_failed", check_id=check_id, error=str(error))
+            case HealthUpdate(health=health):
+                if error is not None:
+                    log.warning("health_update_failed", check_id=health.check_id, error=str(error))
+                    return
+                before = self.health_sent.get(health.check_id)
+                self.health_sent[health.check_id] = health
+                changed = before is None or before.status != health.status
+                (log.info if changed else log.debug)("health_updated", check_id=health.check_id, status=health.status)
+
+    def _registered(self, service: Service, error: ConsulError | None) -> None:
+        self.replan.add(service.id)
+        if error is None:
+            owned = Owned(service.id, service.digest, service.container_id[:12])
+            if self.actual is not None:
+                self.actual[service.id] = owned
+            if self.reading:
+                self._since_read[service.id] = owned
+            if service.health is not None:  # registered with its status; the output follows
+                self.health_sent.pop(service.health.check_id, None)
+            self.results["registered"] += 1
+        elif isinstance(error, ConsulRejected):
+            self.results["rejected"] += 1
+            self.rejected[service.id] = service.digest
+            log.error("service_rejected", service_id=service.id, container=service.container_name, error=str(error))
+        else:
+            self._failed(error)
+
+    def _failed(self, error: ConsulError) -> None:
+        self.results["failed"] += 1
+        log.error("consul_write_failed", error=str(error))
+
+    def outcome(self, since: Counter[str] | None = None) -> Outcome:
+        """The results counted since ``since`` (a copy of ``results`` taken earlier)."""
+        done = self.results - (since or Counter())
+        return Outcome(done["registered"], done["deregistered"], done["failed"], done["rejected"])

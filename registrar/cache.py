@@ -1,0 +1,350 @@
+"""The cache: this host's containers as registrar last saw them, and the desired state they make.
+
+Per container: a fingerprint of its state, its name and the services it yields (``Cached``). The
+desired state, every service by ID, is kept up to date one container at a time, with
+``reconcile.desired_state``'s rule for an ID that several containers claim (the first by container
+name wins). The cache does no I/O: it tells the loop which containers to inspect, and the loop
+brings the answers back (``inspected``). It also keeps which inspects are in flight, so that one
+container has at most one, and what happened to a container meanwhile is applied once it is back
+(the last event wins, so a ``die`` during a start's inspect wins).
+
+Fingerprints let a listing (``/containers/json``, one request for all) tell which containers
+changed since the cache last looked, so only those are inspected.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from registrar.model import DockerEvent, Problem, Service
+from registrar.reconcile import desired_state
+from registrar.services import container_name, is_running, services_from_container
+from registrar.settings import Settings
+
+log = structlog.get_logger("registrar")
+DRAIN_GRACE_SECONDS = 1.0
+"""Past the container's stop timeout, how long a drain waits for its ``die`` before it looks again."""
+
+
+@dataclass(frozen=True)
+class Cached:
+    """What registrar last learned of one container."""
+
+    fingerprint: str
+    name: str
+    services: tuple[Service, ...]
+    keep: bool = False
+    """Exited non-zero under ``--deregister on-success``: its registrations stay."""
+    stop_signal: int = signal.SIGTERM
+    """The signal ``docker stop`` sends it first (its StopSignal)."""
+    stop_timeout: float = 10.0
+    """Seconds ``docker stop`` waits for it before SIGKILL (its StopTimeout)."""
+
+
+def stop_signal(container: Mapping[str, Any]) -> int:
+    """The container's stop signal as a number (``SIGTERM``, ``TERM`` and ``15`` alike); SIGTERM if unset."""
+    text = str((container.get("Config") or {}).get("StopSignal") or "SIGTERM").strip().upper()
+    if text.isdigit():
+        return int(text)
+    name = text if text.startswith("SIG") else "SIG" + text
+    return int(getattr(signal.Signals, name, signal.SIGTERM))
+
+
+def keeps(settings: Settings, name: str, exit_code: int | None) -> bool:
+    """Whether a stopped container's registrations stay (``--deregister on-success``, exit not 0)."""
+    keep = settings.deregister == "on-success" and exit_code not in (0, None)
+    if keep:
+        log.info("services_kept", container=name, exit_code=exit_code, reason="exited non-zero (on-success)")
+    return keep
+
+
+def cached_from_inspect(container: Mapping[str, Any], settings: Settings, fingerprint: str = "") -> Cached:
+    """What the cache keeps of a ``docker inspect`` payload; each bad label is logged once, by name."""
+    result = services_from_container(container, settings)
+    for problem in result.problems:
+        log.warning("container_label_problem", container=problem.container, key=problem.key, problem=problem.message)
+    name = container_name(container)
+    keep = not is_running(container) and keeps(settings, name, (container.get("State") or {}).get("ExitCode"))
+    timeout = (container.get("Config") or {}).get("StopTimeout")
+    return Cached(
+        fingerprint or inspect_fingerprint(container),
+        name,
+        result.services,
+        keep,
+        stop_signal(container),
+        float(timeout) if isinstance(timeout, int | float) and timeout >= 0 else 10.0,
+    )
+
+
+_EXITED = re.compile(r"Exited \((-?\d+)\)")
+_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
+def summary_fingerprint(summary: Mapping[str, Any]) -> str:
+    """What can change in a container without a new ID, read from a ``/containers/json`` entry."""
+    status = str(summary.get("Status") or "")
+    exited = _EXITED.search(status)
+    health = _HEALTH.search(status)
+    ports = sorted(
+        (
+            int(p.get("PrivatePort") or 0),
+            str(p.get("Type") or ""),
+            str(p.get("IP") or ""),
+            int(p.get("PublicPort") or 0),
+        )
+        for p in summary.get("Ports") or ()
+    )
+    networks = (summary.get("NetworkSettings") or {}).get("Networks") or {}
+    return repr(
+        (
+            summary.get("State"),
+            exited.group(1) if exited else "",
+            health.group(1).replace("health: ", "") if health else "",
+            ports,
+            sorted((n, (v or {}).get("IPAddress") or "") for n, v in networks.items()),
+            sorted(summary.get("Names") or []),
+        )
+    )
+
+
+def inspect_fingerprint(container: Mapping[str, Any]) -> str:
+    """The same fingerprint as summary_fingerprint, read from ``docker inspect``."""
+    state = container.get("State") or {}
+    settings = container.get("NetworkSettings") or {}
+    ports = []
+    for key, bindings in (settings.get("Ports") or {}).items():
+        number, _, proto = key.partition("/")
+        for b in bindings or [{}]:
+            ports.append((int(number), proto, str(b.get("HostIp") or ""), int(b.get("HostPort") or 0)))
+    status = state.get("Status")
+    health = ((state.get("Health") or {}).get("Status") or "") if status == "running" else ""
+    return repr(
+        (
+            status,
+            str(state.get("ExitCode", "")) if status == "exited" else "",
+            health,
+            sorted(ports),
+            sorted((n, (v or {}).get("IPAddress") or "") for n, v in (settings.get("Networks") or {}).items()),
+            ["/" + container_name(container)],
+        )
+    )
+
+
+INSPECT_AGAIN = DockerEvent("inspect", "")
+"""What to do once the inspect in flight is back: inspect once more (an event that needs a fresh look came)."""
+
+
+@dataclass
+class ContainerCache:
+    """The containers as last seen, the desired state they make, and the inspects in flight."""
+
+    settings: Settings
+    containers: dict[str, Cached] = field(default_factory=dict)
+    """Container ID -> what registrar last learned of it."""
+    desired: dict[str, Service] = field(default_factory=dict)
+    """Service ID -> the service the containers yield (the claim of the container first by name)."""
+    changed: set[str] = field(default_factory=set)
+    """Service IDs whose desired state may have changed since the loop last planned them."""
+    kept: set[str] = field(default_factory=set)
+    """Containers that exited non-zero under ``--deregister on-success``: their registrations stay."""
+    draining: dict[str, float] = field(default_factory=dict)
+    """Container ID -> when its drain ends unless it dies first (monotonic seconds)."""
+    inspecting: set[str] = field(default_factory=set)
+    """Containers with an inspect in flight."""
+    listing: bool = False
+    """A listing is in flight."""
+    listed_once: bool = False
+    """A listing has come back: until then the cache knows nothing, and nothing is planned against it."""
+    _after: dict[str, DockerEvent] = field(default_factory=dict)
+    """Per container with an inspect in flight: the last event since, applied once it is back."""
+    _since_listing: set[str] = field(default_factory=set)
+    """Containers learned of since the listing in flight was asked for (it may predate them)."""
+    _claims: dict[str, dict[str, tuple[str, Service]]] = field(default_factory=dict)
+    """Service ID -> the containers that yield it: container ID -> (container name, service)."""
+    _problems: dict[str, set[Problem]] = field(default_factory=dict)
+    """Service ID -> the claims on it that lost (logged once each)."""
+
+    def remember(self, container_id: str, cached: Cached | None, draining_until: float | None = None) -> None:
+        """Record what was learned of a container (None: it is gone) and what that changes in the desired state."""
+        before = self.containers.pop(container_id, None)
+        if cached is not None:
+            self.containers[container_id] = cached
+        if cached is not None and cached.keep:
+            self.kept.add(container_id)
+        else:
+            self.kept.discard(container_id)
+        if draining_until is not None:
+            self.draining[container_id] = draining_until
+        else:
+            self.draining.pop(container_id, None)
+        if self.listing:
+            self._since_listing.add(container_id)
+        if before is not None and cached is not None and before.services == cached.services:
+            return
+        touched = set()
+        for service in before.services if before is not None else ():
+            touched.add(service.id)
+            self._claims.get(service.id, {}).pop(container_id, None)
+        for service in cached.services if cached is not None else ():
+            touched.add(service.id)
+            self._claims.setdefault(service.id, {})[container_id] = (cached.name if cached else "", service)
+        for service_id in touched:
+            self._settle(service_id)
+        self.changed |= touched
+
+    def _settle(self, service_id: str) -> None:
+        """Decide which claim on this ID wins, by ``reconcile.desired_state``'s rule; warn of the others once."""
+        claims = self._claims.get(service_id)
+        before = self._problems.pop(service_id, set())
+        if not claims:
+            self._claims.pop(service_id, None)
+            self.desired.pop(service_id, None)
+            return
+        if len(claims) == 1:
+            self.desired[service_id] = next(iter(claims.values()))[1]
+            return
+        ordered = sorted(claims.values(), key=lambda claim: claim[0])
+        desired, found = desired_state((service,) for _, service in ordered)
+        self.desired[service_id] = desired[service_id]
+        problems = set(found)
+        for problem in sorted(problems - before, key=lambda p: p.container):
+            log.warning(
+                "container_label_problem", container=problem.container, key=problem.key, problem=problem.message
+            )
+        if problems:
+            self._problems[service_id] = problems
+
+    def take_changed(self) -> set[str]:
+        """The service IDs changed since the last call (the loop plans only those)."""
+        changed, self.changed = self.changed, set()
+        return changed
+
+    # Inspects: the cache says which, the loop runs them, inspected() takes the answer --------------
+
+    def to_inspect(self, container_id: str) -> bool:
+        """Whether to start an inspect of this container now; with one in flight, it is done again after."""
+        if container_id in self.inspecting:
+            self._after[container_id] = INSPECT_AGAIN
+            return False
+        self.inspecting.add(container_id)
+        return True
+
+    def inspected(self, container_id: str, cached: Cached | None, failed: bool) -> list[str]:
+        """Take an inspect's answer, then what happened to the container meanwhile.
+
+        Returns the containers to inspect now."""
+        self.inspecting.discard(container_id)
+        after = self._after.pop(container_id, None)
+        if not failed:
+            self.remember(container_id, cached)
+        if after is INSPECT_AGAIN:
+            return [container_id] if self.to_inspect(container_id) else []
+        if after is not None:
+            return self._take(after)
+        return []
+
+    def take(self, events: Iterable[DockerEvent], now: float) -> list[str]:
+        """Update the containers these events are about (the last event of each); returns the containers to inspect.
+
+        ``die`` says the container stopped and how, and ``destroy`` that it is gone: both are taken
+        as they are, because an inspect right after ``die`` waits while Docker tears the container's
+        network down. ``kill`` is set apart (it would otherwise hide the event before it): with the
+        container's stop signal it starts a drain. Anything else is a reason to inspect afresh. A
+        container with an inspect in flight gets its last event applied once the inspect is back.
+        """
+        events = list(events)
+        last = {e.container_id: e for e in events if e.action != "kill"}
+        inspect: list[str] = []
+        for event in last.values():
+            if event.container_id in self.inspecting:
+                self._after[event.container_id] = event if event.action in ("die", "destroy") else INSPECT_AGAIN
+            else:
+                inspect += self._take(event)
+        # A kill says nothing of the container's state, so it costs no inspect; with the container's
+        # stop signal (docker stop) its services drain, unless it has died or gone since.
+        for event in {e.container_id: e for e in events if e.action == "kill"}.values():
+            if last.get(event.container_id, event).action not in ("die", "destroy"):
+                self._drain(event, now)
+        return inspect
+
+    def _take(self, event: DockerEvent) -> list[str]:
+        if event.action == "destroy":
+            self.remember(event.container_id, None)
+        elif event.action == "die":
+            previous = self.containers.get(event.container_id)
+            name = event.name or (previous.name if previous else "")
+            self.remember(event.container_id, Cached("", name, (), keeps(self.settings, name, event.exit_code)))
+        elif self.to_inspect(event.container_id):
+            return [event.container_id]
+        return []
+
+    # Listings ----------------------------------------------------------------------------------
+
+    def start_listing(self) -> bool:
+        """Whether to start a listing now (one at a time)."""
+        if self.listing:
+            return False
+        self.listing, self._since_listing = True, set()
+        return True
+
+    def listed(self, summaries: list[dict[str, Any]] | None) -> list[tuple[str, str]]:
+        """Take a listing (None: it failed); returns (container ID, fingerprint) of each container to inspect.
+
+        A container whose fingerprint is unchanged is not inspected again. One that is gone is
+        forgotten, unless the cache learned of it after the listing was asked for.
+        """
+        self.listing = False
+        keep, self._since_listing = self._since_listing, set()
+        if summaries is None:
+            return []
+        self.listed_once = True
+        seen = set()
+        inspect = []
+        for summary in summaries:
+            cid = str(summary["Id"])
+            seen.add(cid)
+            fingerprint = summary_fingerprint(summary)
+            cached = self.containers.get(cid)
+            if cached is not None and cached.fingerprint == fingerprint:
+                continue
+            if cid in self.inspecting:
+                self.to_inspect(cid)  # again after the one in flight: it may have begun before this listing
+            elif summary.get("State") != "running" and self.settings.deregister == "always":
+                self.remember(cid, Cached(fingerprint, "", ()))  # a stopped container yields nothing
+            elif self.to_inspect(cid):
+                inspect.append((cid, fingerprint))
+        for cid in [c for c in self.containers if c not in seen and c not in self.inspecting and c not in keep]:
+            self.remember(cid, None)
+        return inspect
+
+    # Drain on stop -----------------------------------------------------------------------------
+
+    def _drain(self, event: DockerEvent, now: float) -> None:
+        cached = self.containers.get(event.container_id)
+        if not self.settings.drain_on_stop or cached is None or not cached.services:
+            return
+        if event.signal != str(cached.stop_signal):
+            return
+        self.remember(event.container_id, cached, draining_until=now + cached.stop_timeout + DRAIN_GRACE_SECONDS)
+        log.info("container_draining", container=cached.name, signal=event.signal, until_s=cached.stop_timeout)
+
+    def draining_services(self) -> set[str]:
+        """IDs of the services of containers that are draining."""
+        return {s.id for cid in self.draining for s in self.containers[cid].services}
+
+    def drain_deadline(self) -> float | None:
+        """When the first drain ends unless its container dies first."""
+        return min(self.draining.values(), default=None)
+
+    def end_drains(self, now: float) -> list[DockerEvent]:
+        """End the drains that have run out; each container needs a fresh look (a survivor returns to passing)."""
+        over = [cid for cid, until in self.draining.items() if until <= now]
+        for cid in over:
+            self.remember(cid, self.containers[cid])
+        return [DockerEvent("drain_over", cid, self.containers[cid].name) for cid in over]

@@ -1,0 +1,80 @@
+"""The loop's inbox: every message another thread can send it, one closed set.
+
+Docker events and news of the stream come from the event thread (registrar.watcher); results of
+work come from the workers (registrar.workers): a listing, an inspect, a read of the agent, a
+write. A signal handler only sends ``WAKE``. The loop (registrar.daemon) matches each message once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from registrar.model import DockerEvent, Write
+
+
+class Wake:
+    """Only wakes the loop (a signal handler sends it: the loop then sees the stop flag)."""
+
+    def __repr__(self) -> str:
+        return "<wake>"
+
+
+class Resync:
+    """A full reconcile is due (sent after each new subscription to the event stream)."""
+
+    def __repr__(self) -> str:
+        return "<resync>"
+
+
+WAKE, RESYNC = Wake(), Resync()
+
+
+@dataclass(frozen=True)
+class StreamFailed:
+    """A subscription or the event stream failed: the engine is unreachable."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class WatcherExited:
+    """The event thread ended; ``error`` is what ended it (None: a stop)."""
+
+    error: BaseException | None
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A listing of every container (``/containers/json``) is back: the summaries, or its error."""
+
+    summaries: list[dict[str, Any]]
+    error: Exception | None = None
+
+
+@dataclass(frozen=True)
+class Inspected:
+    """An inspect is back: the container as the cache keeps it (None: it is gone), or the error."""
+
+    container_id: str
+    container: Any  # registrar.cache.Cached | None (cache imports this module)
+    error: Exception | None = None
+
+
+@dataclass(frozen=True)
+class AgentRead:
+    """A read of the agent's services (``/v1/agent/services``) is back, or its error."""
+
+    services: dict[str, Any]
+    error: Exception | None = None
+
+
+@dataclass(frozen=True)
+class Written:
+    """A write is back: None when the agent took it, else the error (a ConsulError, or a bug)."""
+
+    write: Write
+    error: Exception | None = None
+
+
+Message = DockerEvent | Listed | Inspected | AgentRead | Written | StreamFailed | WatcherExited | Resync | Wake
