@@ -1,9 +1,9 @@
 """The Docker adapter: lists, inspects and streams events. Decides nothing.
 
 Uses docker-py's low-level APIClient (one keep-alive session); on a unix socket, the hot call,
-``inspect``, goes through a urllib3 pool of its own instead (registrar.transport: ~0.5 ms less per
-call than requests' Session), and so does the ``/version`` request that agrees on the API version
-and tells a Podman service from a Docker engine. On a unix socket the event stream is read with the
+``inspect``, goes through keep-alive ``http.client`` connections of its own instead
+(registrar.transport), and so does the ``/version`` request that agrees on the API version and
+tells a Podman service from a Docker engine. On a unix socket the event stream is read with the
 standard library (``http.client``, one ``json.loads`` a line) instead of docker-py's reader, which
 reads a byte at a time. Every call made here is a read:
 ``GET /version``, ``/_ping``, ``/info``, ``/containers/json``, ``/containers/<id>/json`` and ``/events``,
@@ -24,12 +24,11 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import requests
-import urllib3
 
 from registrar.errors import ConfigError, DockerError
 from registrar.model import WATCHED_EVENTS, DockerEvent
 from registrar.settings import Settings
-from registrar.transport import UnixConnectionPool, UnixHTTPConnection
+from registrar.transport import ConnectionPool, UnixHTTPConnection, unix_pool
 
 T = TypeVar("T")
 
@@ -61,12 +60,12 @@ class DockerSource:
         """The open event stream: an EventStream, or docker-py's on other transports."""
         self._lock = threading.Lock()
         self._closed = False
-        self._pool: UnixConnectionPool | None = None
+        self._pool: ConnectionPool | None = None
         self._socket_path = ""
         version: Any = None
         if self.where.startswith("unix://"):
             self._socket_path = "/" + self.where.removeprefix("unix://").lstrip("/")
-            self._pool = UnixConnectionPool(self._socket_path, timeout)
+            self._pool = unix_pool(self._socket_path, timeout)
         try:
             if self._pool is not None:
                 # /version through the pool (docker-py's "auto" leaves the socket of a failed connect
@@ -87,11 +86,11 @@ class DockerSource:
         self.podman = is_podman(version)
         """Podman's Docker-compatible API (its ``/version`` names a "Podman Engine" component)."""
 
-    def _version_on_socket(self, pool: UnixConnectionPool) -> Any:
+    def _version_on_socket(self, pool: ConnectionPool) -> Any:
         try:
-            response = pool.urlopen("GET", "/version")
+            response = pool.request("GET", "/version")
             status, body = response.status, json.loads(response.data or b"null")
-        except (urllib3.exceptions.HTTPError, ValueError) as e:
+        except (http.client.HTTPException, ValueError) as e:
             raise DockerError(_reason(e)) from None
         if status != 200:
             raise DockerError(f"the engine answered {status} to GET /version ({_message(body)})")
@@ -127,13 +126,13 @@ class DockerSource:
             raise DockerError(f"inspecting container {container_id[:12]} at {self.where}: {_reason(e)}") from None
         return result
 
-    def _inspect_on_socket(self, pool: UnixConnectionPool, container_id: str) -> dict[str, Any] | None:
+    def _inspect_on_socket(self, pool: ConnectionPool, container_id: str) -> dict[str, Any] | None:
         """``GET /v<api>/containers/<id>/json`` through the pool, on the API version docker-py agreed."""
         what = f"inspecting container {container_id[:12]} at {self.where}"
         try:
-            response = pool.urlopen("GET", f"/v{self.api.api_version}/containers/{container_id}/json")
+            response = pool.request("GET", f"/v{self.api.api_version}/containers/{container_id}/json")
             status, body = response.status, json.loads(response.data or b"null")
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+        except (http.client.HTTPException, OSError, ValueError) as e:
             raise DockerError(f"{what}: {_reason(e)}") from None
         if status == 404:
             return None

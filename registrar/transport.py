@@ -1,52 +1,33 @@
-"""Keep-alive HTTP connection pools (urllib3) for the hot calls to Docker and Consul.
+"""Keep-alive HTTP connections for the hot calls to Docker and Consul, on the standard library.
 
-A request through requests' Session costs about 0.5 ms more than the same request through the
-urllib3 pool underneath (preparing, merging settings, cookies, hooks; measured in the README's
-profile), and registrar makes two such requests per container start. The adapters send their hot
-calls through a pool from here instead: plain HTTP, HTTPS with the agent's CA and client
-certificate, or a unix socket (Docker's, or Consul's ``consul-unix://``).
-
-Docker's event stream, one long response read line by line, goes through the standard library's
-``http.client`` instead (UnixHTTPConnection): no pool holds it, and it costs about half the CPU of
-docker-py's reader per event once woken (7 against 15 us; the wake-up itself costs more, and stays).
+registrar makes two requests per container start (an inspect, a registration). Every layer a
+request goes through costs CPU, and on a start the code runs with cold caches, so the layer count
+is what counts: a request through urllib3's pool cost 260 us of CPU where ``http.client`` alone cost
+155 us, measured on this project's machine (README, "Performance"). So the hot calls go through
+``http.client`` connections kept here: plain HTTP, HTTPS with the agent's CA and client certificate,
+or a unix socket (Docker's, or Consul's ``consul-unix://``).
 """
 
 from __future__ import annotations
 
 import http.client
 import socket
-from typing import Any
+import ssl
+from collections import deque
+from collections.abc import Callable, Mapping
 
-import urllib3
-from urllib3.connection import HTTPConnection
-
-#: Connections kept open per pool: as many as registrar's workers write at once.
+#: Idle connections kept per pool: as many as registrar's workers write at once.
 POOL_SIZE = 16
 
-
-class UnixConnection(HTTPConnection):
-    """An HTTP connection over a unix socket (the host name is only for the Host header)."""
-
-    def __init__(self, *args: Any, socket_path: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.socket_path = socket_path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        timeout = self.timeout
-        sock.settimeout(timeout if isinstance(timeout, int | float) else None)
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+#: What a request on a kept-alive connection raises when the server closed it meanwhile (the request
+#: is then sent once more on a new connection: every request registrar makes is idempotent).
+STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.CannotSendRequest)
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
-    """A standard-library HTTP connection over a unix socket, connected within ``timeout`` seconds."""
+    """An HTTP connection over a unix socket (the host name is only for the Host header)."""
 
-    def __init__(self, socket_path: str, timeout: float) -> None:
+    def __init__(self, socket_path: str, timeout: float | None) -> None:
         super().__init__("localhost", timeout=timeout)
         self.socket_path = socket_path
 
@@ -61,15 +42,66 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-class UnixConnectionPool(urllib3.HTTPConnectionPool):
-    """A pool of UnixConnections to one socket."""
+class Response:
+    """A response read in full: status, headers and body."""
 
-    ConnectionCls = UnixConnection
+    __slots__ = ("data", "headers", "status")
 
-    def __init__(self, socket_path: str, timeout: float, maxsize: int = POOL_SIZE) -> None:
-        super().__init__(
-            "localhost", timeout=urllib3.Timeout(timeout), maxsize=maxsize, retries=False, socket_path=socket_path
-        )
+    def __init__(self, status: int, headers: http.client.HTTPMessage, data: bytes) -> None:
+        self.status, self.headers, self.data = status, headers, data
+
+
+class ConnectionPool:
+    """Keep-alive connections to one server: a request takes an idle one (or opens one), then puts it back.
+
+    Safe to use from many threads (a deque's append and pop are atomic). Raises what ``http.client``
+    and ``socket`` raise: ``http.client.HTTPException`` and ``OSError`` (timeouts, refusals, TLS errors).
+    """
+
+    def __init__(self, connect: Callable[[], http.client.HTTPConnection], size: int = POOL_SIZE) -> None:
+        self._connect = connect
+        self._idle: deque[http.client.HTTPConnection] = deque()
+        self._size = size
+        self._closed = False
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        """Send one request and read its answer in full; a connection the server closed is replaced once."""
+        for attempt in (1, 2):
+            try:
+                connection, reused = self._idle.pop(), True
+            except IndexError:
+                connection, reused = self._connect(), False
+            try:
+                connection.request(method, path, body=body, headers=dict(headers or {}))
+                response = connection.getresponse()
+                data = response.read()
+            except STALE:
+                connection.close()
+                if reused and attempt == 1:
+                    continue
+                raise
+            except BaseException:
+                connection.close()
+                raise
+            if response.will_close or self._closed or len(self._idle) >= self._size:
+                connection.close()
+            else:
+                self._idle.append(connection)
+            return Response(response.status, response.headers, data)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        """Close every idle connection; connections in use are closed when they come back (idempotent)."""
+        self._closed = True
+        while self._idle:
+            self._idle.pop().close()
+
+
+def unix_pool(socket_path: str, timeout: float) -> ConnectionPool:
+    """A pool to the HTTP server on a unix socket."""
+    return ConnectionPool(lambda: UnixHTTPConnection(socket_path, timeout))
 
 
 def tcp_pool(
@@ -80,18 +112,12 @@ def tcp_pool(
     ca_file: str = "",
     cert_file: str = "",
     key_file: str = "",
-) -> urllib3.HTTPConnectionPool:
-    """A pool to ``scheme://host:port``; HTTPS verifies the server against ``ca_file`` (or the
-    system's CAs) and presents ``cert_file``/``key_file`` if given."""
-    common: dict[str, Any] = {"timeout": urllib3.Timeout(timeout), "maxsize": POOL_SIZE, "retries": False}
+) -> ConnectionPool:
+    """A pool to ``scheme://host:port``; HTTPS verifies the server (its certificate and host name) against
+    ``ca_file`` (or the system's CAs) and presents ``cert_file``/``key_file`` if given."""
     if scheme != "https":
-        return urllib3.HTTPConnectionPool(host, port, **common)
-    return urllib3.HTTPSConnectionPool(
-        host,
-        port,
-        cert_reqs="CERT_REQUIRED",
-        ca_certs=ca_file or None,
-        cert_file=cert_file or None,
-        key_file=key_file or None,
-        **common,
-    )
+        return ConnectionPool(lambda: http.client.HTTPConnection(host, port, timeout=timeout))
+    context = ssl.create_default_context(cafile=ca_file or None)
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file or None)
+    return ConnectionPool(lambda: http.client.HTTPSConnection(host, port, timeout=timeout, context=context))
