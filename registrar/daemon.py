@@ -107,7 +107,7 @@ class Daemon:
         timing: Timing | None = None,
         metrics: Metrics | None = None,
         shutdown: Shutdown | None = None,
-        workers: int = 16,
+        workers: int = 8,
     ) -> None:
         self.source, self.sink, self.settings = source, sink, settings
         self.timing = t = timing or Timing()
