@@ -129,6 +129,8 @@ class AgentState:
         actual = self.actual
         if actual is None:
             return []
+        if not (self.plan_all or changed or self.replan or draining or self.maintenance or self.forgotten):
+            return []  # nothing changed that a plan could act on
         only = None if self.plan_all else changed | self.replan
         self.plan_all, self.replan = False, set()
         writes: list[Write] = []

@@ -9,10 +9,16 @@ from typing import TextIO
 import structlog
 
 LEVELS = ("debug", "info", "warning", "error")
+debug = True
+"""Whether debug lines are written (structlog's default, until ``configure`` says otherwise). The hot
+path asks this before it logs at debug level: a call on a filtered level costs nothing, but getting
+the logger to make it does (structlog binds a new one on every call)."""
 
 
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog for the process; ``fmt`` is console, json or auto (console on a TTY)."""
+    global debug
+    debug = level == "debug"
     out = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"

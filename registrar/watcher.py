@@ -11,11 +11,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import structlog
 
+from registrar import logs
 from registrar.errors import DockerError
 from registrar.lifecycle import Backoff
 from registrar.messages import RESYNC, Message, StreamFailed, WatcherExited
@@ -38,9 +39,12 @@ class EventWatcher:
         inbox: queue.SimpleQueue[Message],
         stopping: threading.Event,
         reconnect: Backoff | None = None,
+        deliver: Callable[[Message], None] | None = None,
     ) -> None:
         self.source = source
         self.inbox = inbox
+        self.deliver = deliver or inbox.put
+        """Where events go (the daemon takes them at once); other news goes to the inbox."""
         self.stopping = stopping
         self.reconnect = reconnect or Backoff(0.1, 5.0)
         self.last_event = time.monotonic()
@@ -95,8 +99,9 @@ class EventWatcher:
             try:
                 for event in stream:
                     self.last_event = time.monotonic()
-                    self.inbox.put(event)
-                    log.debug("docker_event", action=event.action, container=event.name)
+                    self.deliver(event)
+                    if logs.debug:
+                        log.debug("docker_event", action=event.action, container=event.name)
                 if not self.stopping.is_set():
                     log.warning("docker_stream_ended")
             except DockerError as e:
