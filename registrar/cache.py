@@ -163,6 +163,9 @@ class ContainerCache:
     """A listing has come back: until then the cache knows nothing, and nothing is planned against it."""
     _after: dict[str, DockerEvent] = field(default_factory=dict)
     """Per container with an inspect in flight: the last event since, applied once it is back."""
+    _kills: dict[str, tuple[DockerEvent, float]] = field(default_factory=dict)
+    """Per container with an inspect in flight: its last kill and when it came (monotonic seconds), taken
+    as a stop signal once the inspect is back (docker stop right after docker run)."""
     _since_listing: set[str] = field(default_factory=set)
     """Containers learned of since the listing in flight was asked for (it may predate them)."""
     _claims: dict[str, dict[str, tuple[str, Service]]] = field(default_factory=dict)
@@ -241,8 +244,12 @@ class ContainerCache:
         Returns the containers to inspect now."""
         self.inspecting.discard(container_id)
         after = self._after.pop(container_id, None)
+        kill = self._kills.pop(container_id, None)
         if not failed:
-            self.remember(container_id, cached)
+            # A container that is draining stays so: only its death or the drain's end ends it.
+            self.remember(container_id, cached, self.draining.get(container_id) if cached and cached.services else None)
+        if kill is not None and (after is None or after.action not in ("die", "destroy")):
+            self._drain(*kill)
         if after is INSPECT_AGAIN:
             return [container_id] if self.to_inspect(container_id) else []
         if after is not None:
@@ -255,7 +262,8 @@ class ContainerCache:
         ``die`` says the container stopped and how, and ``destroy`` that it is gone: both are taken
         as they are, because an inspect right after ``die`` waits while Docker tears the container's
         network down. ``kill`` is set apart (it would otherwise hide the event before it): with the
-        container's stop signal it starts a drain. Anything else is a reason to inspect afresh. A
+        container's stop signal it starts a drain (once the inspect in flight, if any, is back: the
+        stop signal is the container's). Anything else is a reason to inspect afresh. A
         container with an inspect in flight gets its last event applied once the inspect is back.
         """
         events = list(events)
@@ -269,7 +277,11 @@ class ContainerCache:
         # A kill says nothing of the container's state, so it costs no inspect; with the container's
         # stop signal (docker stop) its services drain, unless it has died or gone since.
         for event in {e.container_id: e for e in events if e.action == "kill"}.values():
-            if last.get(event.container_id, event).action not in ("die", "destroy"):
+            if last.get(event.container_id, event).action in ("die", "destroy"):
+                continue
+            if event.container_id in self.inspecting:
+                self._kills[event.container_id] = (event, now)  # taken once the inspect is back
+            else:
                 self._drain(event, now)
         return inspect
 

@@ -605,15 +605,21 @@ def test_cold_start_registers_each_container_as_its_inspect_returns(started: Any
     assert set(consul.registered) == {"vm:fast:80", "vm:slow:80"}
 
 
-def test_a_die_during_an_inspect_wins_over_it(started: Any) -> None:
-    """A die that arrives while the container's start inspect is in flight leaves nothing registered."""
-    web = named("web", "late")
+def start_inspect_held(started: Any, c: dict[str, Any]) -> tuple[SlowDocker, MemoryConsul, Daemon, threading.Event]:
+    """A started daemon, then ``c`` started with its inspect held in flight (set the gate to let it go)."""
     docker, consul = SlowDocker(), MemoryConsul()
     daemon = started(docker, consul)
     step_until(daemon, daemon.ready.is_set)
-    gate = docker.hold(web["Id"])
-    docker.start(web)
-    step_until(daemon, lambda: web["Id"] in daemon.cache.inspecting, settled=False)
+    gate = docker.hold(c["Id"])
+    docker.start(c)
+    step_until(daemon, lambda: c["Id"] in daemon.cache.inspecting, settled=False)
+    return docker, consul, daemon, gate
+
+
+def test_a_die_during_an_inspect_wins_over_it(started: Any) -> None:
+    """A die that arrives while the container's start inspect is in flight leaves nothing registered."""
+    web = named("web", "late")
+    docker, consul, daemon, gate = start_inspect_held(started, web)
     docker.containers[web["Id"]] = stopped(web, 0)
     docker.emit("die", web["Id"], exit_code=0)
     for _ in range(3):
@@ -623,6 +629,38 @@ def test_a_die_during_an_inspect_wins_over_it(started: Any) -> None:
     for _ in range(3):
         daemon.step()
     assert consul.registered == {}
+
+
+def test_a_stop_signal_during_the_start_inspect_still_drains(started: Any) -> None:
+    """docker stop right after docker run (its kill arrives while the start's inspect is in flight): the
+    service is registered in maintenance, not passing while the container shuts down."""
+    web = stopping(named("web", "quick"))
+    docker, consul, daemon, gate = start_inspect_held(started, web)
+    with capture_logs() as logs:
+        docker.emit("kill", web["Id"], signal="15")
+        for _ in range(3):
+            daemon.step()
+        gate.set()
+        step_until(daemon, lambda: consul.in_maintenance == {"vm:quick:80"})
+    assert "vm:quick:80" in consul.registered
+    assert [e["container"] for e in logs if e["event"] == "container_draining"] == ["quick"]
+
+
+def test_a_fresh_inspect_during_a_drain_keeps_it(started: Any) -> None:
+    """An event that makes registrar inspect a draining container again (health_status) keeps its services
+    in maintenance: only its death, or the end of its stop timeout, ends the drain."""
+    web = stopping(payload("web"))
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    docker.emit("kill", web["Id"], signal="15")
+    step_until(daemon, lambda: consul.in_maintenance == {"vm:rec-web:80"})
+    inspects = docker.inspects
+    docker.emit("health_status", web["Id"])
+    step_until(daemon, lambda: docker.inspects > inspects)
+    for _ in range(5):
+        daemon.step()
+    assert consul.in_maintenance == {"vm:rec-web:80"} and web["Id"] in daemon.cache.draining
 
 
 class SlowListing(SlowDocker):
