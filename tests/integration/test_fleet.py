@@ -101,19 +101,20 @@ def test_balancer_follows_scaling_on_any_host(cluster: Fleet, service: str, tmp_
     h1, h2, h3 = cluster.hosts
     listen = f"{h1.address}:{free_port(h1.address)}"
     with haproxy(service, listen, f"{h1.address}:8600", tmp_path / "haproxy.log") as url:
-        live: list[Any] = []
+        live: list[tuple[Host, Any]] = []  # (its host, the container): docker-py's clients of unix
+        # sockets all have the same base_url, so a container object does not tell which host runs it
 
         def up(host: Host) -> None:
-            live.append(host.run(labels(service), command=["sh", "-c", SLOW_STOP], stop_signal="SIGTERM"))
+            live.append((host, host.run(labels(service), command=["sh", "-c", SLOW_STOP], stop_signal="SIGTERM")))
 
         def down(host: Host) -> None:
-            container = next(c for c in reversed(live) if c.client.api.base_url == host.docker.api.base_url)
-            live.remove(container)
-            container.stop(timeout=10)  # SIGTERM: drained at once, serves 3 s more, then exits
-            container.remove()
+            pair = next(pair for pair in reversed(live) if pair[0] is host)
+            live.remove(pair)
+            pair[1].stop(timeout=10)  # SIGTERM: drained at once, serves 3 s more, then exits
+            pair[1].remove()
 
         def reaches_exactly(what: str) -> None:
-            expected = {c.id[:12] for c in live}
+            expected = {c.id[:12] for _, c in live}
             wait_until(lambda: answers(url) == expected, f"the balancer to reach exactly {what}", timeout=30)
 
         for host in cluster.hosts:
@@ -123,13 +124,13 @@ def test_balancer_follows_scaling_on_any_host(cluster: Fleet, service: str, tmp_
             up(h2)
             up(h3)
             up(h3)
-            reaches_exactly("five instances after scaling up on hosts 2 and 3")
+            reaches_exactly("six instances after scaling up on hosts 2 and 3")
             down(h1)
             down(h3)
-            reaches_exactly("three instances after scaling down on hosts 1 and 3")
+            reaches_exactly("four instances after scaling down on hosts 1 and 3")
             up(h1)
             down(h2)
-            reaches_exactly("three instances after a swap on hosts 1 and 2")
+            reaches_exactly("four instances after a swap on hosts 1 and 2")
             steady.more(50)
         failed = steady.failed()
         assert failed == [], f"{len(failed)} of {len(steady.outcomes)} requests failed: {sorted(set(failed))}"
