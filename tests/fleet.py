@@ -16,7 +16,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import docker
 import docker.errors
 import requests
 
-from tests.integration.harness import IMAGE, Consul, _alive, consul_binary, log_events, wait_until
+from tests.integration.harness import IMAGE, Consul, _alive, consul_binary, log_events, pings, wait_until
 
 LABEL = "registrar-fleet"
 SERVER_ADDRESSES = ("127.0.1.1", "127.0.1.2", "127.0.1.3")
@@ -137,6 +136,10 @@ class Agent:
 
     def get(self, path: str, **params: Any) -> Any:
         return self.http.get(path, params=params).json()
+
+    def close(self) -> None:
+        """Close the HTTP client's connections (the process is stopped apart)."""
+        self.http.close()
 
     def leader(self) -> str:
         try:
@@ -259,14 +262,7 @@ class Host:
 
     def engine_up(self) -> bool:
         """The engine answers ``/_ping`` (asked on a socket of its own: docker-py leaks one per failed connect)."""
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(5)
-                s.connect(str(self.socket))
-                s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
-                return s.recv(64).split(b" ")[1:2] == [b"200"]
-        except OSError:
-            return False
+        return pings(self.socket)
 
     def run(self, labels: dict[str, str], restart: bool = False, **kwargs: Any) -> Any:
         """Start a busybox web container publishing port 80 on this host's address."""
@@ -318,14 +314,17 @@ class Host:
             process.reap()
 
     def stop(self) -> None:
-        """Stop everything of this host, remove its containers, and its bridge."""
-        self.registrar.stop()
-        if self.engine_up():
-            self.remove_containers()
-        self.agent.process.stop(signal.SIGKILL)  # no graceful leave: the whole cluster goes
-        self.engine.stop(timeout=30)
-        kill_tree([], mentioning=str(self.root) + "/")  # whatever an engine killed earlier left behind
-        self.docker.close()
+        """Stop everything of this host, remove its containers, and its bridge; close its clients."""
+        try:
+            self.registrar.stop()
+            if self.engine_up():
+                self.remove_containers()
+            self.agent.process.stop(signal.SIGKILL)  # no graceful leave: the whole cluster goes
+            self.engine.stop(timeout=30)
+            kill_tree([], mentioning=str(self.root) + "/")  # whatever an engine killed earlier left behind
+        finally:
+            self.docker.close()
+            self.agent.close()
         _unmount_under(self.root)
         # The cgroups of containers that died with a killed engine (no engine came back to remove them).
         with contextlib.suppress(OSError):
@@ -396,6 +395,7 @@ class Fleet:
                 errors.append(f"{host.name}: {e}")
         for server in self.servers:
             server.process.stop(signal.SIGKILL)
+            server.close()
         _unmount_under(self.root)
         if errors:
             raise RuntimeError("fleet: stopping left trouble: " + "; ".join(errors))

@@ -36,24 +36,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> docker.DockerClient:
-    """The engine tests/run.sh started; the suite fails (never skips) without it."""
-    try:
-        client = docker.from_env()
-        client.ping()
-        client.images.get(IMAGE)
-    except docker.errors.DockerException as e:
-        pytest.fail(f"integration tests need a Docker engine with image {IMAGE} (run tests/run.sh): {e}")
-    return client
+def docker_client() -> Iterator[docker.DockerClient]:
+    """The engine tests/run.sh started; the suite fails (never skips) without it. Closed at the end."""
+    with contextlib.ExitStack() as stack:
+        try:
+            client = docker.from_env()
+            stack.callback(client.close)
+            client.ping()
+            client.images.get(IMAGE)
+        except docker.errors.DockerException as e:
+            pytest.fail(f"integration tests need a Docker engine with image {IMAGE} (run tests/run.sh): {e}")
+        yield client
 
 
 @pytest.fixture(scope="session")
-def consul() -> Consul:
-    """The Consul dev agent tests/run.sh started; the suite fails (never skips) without it."""
-    agent = Consul()
-    if not agent.up():
-        pytest.fail(f"integration tests need a Consul agent at {agent.url} (run tests/run.sh)")
-    return agent
+def consul() -> Iterator[Consul]:
+    """The Consul dev agent tests/run.sh started; the suite fails (never skips) without it. Closed at the end."""
+    with contextlib.closing(Consul()) as agent:
+        if not agent.up():
+            pytest.fail(f"integration tests need a Consul agent at {agent.url} (run tests/run.sh)")
+        yield agent
 
 
 @pytest.fixture
@@ -96,16 +98,18 @@ def containers(docker_client: docker.DockerClient) -> Iterator[Callable[..., Con
 
 
 @pytest.fixture(scope="session")
-def podman_client() -> docker.DockerClient:
-    """Podman's Docker-compatible API that tests/run.sh serves; the suite fails (never skips) without it."""
+def podman_client() -> Iterator[docker.DockerClient]:
+    """Podman's Docker-compatible API from tests/run.sh, closed at the end; the suite fails (never skips) without it."""
     engine = PodmanEngine()
-    try:
-        client = docker.DockerClient(base_url=engine.url, timeout=60)
-        client.ping()
-        client.images.get(IMAGE)
-    except (docker.errors.DockerException, requests.RequestException) as e:
-        pytest.fail(f"the Podman tests need `podman system service` at {engine.url} with image {IMAGE}: {e}")
-    return client
+    with contextlib.ExitStack() as stack:
+        try:
+            client = docker.DockerClient(base_url=engine.url, timeout=60)
+            stack.callback(client.close)
+            client.ping()
+            client.images.get(IMAGE)
+        except (docker.errors.DockerException, requests.RequestException) as e:
+            pytest.fail(f"the Podman tests need `podman system service` at {engine.url} with image {IMAGE}: {e}")
+        yield client
 
 
 @pytest.fixture
@@ -141,10 +145,10 @@ def daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
 
 @pytest.fixture
 def own_consul(tmp_path: Path) -> Iterator[ConsulAgent]:
-    """A Consul dev agent of this test alone (not started yet); stopped afterwards."""
-    agent = ConsulAgent(tmp_path)
-    yield agent
-    agent.stop()
+    """A Consul dev agent of this test alone (not started yet); stopped and its client closed afterwards."""
+    with contextlib.closing(ConsulAgent(tmp_path)) as agent:
+        yield agent
+        agent.stop()
 
 
 @pytest.fixture

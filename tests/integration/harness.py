@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import requests
+from docker.transport import unixconn
 
 T = TypeVar("T")
 IMAGE = os.environ.get("REGISTRAR_TEST_IMAGE", "registrar-test/busybox:2")
@@ -43,6 +44,20 @@ def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((address, 0))
         return int(s.getsockname()[1])
+
+
+def pings(socket_path: str | Path) -> bool:
+    """A Docker or Podman engine answers ``GET /_ping`` on this unix socket. Asked on a socket of its own,
+    closed whatever happens: docker-py's client leaves the socket of a failed connect to the garbage collector,
+    so a client polled while its engine is down would leak one per try."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(str(socket_path))
+            s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return s.recv(64).split(b" ")[1:2] == [b"200"]
+    except OSError:
+        return False
 
 
 HAPROXY_CONFIG = Path(__file__).parents[2] / "deploy" / "haproxy.cfg"
@@ -129,9 +144,7 @@ class Consul:
         self.url = "http+unix://consul" if unix_socket else url
         self.session = requests.Session()
         if unix_socket:
-            from docker.transport import UnixHTTPAdapter
-
-            self.session.mount("http+unix://", UnixHTTPAdapter("http+unix://" + unix_socket))
+            self.session.mount("http+unix://", UnixAdapter("http+unix://" + unix_socket))
         self.session.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment overrides verify
         self.session.verify = verify
         self.session.cert = cert
@@ -174,6 +187,39 @@ class Consul:
     def clean(self, host: str) -> None:
         for service_id in self.services(host):
             self.deregister(service_id)
+
+    def close(self) -> None:
+        """Close the session's connections (idempotent)."""
+        self.session.close()
+
+
+class _UnixConnection(unixconn.UnixHTTPConnection):  # type: ignore[misc]  # docker-py has no type hints
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.unix_socket)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class _UnixPool(unixconn.UnixHTTPConnectionPool):  # type: ignore[misc]
+    def _new_conn(self) -> _UnixConnection:
+        return _UnixConnection(self.base_url, self.socket_path, self.timeout)
+
+
+class UnixAdapter(unixconn.UnixHTTPAdapter):  # type: ignore[misc]
+    """docker-py's requests adapter for a unix socket, except that a failed connect closes its socket: docker-py's
+    leaves it to the garbage collector, one leaked socket per try while a test waits for an agent to listen."""
+
+    def get_connection(self, url: str, proxies: Any = None) -> _UnixPool:
+        with self.pools.lock:
+            pool: _UnixPool | None = self.pools.get(url)
+            if pool is None:
+                pool = self.pools[url] = _UnixPool(url, self.socket_path, self.timeout, maxsize=self.max_pool_size)
+            return pool
 
 
 def registrar_cmd(*args: str) -> list[str]:
@@ -273,6 +319,7 @@ class ConsulAgent:
         self.hcl.append(hcl)
         self.ports = {**self.PORTS, **ports}
         if client is not None:
+            self.client.close()
             self.client = client
 
     def start(self) -> None:
@@ -300,6 +347,10 @@ class ConsulAgent:
                 self.proc.wait()
         self.proc = None
         wait_until(lambda: not self.client.up(), "the test's Consul agent to stop")
+
+    def close(self) -> None:
+        """Close the client's connections (after ``stop``)."""
+        self.client.close()
 
     def tls(self) -> dict[str, str]:
         """Make a CA, a server and a client certificate with ``consul tls`` in the work directory."""
@@ -364,6 +415,8 @@ class DockerEngine(Engine):
     """The dockerd that tests/run.sh started."""
 
     name = "dockerd"
+    socket = "/var/run/docker.sock"
+    """Where it serves its API (``command`` names no other)."""
 
     def command(self) -> list[str]:
         return ["dockerd", "--ip", "127.0.0.1"]

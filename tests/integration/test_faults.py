@@ -8,9 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import docker
-
-from tests.integration.harness import Consul, ConsulAgent, DockerEngine, run_cli, wait_until
+from tests.integration.harness import Consul, ConsulAgent, DockerEngine, pings, run_cli, wait_until
 
 Run = Callable[..., Any]
 
@@ -29,7 +27,7 @@ def current_port(c: Any) -> int:
 
 
 def test_docker_engine_restart(
-    host: str, consul: Consul, containers: Run, daemon: Any, docker_engine: DockerEngine, docker_client: Any
+    host: str, consul: Consul, containers: Run, daemon: Any, docker_engine: DockerEngine
 ) -> None:
     """After a dockerd restart: stopped containers leave, restarted ones return, new ones are registered."""
     plain = containers()
@@ -37,7 +35,7 @@ def test_docker_engine_restart(
     d = daemon("--hostname", host)
     wait_until(lambda: set(consul.services(host)) == ids_of(host, plain, always), "both registered")
 
-    docker_engine.restart(lambda: _pings(docker_client))
+    docker_engine.restart(lambda: pings(docker_engine.socket))
     d.wait_for_event("docker_stream_reconnected", timeout=60)
     fresh = containers()
     wait_until(
@@ -48,15 +46,6 @@ def test_docker_engine_restart(
         "Consul to match the containers running after the restart",
         timeout=60,
     )
-
-
-def _pings(client: Any) -> bool:
-    try:
-        return bool(client.ping())
-    except docker.errors.DockerException:
-        return False
-    except Exception:  # requests' connection errors while the socket is not there yet
-        return False
 
 
 def test_consul_down_at_start_waits_forever_with_minus_one(

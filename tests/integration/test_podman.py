@@ -8,9 +8,8 @@ from typing import Any
 
 import docker
 import pytest
-import requests
 
-from tests.integration.harness import IMAGE, Consul, PodmanEngine, wait_until
+from tests.integration.harness import IMAGE, Consul, PodmanEngine, pings, wait_until
 
 Run = Callable[..., Any]
 
@@ -87,20 +86,13 @@ def test_podman_service_restart_is_followed(
     host: str, consul: Consul, podman_containers: Run, on_podman: Any, podman_engine: PodmanEngine
 ) -> None:
     """The Podman service restarts (its event stream ends): registrar reconnects and follows the new one."""
-    podman_engine.restart(lambda: _pings(podman_engine))
+    podman_engine.restart(lambda: pings(podman_engine.socket))
     on_podman.wait_for_event("docker_stream_reconnected", timeout=60)
     c = podman_containers()
     service_id = f"{host}:{c.name}:80"
     wait_until(lambda: service_id in consul.services(host), "registration after the service restart")
     c.stop(timeout=1)
     wait_until(lambda: service_id not in consul.services(host), "deregistration after the service restart")
-
-
-def _pings(engine: PodmanEngine) -> bool:
-    try:
-        return bool(docker.DockerClient(base_url=engine.url, timeout=5).ping())
-    except (docker.errors.DockerException, requests.RequestException):
-        return False
 
 
 def test_pod_registers_its_app_container_not_its_infra_container(
