@@ -47,7 +47,7 @@ def thread_name() -> str | None:
 
 def profiled_run(stats_path: str, argv: list[str]) -> None:
     """In the child: ``registrar run`` under yappi; on exit, CPU time per function and per thread."""
-    import yappi  # type: ignore[import-untyped]
+    import yappi
 
     import registrar
     from registrar.cli import main

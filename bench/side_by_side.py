@@ -40,6 +40,9 @@ from bench.bench import Bench, Registrar, pct, registered_all, wait_until
 HERE = Path(__file__).resolve().parent
 STANDIN = HERE.parent / "build" / "standin"
 FLOOR = HERE / "floor.py"
+LIBRARIES = "docker,requests,consul.base,structlog,prometheus_client,click"
+"""The libraries ``registrar run`` imports before its first request: what the floor imports first for
+the cold-start row that measures their cost (``floor.py -import``)."""
 
 Target = tuple[str, float]
 """A target against another daemon: ("floor" or "Go", the largest ratio registrar may have to it).
@@ -93,6 +96,8 @@ class SideBySide(Bench):
         self.floor_host = self.host + "-floor"
         self.go_host = self.host + "-go"
         self.hosts = (self.host, self.floor_host, self.go_host)
+        self.libs_host = self.host + "-floor-libs"
+        """The floor importing registrar's libraries first (cold starts only)."""
         """registrar's, the floor's and the stand-in's host names, in the table's order."""
         self.floor_workers = floor_workers
 
@@ -101,6 +106,7 @@ class SideBySide(Bench):
         argv = {
             self.floor_host: [sys.executable, str(FLOOR), "-hostname", host, "-workers", str(self.floor_workers)],
             self.go_host: [str(STANDIN), "-hostname", host],
+            self.libs_host: [sys.executable, str(FLOOR), "-hostname", host, "-import", LIBRARIES],
         }.get(host)
         return Registrar(host, self.workdir, argv=argv)
 
@@ -233,11 +239,13 @@ class SideBySide(Bench):
         return took, rss
 
     def cold_starts(self, rounds: int) -> None:
-        """Cold starts of each daemon alone, alternately, with the containers that run; medians."""
-        took: dict[str, list[float]] = {h: [] for h in self.hosts}
-        rss: dict[str, list[float]] = {h: [] for h in self.hosts}
+        """Cold starts of each daemon alone, alternately, with the containers that run; medians. The floor
+        importing registrar's libraries first takes its turn too: how much of the gap is their import."""
+        hosts = (*self.hosts, self.libs_host)
+        took: dict[str, list[float]] = {h: [] for h in hosts}
+        rss: dict[str, list[float]] = {h: [] for h in hosts}
         for _ in range(rounds):
-            for host in self.hosts:
+            for host in hosts:
                 seconds, mib = self.cold_start_alone(host)
                 took[host].append(seconds)
                 rss[host].append(mib)
@@ -251,6 +259,12 @@ class SideBySide(Bench):
         )
         self.trio(
             f"resident memory after the cold start of {count}", "MiB", [statistics.median(rss[h]) for h in self.hosts]
+        )
+        libs_took, floor_took = statistics.median(took[self.libs_host]), statistics.median(took[self.floor_host])
+        self.line(
+            f"  the floor importing registrar's libraries first, {count}",
+            f"{libs_took:.2f} s (+{libs_took - floor_took:.2f})",
+            f"{ratio(statistics.median(took[self.host]), libs_took) or 0:.2f}x",
         )
 
     def resync_and_idle(self, idle: float) -> None:
@@ -280,6 +294,7 @@ class SideBySide(Bench):
         super().cleanup()
         self.forget(self.floor_host)
         self.forget(self.go_host)
+        self.forget(self.libs_host)
 
 
 def main() -> None:
