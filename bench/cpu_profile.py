@@ -1,6 +1,6 @@
 """Where registrar's CPU goes: ``registrar run`` under yappi on the CPU clock, across all threads,
 while a burst of containers starts and is removed. Prints the functions that used the most CPU
-themselves (own time, summed over threads), the inclusive time of registrar's own functions and
+themselves (own time, summed over threads), that time by package, the inclusive time of registrar's own functions and
 what each thread used; asserts nothing.
 
     bench/run-cpu-profile.sh [--count 300] [--parallel 16] [--top 25]
@@ -132,6 +132,12 @@ def report(stats: dict[str, Any], count: int, top: int, lifetime: float) -> None
     by_own = sorted(functions.items(), key=lambda kv: -kv[1][0])
     for where, (own, calls, *_) in by_own[:top]:
         print(f"  {own * 1000:>7.0f}ms {own / total * 100:>5.1f}% {calls:>8}  {where}")
+    print("  own CPU by package (the standard library's by module):")
+    packages: dict[str, float] = defaultdict(float)
+    for where, (own, *_) in functions.items():
+        packages[where.split(":")[0].split("/")[0].removesuffix(".py") if ":" in where else "other"] += own
+    for name, own in sorted(packages.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {own * 1000:>7.0f}ms {own / total * 100:>5.1f}%  {name}")
     print("  inclusive CPU, registrar's own functions:")
     mine = [(where, inclusive) for where, (_, _, inclusive, is_mine) in functions.items() if is_mine]
     for where, inclusive in sorted(mine, key=lambda kv: -kv[1])[:top]:
