@@ -32,7 +32,7 @@ DRAIN_GRACE_SECONDS = 1.0
 """Past the container's stop timeout, how long a drain waits for its ``die`` before it looks again."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cached:
     """What registrar last learned of one container."""
 

@@ -20,7 +20,7 @@ META_DIGEST = "registrar-digest"
 OWNERSHIP_KEYS = (META_SOURCE, META_HOST, META_CONTAINER, META_DIGEST)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Problem:
     """One thing wrong with a container's metadata: logged as a warning, never raised."""
 
@@ -33,7 +33,7 @@ class Problem:
 WATCHED_EVENTS = ("start", "die", "destroy", "rename", "pause", "unpause", "health_status", "kill")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DockerEvent:
     """A container event from Docker: only a reason to look, plus what ``die`` already tells."""
 
@@ -62,7 +62,7 @@ def health_check_id(service_id: str) -> str:
     return f"{service_id}:docker-health"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Health:
     """Docker's health of a container, as the check registrar owns on one of its services."""
 
@@ -78,7 +78,7 @@ class Health:
         return {"CheckID": self.check_id, "Name": DOCKER_HEALTH_NAME, "TTL": DOCKER_HEALTH_TTL, "Status": self.status}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Check:
     """A Consul health check attached to a service registration."""
 
@@ -120,7 +120,7 @@ class Check:
         return body
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Service:
     """One service registration that a container yields (what registrator calls a service)."""
 
@@ -178,7 +178,7 @@ def _digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Owned:
     """A registration found on the agent that this host's registrar made."""
 
@@ -187,7 +187,7 @@ class Owned:
     container_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Register:
     """Write this service to the agent."""
 
@@ -198,7 +198,7 @@ class Register:
         return self.service.id
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Deregister:
     """Remove this service ID from the agent."""
 
@@ -210,7 +210,7 @@ Action = Register | Deregister
 """What ``reconcile.plan`` returns: the registrations to write and to remove."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Maintenance:
     """Put this service in Consul maintenance (out of the passing set), or take it out again."""
 
@@ -218,14 +218,14 @@ class Maintenance:
     enable: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TtlPass:
     """Pass registrar's own TTL check (``--ttl``)."""
 
     check_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HealthUpdate:
     """Send Docker's health onto the check registrar owns (``<service-id>:docker-health``)."""
 
