@@ -54,6 +54,9 @@ CPU_TARGETS: dict[tuple[int, int], Sequence[Target]] = {(300, 16): [("floor", 1.
 """Targets of the CPU per container start, by burst."""
 COLD_TARGETS: Sequence[Target] = [("floor", 1.15), ("Go", 0.7)]
 RSS_LIMIT_MIB, GROWTH_LIMIT_MIB, IDLE_LIMIT_PCT = 40.0, 2.0, 0.2
+SETTLE_SECONDS = 5.0
+"""How long after its last registration registrar's resident memory is read (the memory figures are of
+a daemon at rest, past the transient garbage of the last requests)."""
 
 
 def ratio(a: float, b: float) -> float | None:
@@ -199,18 +202,23 @@ class SideBySide(Bench):
 
     def memory(self, low: int, high: int) -> None:
         """registrar alone, started with ``low`` containers running, then more started until ``high``
-        run: its resident memory once it has registered each level, and the growth between them."""
+        run: its resident memory at rest (``SETTLE_SECONDS`` after it has registered each level), the
+        growth between them, and at the moment the last of ``high`` is registered."""
         self.resize(low)
         self.forget(self.host)
         reg = self.start(self.host)
         self.registered_alone(reg)
+        time.sleep(SETTLE_SECONDS)
         at_low = reg.rss_mib()
         self.resize(high)
         self.registered_alone(reg)
+        at_once = reg.rss_mib()
+        time.sleep(SETTLE_SECONDS)
         at_high = reg.rss_mib()
         reg.stop()
         self.forget(self.host)
         self.line(f"registrar alone: resident memory, {low} containers", f"{at_low:.1f} MiB")
+        self.line(f"registrar alone: resident memory, {high}, as the last is registered", f"{at_once:.1f} MiB")
         self.line(
             f"registrar alone: resident memory, {high} (started with {low})",
             f"{at_high:.1f} MiB",
@@ -263,7 +271,7 @@ class SideBySide(Bench):
         libs_took, floor_took = statistics.median(took[self.libs_host]), statistics.median(took[self.floor_host])
         self.line(
             f"  the floor importing registrar's libraries first, {count}",
-            f"{libs_took:.2f} s (+{libs_took - floor_took:.2f})",
+            f"{libs_took:.2f} s (+{libs_took - floor_took:.2f}), {statistics.median(rss[self.libs_host]):.1f} MiB",
             f"{ratio(statistics.median(took[self.host]), libs_took) or 0:.2f}x",
         )
 
