@@ -10,6 +10,7 @@ or a unix socket (Docker's, or Consul's ``consul-unix://``).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import ssl
@@ -67,19 +68,24 @@ class ConnectionPool:
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
     ) -> Response:
-        """Send one request and read its answer in full; a connection the server closed is replaced once."""
+        """Send one request and read its answer in full. On an idle connection the server has closed, the
+        request is sent once more on a new connection, and the other idle ones are closed too (a server
+        that restarted closed them all)."""
         for attempt in (1, 2):
-            try:
-                connection, reused = self._idle.pop(), True
-            except IndexError:
-                connection, reused = self._connect(), False
+            connection, reused = None, False
+            if attempt == 1:
+                with contextlib.suppress(IndexError):
+                    connection, reused = self._idle.pop(), True
+            if connection is None:
+                connection = self._connect()
             try:
                 connection.request(method, path, body=body, headers=dict(headers or {}))
                 response = connection.getresponse()
                 data = response.read()
             except STALE:
                 connection.close()
-                if reused and attempt == 1:
+                if reused:
+                    self._close_idle()
                     continue
                 raise
             except BaseException:
@@ -95,8 +101,14 @@ class ConnectionPool:
     def close(self) -> None:
         """Close every idle connection; connections in use are closed when they come back (idempotent)."""
         self._closed = True
-        while self._idle:
-            self._idle.pop().close()
+        self._close_idle()
+
+    def _close_idle(self) -> None:
+        while True:
+            try:
+                self._idle.pop().close()
+            except IndexError:
+                return
 
 
 def unix_pool(socket_path: str, timeout: float) -> ConnectionPool:
