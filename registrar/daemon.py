@@ -1,26 +1,32 @@
-"""The reconcile loop: one thread owns all state and turns one ``step()`` at a time.
+"""The reconcile loop: the daemon's state, its peers, and the one ``step()`` at a time that runs them.
 
-The loop owns its peers side by side:
+The daemon owns its peers side by side:
 
 - ``cache`` (registrar.cache): the containers as last seen, and the desired state they make;
 - ``agent`` (registrar.agent): this host's registrations on the agent (the actual state), the
   writes in flight, drain maintenance and Docker health sent;
 - ``workers`` (registrar.workers): threads that make the requests (list, inspect, read, write)
-  and post each result to the inbox;
-- ``watcher`` (registrar.watcher): the thread that reads Docker's event stream into the inbox.
+  and hand each result to ``deliver``;
+- ``watcher`` (registrar.watcher): the thread that reads Docker's event stream and hands each
+  event to ``deliver``.
 
-Each step waits for the inbox (registrar.messages) or the next deadline, matches every message
-once, starts the inspects and writes they call for, and does what is due (a full reconcile, a read
-of the agent, TTL and health refreshes, the end of a drain). Nothing waits for another container's
-work: a container's inspect starts as soon as its event is taken, its registration as soon as its
-inspect is back. A full reconcile (a listing of every container and a read of the agent) runs at
-start, after each new subscription to the event stream, on ``--resync`` and after a failure (with
-backoff); it is done once everything it started is back. ``sync()`` and ``plan()`` turn the same
-loop once, without the event stream, for the one-shot commands.
+Their state is the daemon's, under ``Daemon.lock``. Once the daemon runs, a Docker event and a
+result that succeeded are taken at once by the thread that has them (``deliver``: the event thread
+or a worker), and a worker starts the first write they call for itself; so a start costs one hand-off
+between threads. Failures, and every message of a one-shot run, go to the loop's inbox
+(registrar.messages), and each step of the loop waits for the inbox or the next deadline, takes
+what came, and does what is due (a full reconcile, a read of the agent, TTL and health refreshes,
+the end of a drain). Every message is matched in one place, ``_take``. Nothing waits for another
+container's work: a container's inspect starts as soon as its event is taken, its registration as
+soon as its inspect is back. A full reconcile (a listing of every container and a read of the
+agent) runs at start, after each new subscription to the event stream, on ``--resync`` and after a
+failure (with backoff); it is done once everything it started is back. ``sync()`` and ``plan()``
+turn the same loop once, without the event stream, for the one-shot commands.
 
 The loop supervises the watcher: a crash is logged with its traceback and the thread is started
-again after a backoff, followed by a full reconcile. An unexpected error in the loop itself is
-logged the same way and retried; the daemon never stops but by a stop request.
+again after a backoff, followed by a full reconcile. An unexpected error, in the loop or while
+another thread takes a message (``Failed``), is logged the same way and retried; the daemon never
+stops but by a stop request.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from registrar.errors import ConsulError, ConsulRejected, DockerError
 from registrar.lifecycle import Backoff, Shutdown
 from registrar.messages import (
     AgentRead,
+    Failed,
     Inspected,
     Listed,
     Message,
@@ -267,7 +274,9 @@ class Daemon:
     def step(self) -> None:
         """One turn: wait for messages or the next deadline, then do what is due."""
         now = self.heartbeat = time.monotonic()
-        messages = self._receive(max(0.0, self._next_deadline() - now))
+        with self.lock:  # the drains change under it, on the event thread
+            deadline = self._next_deadline()
+        messages = self._receive(max(0.0, deadline - now))
         if self.shutdown.requested:
             return
         now = time.monotonic()
@@ -363,6 +372,9 @@ class Daemon:
                 else:  # a bug: raised by the loop, the write is not retried until the full reconcile
                     self.agent.in_flight.discard(write_key(write))
                     errors.append(error)
+            case Failed(error=error, message=failed):
+                self._abandon(failed)
+                errors.append(error)
             case Resync():
                 self._full_due = time.monotonic()
             case StreamFailed():
@@ -371,6 +383,19 @@ class Daemon:
                 self._watcher_exited(error)
             case Wake():
                 pass
+
+    def _abandon(self, message: Message) -> None:
+        """Forget the work a message was the result of, whose taking failed: the full reconcile that
+        follows the error does it again (a container left "inspecting" would never be inspected)."""
+        match message:
+            case Inspected(container_id=cid):
+                self.cache.inspected(cid, None, failed=True)
+            case Listed():
+                self.cache.listed(None)
+            case AgentRead():
+                self.agent.read(None)
+            case Written(write=write):
+                self.agent.in_flight.discard(write_key(write))
 
     def deliver(self, message: Message) -> None:
         """A message from the event thread or a worker: taken at once by that thread, or passed to the loop.
@@ -386,16 +411,20 @@ class Daemon:
                 self.inbox.put(message)
                 return
             events: list[DockerEvent] = []
-            with self.lock:
-                if self.shutdown.requested:
-                    self.inbox.put(message)
-                    return
-                self._take(message, events, [])  # no errors: the message succeeded
-                if events:
-                    for cid in self.cache.take(events, time.monotonic()):
-                        self._inspect(cid)
-                writes = self._writes()
-                self._full_done_if_settled()
+            try:
+                with self.lock:
+                    if self.shutdown.requested:
+                        self.inbox.put(message)
+                        return
+                    self._take(message, events, [])  # no errors: the message succeeded
+                    if events:
+                        for cid in self.cache.take(events, time.monotonic()):
+                            self._inspect(cid)
+                    writes = self._writes()
+                    self._full_done_if_settled()
+            except Exception as e:  # a bug: the loop logs it and reconciles in full
+                self.inbox.put(Failed(e, message))
+                return
             if not writes or not self.workers.on_worker():
                 self._post(writes)
                 return
@@ -429,8 +458,9 @@ class Daemon:
         for deadline in (self._full_due, self._restart_due, self._next_resync, self._next_ttl, self._next_health):
             if deadline is not None:
                 due.append(deadline)
-        if self.cache.draining:
-            due.append(min(self.cache.draining.values()))
+        drain = self.cache.drain_deadline()
+        if drain is not None:
+            due.append(drain)
         return min(due)
 
     def _retry_later(self) -> float:

@@ -2,7 +2,9 @@
 
 Docker events and news of the stream come from the event thread (registrar.watcher); results of
 work come from the workers (registrar.workers): a listing, an inspect, a read of the agent, a
-write. A signal handler only sends ``WAKE``. The loop (registrar.daemon) matches each message once.
+write. A signal handler only sends ``WAKE``. Each message is matched in one place,
+``Daemon._take``: by the loop, or, once the daemon runs, by the thread that has a Docker event or a
+result that succeeded (under the daemon's lock); failures always reach the loop through its inbox.
 """
 
 from __future__ import annotations
@@ -77,4 +79,14 @@ class Written:
     error: Exception | None = None
 
 
-Message = DockerEvent | Listed | Inspected | AgentRead | Written | StreamFailed | WatcherExited | Resync | Wake
+@dataclass(frozen=True)
+class Failed:
+    """A thread that took a message for the loop failed while doing so (a bug): the loop logs the error
+    (``loop_error``), backs off and reconciles in full, as for a bug of its own."""
+
+    error: Exception
+    message: Message
+    """The message whose taking failed: its work is abandoned, and done again by the full reconcile."""
+
+
+Message = DockerEvent | Listed | Inspected | AgentRead | Written | Failed | StreamFailed | WatcherExited | Resync | Wake

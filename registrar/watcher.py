@@ -1,9 +1,10 @@
-"""Docker's event stream, read on a thread of its own into the daemon's inbox.
+"""Docker's event stream, read on a thread of its own.
 
-The thread decides nothing and owns no shared state: it puts events, and news of a failed
-stream (``StreamFailed``), into the inbox, where the daemon's loop reads them. The loop supervises the
-thread: when it ends other than by a stop, ``WatcherExited`` arrives with the exception, and the loop logs
-it, starts a new thread after a backoff and reconciles in full.
+The thread hands each event to ``deliver`` (the daemon's: it takes the event under the daemon's
+lock, or passes it to the loop), and puts news of a failed stream (``StreamFailed``) into the loop's
+inbox; it keeps no state of the daemon's. The loop supervises the thread: when it ends other than
+by a stop, ``WatcherExited`` arrives with the exception, and the loop logs it, starts a new thread
+after a backoff and reconciles in full.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class EventWatcher:
             self.inbox.put(WatcherExited(error))
 
     def _follow(self, stream: Iterator[DockerEvent] | None) -> None:
-        """Read events into the inbox; after the stream ends, resubscribe and ask for a full reconcile.
+        """Hand each event to ``deliver``; after the stream ends, resubscribe and ask for a full reconcile.
 
         Each subscription is made before the reconcile it triggers lists the containers, so nothing
         that happens in between is missed.

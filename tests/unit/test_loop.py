@@ -364,6 +364,29 @@ def test_unexpected_error_in_the_loop_is_logged_and_retried(started: Any) -> Non
     assert daemon.unhealthy() == ""
 
 
+def test_a_bug_while_a_worker_takes_a_result_is_logged_and_the_daemon_goes_on(started: Any) -> None:
+    """An error while a worker takes an inspect's result (a bug) is logged as loop_error with its traceback;
+    the full reconcile that follows registers that container, and one started afterwards is registered too."""
+    web, other = named("web", "first"), named("web", "second")
+    docker, consul = SlowDocker(), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, daemon.ready.is_set)
+    taken = daemon.cache.inspected
+
+    def buggy(*args: Any, **kwargs: Any) -> Any:
+        daemon.cache.inspected = taken  # once
+        raise RuntimeError("a bug in taking an inspect")
+
+    daemon.cache.inspected = buggy
+    with capture_logs() as logs:
+        docker.start(web)
+        step_until(daemon, lambda: any(e["event"] == "loop_error" for e in logs), settled=False)
+        docker.start(other)
+        step_until(daemon, lambda: set(consul.registered) == {"vm:first:80", "vm:second:80"})
+    error = next(e for e in logs if e["event"] == "loop_error")
+    assert "a bug in taking an inspect" in str(error["exc_info"])
+
+
 def test_unexpected_errors_in_a_row_fail_healthz(started: Any) -> None:
     """A loop that fails unexpectedly at every step says so on /healthz."""
     docker, consul = MemoryDocker(payload("web")), BuggyConsul(10**6)
@@ -485,6 +508,35 @@ def test_other_signals_or_drain_off_change_nothing(started: Any, settings: Setti
     docker.emit("start", other["Id"])  # a later event, so the kill has surely been handled
     step_until(daemon, lambda: "vm:rec-multi:80" in consul.registered)
     assert consul.in_maintenance == set()
+
+
+def draining_web(started: Any) -> tuple[dict[str, Any], MemoryDocker, MemoryConsul, Daemon]:
+    """A started daemon with the web container registered, then drained by docker stop's kill."""
+    web = stopping(payload("web"))
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    docker.emit("kill", web["Id"], signal="15")
+    step_until(daemon, lambda: consul.in_maintenance == {"vm:rec-web:80"})
+    return web, docker, consul, daemon
+
+
+def test_a_step_reads_the_drains_only_under_the_state_lock(started: Any) -> None:
+    """The loop reads when drains end under the lock the event thread takes a die under: read outside it,
+    a die taken in between emptied the drains under min() and the daemon exited with a ValueError."""
+    daemon = draining_web(started)[3]
+    unlocked: list[str] = []
+
+    class Drains(dict):  # type: ignore[type-arg]
+        def values(self) -> Any:
+            if not daemon.lock.locked():
+                unlocked.append("values")
+            return super().values()
+
+    daemon.cache.draining = Drains(daemon.cache.draining)
+    for _ in range(3):
+        daemon.step()
+    assert unlocked == []
 
 
 def test_a_container_that_survives_its_stop_signal_returns(started: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -649,12 +701,7 @@ def test_a_stop_signal_during_the_start_inspect_still_drains(started: Any) -> No
 def test_a_fresh_inspect_during_a_drain_keeps_it(started: Any) -> None:
     """An event that makes registrar inspect a draining container again (health_status) keeps its services
     in maintenance: only its death, or the end of its stop timeout, ends the drain."""
-    web = stopping(payload("web"))
-    docker, consul = MemoryDocker(web), MemoryConsul()
-    daemon = started(docker, consul)
-    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
-    docker.emit("kill", web["Id"], signal="15")
-    step_until(daemon, lambda: consul.in_maintenance == {"vm:rec-web:80"})
+    web, docker, consul, daemon = draining_web(started)
     inspects = docker.inspects
     docker.emit("health_status", web["Id"])
     step_until(daemon, lambda: docker.inspects > inspects)
