@@ -165,13 +165,14 @@ class AgentState:
     ) -> list[Write]:
         """Docker health the agent does not have yet (``only`` these service IDs); ``refresh``: send all again."""
         actual = self.actual or {}
-        ids = desired.keys() if refresh or only is None else only
+        every = refresh or only is None
+        ids: Collection[str] = desired.keys() if every or only is None else only
         current = {}
         for service_id in ids:
             service = desired.get(service_id)
             if service is not None and service.health is not None and service_id in actual:
                 current[service.health.check_id] = service.health
-        if ids is desired.keys():
+        if every:
             self.health_sent = {k: v for k, v in self.health_sent.items() if k in current}
         else:
             for check_id in {health_check_id(i) for i in ids} - current.keys():
@@ -217,7 +218,10 @@ class AgentState:
                 self.forgotten.pop(service_id, None)
                 self.results["deregistered"] += 1
             case Maintenance(service_id=service_id, enable=enable):
-                if error is not None:
+                gone = service_id not in (self.actual or {}) or ("service", service_id) in self.in_flight
+                if error is not None and gone:
+                    pass  # deregistered meanwhile (docker stop of a process that exits at once): nothing to drain
+                elif error is not None:
                     log.warning("maintenance_failed", service_id=service_id, error=str(error))
                 elif enable:
                     self.maintenance.add(service_id)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 import registrar.reconcile
-from registrar.model import Deregister, Owned, Register, Service
+from registrar.agent import AgentState
+from registrar.errors import ConsulError
+from registrar.model import Deregister, Health, Maintenance, Owned, Register, Service, write_key
 from registrar.reconcile import desired_state, kept_ids, owned_services, plan
 from tests.unit.payloads import payload
 
@@ -71,3 +75,29 @@ def test_core_imports_no_io() -> None:
             else:
                 continue
             assert not roots & banned, f"{name}.py imports {roots & banned}"
+
+
+def test_a_plan_of_every_service_forgets_the_docker_health_of_services_gone() -> None:
+    """After a read of the agent (every service planned), the Docker health sent for a service no container
+    yields any more is forgotten: under churn it would otherwise pile up for the daemon's whole life."""
+    agent = AgentState("vm")
+    agent.read({})
+    agent.health_sent["vm:gone:80:docker-health"] = Health("vm:gone:80:docker-health", "passing", "ok")
+    agent.writes({}, set(), set(), set(), set())
+    assert agent.health_sent == {}
+
+
+def test_a_failed_maintenance_call_warns_only_while_its_service_is_registered() -> None:
+    """docker stop of a container that exits at once: the die's deregistration can reach the agent before
+    the kill's maintenance call, which then fails (404). That is no problem, so it logs no warning; a
+    maintenance call that fails while the service is there does."""
+    agent = AgentState("vm")
+    agent.read({})
+    agent.actual = {"vm:web:80": Owned("vm:web:80", "d", "c"), "vm:api:80": Owned("vm:api:80", "d", "c")}
+    gone_first, deregistering, there = (Maintenance(i, True) for i in ("vm:old:80", "vm:web:80", "vm:api:80"))
+    agent.in_flight.update({("service", "vm:web:80")} | {write_key(w) for w in (gone_first, deregistering, there)})
+    error = ConsulError("enabling maintenance: Unknown service ID")
+    with capture_logs() as logs:
+        for write in (gone_first, deregistering, there):
+            agent.written(write, error)
+    assert [e["service_id"] for e in logs if e["event"] == "maintenance_failed"] == ["vm:api:80"]
