@@ -374,9 +374,11 @@ class Bench:
         reg = Registrar(self.host, self.workdir)
         wait_until(partial(self.has, self.host, count), "cold start registrations", timeout=60)
         elapsed = time.monotonic() - started
+        rss = reg.rss_mib()
         reg.stop()
         target = {200: "<= 0.6 s", 500: "<= 1.5 s"}.get(count, "")
         self.row(f"cold start, {count} running: process start -> all registered", f"{elapsed:.2f} s", target)
+        self.row(f"cold start, {count} running: resident memory then", f"{rss:.1f} MiB")
 
     def idle_usage(self, seconds: float) -> tuple[float, float]:
         """registrar alone (``--resync 30``) with the containers running, once it has settled: its CPU
