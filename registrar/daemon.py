@@ -31,6 +31,7 @@ stops but by a stop request.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -293,7 +294,12 @@ class Daemon:
         events: list[DockerEvent] = []
         errors: list[Exception] = []
         for message in messages:
-            self._take(message, events, errors)
+            try:
+                self._take(message, events, errors)
+            except Exception as e:  # a bug: logged below as loop_error, the message's work abandoned
+                with contextlib.suppress(Exception):
+                    self._abandon(message)
+                errors.append(e)
         # Every deadline that is due moves on *before* its work runs, so work that fails can never
         # leave a deadline in the past (and the loop spinning).
         if self.cache.draining:
@@ -333,6 +339,9 @@ class Daemon:
             delay = self._retry_later()
             log.warning("reconcile_failed", error=str(e), retry_in=round(delay, 2))
         except Exception as e:
+            if self._one_shot:  # nothing to retry on: sync and plan end with it (registrar_crashed, exit 70)
+                self.failure = self.failure or e
+                return
             # A bug, or a library failing in a way nobody foresaw: log it with its traceback, back off,
             # and start over from a full reconcile rather than end the process.
             self._loop_errors += 1

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from registrar.cache import inspect_fingerprint, summary_fingerprint
 from registrar.daemon import Daemon, Timing
 from registrar.errors import DockerError
-from registrar.messages import RESYNC, StreamFailed
+from registrar.messages import RESYNC, Inspected, StreamFailed
 from registrar.model import DockerEvent
 from registrar.settings import Settings
 from tests.unit.fakes import MemoryConsul, MemoryDocker
@@ -385,6 +385,42 @@ def test_a_bug_while_a_worker_takes_a_result_is_logged_and_the_daemon_goes_on(st
         step_until(daemon, lambda: set(consul.registered) == {"vm:first:80", "vm:second:80"})
     error = next(e for e in logs if e["event"] == "loop_error")
     assert "a bug in taking an inspect" in str(error["exc_info"])
+
+
+def buggy_once(daemon: Daemon) -> None:
+    """Make the daemon's cache raise once when it takes an inspect (a bug in a peer)."""
+    taken = daemon.cache.inspected
+
+    def buggy(*args: Any, **kwargs: Any) -> Any:
+        daemon.cache.inspected = taken  # type: ignore[method-assign]
+        raise RuntimeError("a bug in taking an inspect")
+
+    daemon.cache.inspected = buggy  # type: ignore[method-assign]
+
+
+def test_a_bug_while_the_loop_takes_a_message_is_logged_and_the_daemon_goes_on(started: Any) -> None:
+    """An error while the loop itself takes a message (a bug in a peer) is logged as loop_error and the
+    daemon goes on: the step returns, and the full reconcile that follows registers the container."""
+    web = payload("web")
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    buggy_once(daemon)
+    del consul.registered["vm:rec-web:80"]
+    with capture_logs() as logs:
+        daemon.inbox.put(Inspected(web["Id"], None, DockerError("the engine hiccuped")))  # taken by the loop
+        step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    assert any(e["event"] == "loop_error" and "a bug in taking" in str(e["exc_info"]) for e in logs)
+
+
+def test_sync_with_a_bug_fails_instead_of_reporting_success(one_shot: Any) -> None:
+    """registrar sync cannot retry: a bug while it takes an inspect ends it with that error (the CLI logs
+    registrar_crashed and exits 70) rather than exit 0 with the container left out."""
+    docker, consul = MemoryDocker(payload("web")), MemoryConsul()
+    daemon = one_shot(docker, consul)
+    buggy_once(daemon)
+    with pytest.raises(RuntimeError, match="a bug in taking an inspect"):
+        daemon.sync()
 
 
 def test_unexpected_errors_in_a_row_fail_healthz(started: Any) -> None:
