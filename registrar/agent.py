@@ -165,8 +165,8 @@ class AgentState:
     ) -> list[Write]:
         """Docker health the agent does not have yet (``only`` these service IDs); ``refresh``: send all again."""
         actual = self.actual or {}
-        every = refresh or only is None
-        ids: Collection[str] = desired.keys() if every or only is None else only
+        ids = desired.keys() if refresh or only is None else only
+        every = ids is not only  # every desired service: what is not among them is forgotten
         current = {}
         for service_id in ids:
             service = desired.get(service_id)
@@ -218,11 +218,12 @@ class AgentState:
                 self.forgotten.pop(service_id, None)
                 self.results["deregistered"] += 1
             case Maintenance(service_id=service_id, enable=enable):
-                gone = service_id not in (self.actual or {}) or ("service", service_id) in self.in_flight
-                if error is not None and gone:
-                    pass  # deregistered meanwhile (docker stop of a process that exits at once): nothing to drain
-                elif error is not None:
-                    log.warning("maintenance_failed", service_id=service_id, error=str(error))
+                if error is not None:
+                    # Failed because the die's deregistration got there first (docker stop of a process that
+                    # exits at once): nothing is left to drain, so no warning.
+                    there = service_id in (self.actual or {}) and ("service", service_id) not in self.in_flight
+                    if there:
+                        log.warning("maintenance_failed", service_id=service_id, error=str(error))
                 elif enable:
                     self.maintenance.add(service_id)
                     log.info("service_draining", service_id=service_id)
