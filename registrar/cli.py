@@ -13,6 +13,7 @@ import dataclasses
 import gc
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
@@ -58,7 +59,7 @@ SHARED_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         "-retry-attempts",
         type=click.IntRange(min=-1),
         default=10,
-        help="Attempts to reach Docker and Consul at start (-1: forever).",
+        help="Retries after the first try to reach Docker, then Consul, at start (-1: forever).",
     ),
     _opt(
         "retry-interval",
@@ -377,10 +378,18 @@ def main(argv: list[str] | None = None) -> None:
     if first not in COMMANDS and first not in ("-h", "--help", "--version"):
         args.insert(0, "run")
     try:
-        cli.main(args=args, prog_name="registrar")
+        code = cli.main(args=args, prog_name="registrar", standalone_mode=False)
+    except click.UsageError as e:  # a bad option or value: one line, not click's usage block
+        _fail(ExitCode.USAGE, e.format_message())
+    except click.ClickException as e:
+        _fail(ExitCode.CONFIG, e.format_message())
+    except click.exceptions.Abort:  # click's name for Ctrl-C outside ``run`` (which handles signals)
+        click.echo("registrar: interrupted", err=True)
+        sys.exit(128 + signal.SIGINT)
     except RegistrarError as e:
         _fail(ExitCode.CONFIG, str(e))
     except Exception:
         # A bug: one structured event with the traceback (dict tracebacks in JSON), then a named exit.
         log.critical("registrar_crashed", exc_info=True)
         sys.exit(ExitCode.INTERNAL)
+    sys.exit(code if isinstance(code, int) else ExitCode.OK)  # --help and --version: 0
