@@ -40,7 +40,7 @@ class Cached:
     name: str
     services: tuple[Service, ...]
     keep: bool = False
-    """Exited non-zero under ``--deregister on-success``: its registrations stay."""
+    """Crashed (exited non-zero by itself) under ``--deregister on-success``: its registrations stay."""
     stop_signal: int = signal.SIGTERM
     """The signal ``docker stop`` sends it first (its StopSignal)."""
     stop_timeout: float = 10.0
@@ -56,11 +56,17 @@ def stop_signal(container: Mapping[str, Any]) -> int:
     return int(getattr(signal.Signals, name, signal.SIGTERM))
 
 
+SIGNALED_BIT = 128
+"""Set in an exit code that a signal caused (128+N: 137 for SIGKILL, 143 for SIGTERM)."""
+
+
 def keeps(settings: Settings, name: str, exit_code: int | None) -> bool:
-    """Whether a stopped container's registrations stay (``--deregister on-success``, exit not 0)."""
-    keep = settings.deregister == "on-success" and exit_code not in (0, None)
+    """Whether a stopped container's registrations stay: under ``--deregister on-success``, when it
+    crashed, that is exited non-zero by itself. Exit 0 and a death by a signal (``docker stop``,
+    ``docker kill``) deregister, as registrator's ``shouldRemove`` decides (bridge/bridge.go)."""
+    keep = settings.deregister == "on-success" and exit_code not in (0, None) and not exit_code & SIGNALED_BIT
     if keep:
-        log.info("services_kept", container=name, exit_code=exit_code, reason="exited non-zero (on-success)")
+        log.info("services_kept", container=name, exit_code=exit_code, reason="crashed (on-success)")
     return keep
 
 
@@ -152,7 +158,7 @@ class ContainerCache:
     changed: set[str] = field(default_factory=set)
     """Service IDs whose desired state may have changed since the loop last planned them."""
     kept: set[str] = field(default_factory=set)
-    """Containers that exited non-zero under ``--deregister on-success``: their registrations stay."""
+    """Containers that crashed under ``--deregister on-success``: their registrations stay."""
     draining: dict[str, float] = field(default_factory=dict)
     """Container ID -> when its drain ends unless it dies first (monotonic seconds)."""
     inspecting: set[str] = field(default_factory=set)

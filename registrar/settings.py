@@ -60,7 +60,8 @@ class Settings:
     cleanup: bool = False
     """Accepted for compatibility: stale registrations of this host are always removed."""
     deregister: str = "always"
-    """On container exit: ``always`` remove its services, or only when it exited 0 (``on-success``)."""
+    """On container exit: ``always`` remove its services, or only when it did not crash (``on-success``:
+    exit 0, or a signal's 128+N)."""
     retry_attempts: int = 10
     """Attempts to reach Consul at start; -1 retries forever."""
     retry_interval_ms: int = 1000

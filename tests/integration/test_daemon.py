@@ -43,9 +43,25 @@ def test_removed_container_deregistered(host: str, consul: Consul, containers: R
     wait_until(lambda: consul.services(host) == {}, "deregistration after rm -f")
 
 
+def test_deregister_on_success_removes_a_container_stopped_on_purpose(
+    host: str, consul: Consul, containers: Run, daemon: Any
+) -> None:
+    """--deregister on-success: docker stop -t 1 of a process that ignores SIGTERM ends in SIGKILL (exit 137),
+    a stop on purpose and not a crash, so its registration goes (registrator's rule)."""
+    d = daemon("--hostname", host, "--deregister", "on-success")
+    c = containers(command=["sh", "-c", "trap '' TERM; httpd -f -p 80 -h /www"])
+    service_id = f"{host}:{c.name}:80"
+    wait_until(lambda: service_id in consul.services(host), "registration")
+    c.stop(timeout=1)
+    c.reload()
+    assert c.attrs["State"]["ExitCode"] == 137
+    wait_until(lambda: service_id not in consul.services(host), "deregistration after docker stop")
+    assert d.count("services_kept") == 0
+
+
 @pytest.mark.parametrize(("code", "kept"), [(3, True), (0, False)])
 def test_deregister_on_success(host: str, consul: Consul, containers: Run, daemon: Any, code: int, kept: bool) -> None:
-    """--deregister on-success keeps a container that exited non-zero and removes one that exited 0."""
+    """--deregister on-success keeps a container that exited non-zero by itself and removes one that exited 0."""
     d = daemon("--hostname", host, "--deregister", "on-success", "--resync", "1")
     script = f"httpd -p 80 -h /www; until [ -f /tmp/go ]; do sleep 0.05; done; exit {code}"
     c = containers(command=["sh", "-c", script])

@@ -148,9 +148,11 @@ def test_on_success_keeps_failed_containers_until_removed(started: Any) -> None:
 
 
 def test_on_success_decision(one_shot: Any) -> None:
-    """Under on-success, exit 2 keeps the registration and exit 0 removes it."""
+    """Under on-success, a crash (exit 1, 2, 127) keeps the registration; exit 0 and a death by a signal
+    (128+N: docker stop or kill, 137 and 143) remove it, as registrator's shouldRemove decides."""
     web = payload("web")
-    for code, expected in ((2, ["vm:rec-web:80"]), (0, [])):
+    for code, expected in ((1, ["vm:rec-web:80"]), (2, ["vm:rec-web:80"]), (127, ["vm:rec-web:80"]), (0, []),
+                           (137, []), (143, [])):  # fmt: skip
         docker, consul = MemoryDocker(web), MemoryConsul()
         one_shot(docker, consul, Settings(hostname="vm", deregister="on-success")).sync()
         docker.containers[web["Id"]] = stopped(web, code)
@@ -618,16 +620,17 @@ def test_stop_signal_during_a_full_reconcile_still_drains(started: Any) -> None:
 
 
 def test_on_success_keeps_a_drained_failed_container_out_of_the_passing_set(started: Any) -> None:
-    """--deregister on-success, stopped with a non-zero exit: the kept registration stays in maintenance."""
+    """--deregister on-success, drained by docker stop, then exit 1 (it crashed on its way out, not by the
+    signal): the kept registration stays in maintenance."""
     web = stopping(payload("web"))
     docker, consul = MemoryDocker(web), MemoryConsul()
     daemon = started(docker, consul, Settings(hostname="vm", deregister="on-success"))
     step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
     docker.emit("kill", web["Id"], signal="15")
     step_until(daemon, lambda: consul.in_maintenance == {"vm:rec-web:80"})
-    docker.containers[web["Id"]] = stopped(web, 143)
+    docker.containers[web["Id"]] = stopped(web, 1)
     with capture_logs() as logs:
-        docker.emit("die", web["Id"], exit_code=143)
+        docker.emit("die", web["Id"], exit_code=1)
         step_until(daemon, lambda: any(e["event"] == "services_kept" for e in logs))
         daemon.inbox.put(RESYNC)
         daemon.step()
