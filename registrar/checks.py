@@ -12,13 +12,12 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from registrar.metadata import Value
+from registrar.metadata import BOOLEAN_WORDS, Value, parse_bool
 from registrar.model import Check, Problem
 
 _GO_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
 _HTTP_METHOD = re.compile(r"^[A-Z]{1,16}$")
 _STATUSES = ("passing", "warning", "critical")
-_FALSE = ("false", "0", "no", "off")
 DEFAULT_INTERVAL = "10s"
 KNOWN_KEYS = frozenset(
     "check_" + k
@@ -61,9 +60,18 @@ def _duration(meta: Mapping[str, Value], key: str) -> str | None:
     return text
 
 
-def _flag(meta: Mapping[str, Value], key: str) -> bool:
+def _flag(meta: Mapping[str, Value], key: str, ctx: CheckContext, problems: list[Problem]) -> bool:
+    """A true/false key (metadata.parse_bool); another word is a problem, and the key is left out."""
     value = meta.get(key)
-    return value is not None and value.value.strip().lower() not in _FALSE
+    if value is None:
+        return False
+    flag = parse_bool(value.value)
+    if flag is None:
+        problems.append(
+            Problem(ctx.container, value.source, f"{value.value!r} is not a boolean ({BOOLEAN_WORDS}); ignored")
+        )
+        return False
+    return flag
 
 
 def _path(value: Value) -> str:
@@ -73,8 +81,9 @@ def _path(value: Value) -> str:
     return path if path.startswith("/") else "/" + path
 
 
-def _label_check(meta: Mapping[str, Value], ctx: CheckContext) -> Check | None:
-    """The one check the labels ask for, or None; raises _Invalid on a malformed value."""
+def _label_check(meta: Mapping[str, Value], ctx: CheckContext, problems: list[Problem]) -> Check | None:
+    """The one check the labels ask for, or None; raises _Invalid on a malformed value, and adds to
+    ``problems`` a key it leaves out."""
     target = _hostport(ctx.host, ctx.port)
     check_id = f"service:{ctx.service_id}"
     timeout = _duration(meta, "check_timeout")
@@ -88,7 +97,7 @@ def _label_check(meta: Mapping[str, Value], ctx: CheckContext) -> Check | None:
                 check_id,
                 http=f"{scheme}://{target}{_path(meta[key])}",
                 method=method.value.strip().upper() if method else None,
-                tls_skip_verify=_flag(meta, "check_tls_skip_verify"),
+                tls_skip_verify=_flag(meta, "check_tls_skip_verify", ctx, problems),
                 interval=interval,
                 timeout=timeout,
             )
@@ -107,14 +116,14 @@ def _label_check(meta: Mapping[str, Value], ctx: CheckContext) -> Check | None:
         return Check(check_id, args=args, interval=interval, timeout=timeout)
     if "check_ttl" in meta:
         return Check(check_id, ttl=_duration(meta, "check_ttl"))
-    if _flag(meta, "check_tcp"):
+    if _flag(meta, "check_tcp", ctx, problems):
         return Check(check_id, tcp=target, interval=interval, timeout=timeout)
-    if _flag(meta, "check_grpc"):
+    if _flag(meta, "check_grpc", ctx, problems):
         return Check(
             check_id,
             grpc=target,
-            grpc_use_tls=_flag(meta, "check_grpc_use_tls"),
-            tls_skip_verify=_flag(meta, "check_tls_skip_verify"),
+            grpc_use_tls=_flag(meta, "check_grpc_use_tls", ctx, problems),
+            tls_skip_verify=_flag(meta, "check_tls_skip_verify", ctx, problems),
             interval=interval,
             timeout=timeout,
         )
@@ -146,7 +155,7 @@ def build_checks(meta: Mapping[str, Value], ctx: CheckContext) -> tuple[tuple[Ch
         if k.startswith("check_") and k not in KNOWN_KEYS
     ]
     try:
-        check = _label_check(meta, ctx)
+        check = _label_check(meta, ctx, problems)
         if check is not None:
             check = replace(check, status=_status(meta), deregister_after=_duration(meta, "check_deregister_after"))
     except _Invalid as e:

@@ -14,6 +14,15 @@ from typing import Any
 
 PREFIX = "SERVICE_"
 
+BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+"""The words of every true/false key, in any case (``SERVICE_IGNORE`` excepted: any non-empty value)."""
+BOOLEAN_WORDS = "true/false, 1/0, yes/no, on/off"
+
+
+def parse_bool(text: str) -> bool | None:
+    """A true/false key's value (``BOOLEANS``, any case, surrounding spaces ignored); None for any other word."""
+    return BOOLEANS.get(text.strip().lower())
+
 
 @dataclass(frozen=True)
 class Value:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registrar.checks import CheckContext, build_checks
-from registrar.metadata import Value, read_metadata, split_tags
+from registrar.metadata import BOOLEAN_WORDS, Value, parse_bool, read_metadata, split_tags
 from registrar.model import (
     META_CONTAINER,
     META_HOST,
@@ -33,7 +33,6 @@ IMAGE_ID = re.compile(r"^(sha256:)?[0-9a-f]{12,64}$")
 COMPOSE_SERVICE = "com.docker.compose.service"
 DOCKER_HEALTH = {"starting": "critical", "healthy": "passing", "unhealthy": "critical"}
 MAX_HEALTH_OUTPUT = 1024
-BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 MAX_META_KEYS = 64
 MAX_META_VALUE = 512
@@ -210,9 +209,9 @@ class _Builder:
         given = meta.get(key)
         if given is None:
             return unset
-        value = BOOLEANS.get(given.value.strip().lower())
+        value = parse_bool(given.value)
         if value is None:
-            self.warn(given, f"{given.value!r} is not true or false; taken as {str(unset).lower()}")
+            self.warn(given, f"{given.value!r} is not a boolean ({BOOLEAN_WORDS}); ignored")
             return unset
         return value
 

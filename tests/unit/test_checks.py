@@ -107,3 +107,44 @@ def test_ttl_flag_adds_registrar_ttl_check() -> None:
     """--ttl adds a passing TTL check of that many seconds, beside the label check."""
     checks = checks_of({"SERVICE_CHECK_TCP": "true"}, Settings(hostname="h", ttl=30))
     assert checks[1] == {"CheckID": ID + ":ttl", "TTL": "30s", "Status": "passing"}
+
+
+BOOLEAN_WORDS = ("true", "false", "1", "0", "yes", "no", "on", "off", "TRUE", "Off", " yes ")
+
+
+@pytest.mark.parametrize("word", BOOLEAN_WORDS)
+def test_every_boolean_key_reads_the_same_words(word: str) -> None:
+    """One reading of true/false/1/0/yes/no/on/off (any case) for every boolean key: the TCP and gRPC
+    checks, TLS options, EnableTagOverride and the Docker health check, with no warning."""
+    truth = word.strip().lower() in ("true", "1", "yes", "on")
+    tcp = checks_of({"SERVICE_CHECK_TCP": word})
+    assert tcp == ([{"CheckID": ID, "TCP": "127.0.0.1:30000", "Interval": "10s"}] if truth else [])
+    grpc = checks_of({"SERVICE_CHECK_GRPC": "true", "SERVICE_CHECK_GRPC_USE_TLS": word})
+    assert grpc[0].get("GRPCUseTLS", False) is truth
+    https = checks_of({"SERVICE_CHECK_HTTPS": "/", "SERVICE_CHECK_TLS_SKIP_VERIFY": word})
+    assert https[0].get("TLSSkipVerify", False) is truth
+    c = container("plain", labels={"SERVICE_ENABLE_TAG_OVERRIDE": word}, ports=published("80/tcp=127.0.0.1:30000"))
+    result = services_from_container(c, S)
+    assert result.services[0].enable_tag_override is truth and result.problems == ()
+    assert problem_keys({"SERVICE_CHECK_TCP": word, "SERVICE_CHECK_DOCKER_HEALTH": word}) == []
+
+
+@pytest.mark.parametrize(
+    ("labels", "checks", "key"),
+    [
+        ({"SERVICE_CHECK_TCP": "nope"}, [], "label SERVICE_CHECK_TCP"),
+        ({"SERVICE_CHECK_GRPC": "sure"}, [], "label SERVICE_CHECK_GRPC"),
+        (
+            {"SERVICE_CHECK_HTTPS": "/h", "SERVICE_CHECK_TLS_SKIP_VERIFY": "banana"},
+            [{"CheckID": ID, "HTTP": "https://127.0.0.1:30000/h", "Interval": "10s"}],
+            "label SERVICE_CHECK_TLS_SKIP_VERIFY",
+        ),
+    ],
+)
+def test_a_boolean_key_with_another_word_is_one_warning_and_dropped(
+    labels: dict[str, str], checks: list[dict[str, Any]], key: str
+) -> None:
+    """SERVICE_CHECK_TCP=nope adds no TCP check; any word that is not a boolean is one warning naming the
+    key, and that key is dropped (the check it modifies stays)."""
+    assert checks_of(labels) == checks
+    assert problem_keys(labels) == [key]
