@@ -25,7 +25,7 @@ from registrar import __version__, logs
 from registrar.errors import ConfigError, ConsulError, DockerError, RegistrarError
 from registrar.lifecycle import ExitCode, Shutdown, capture_signals, retry_at_start
 from registrar.model import Deregister, Register
-from registrar.settings import DEREGISTER_MODES, Settings, parse_registry_uri
+from registrar.settings import DEREGISTER_MODES, Settings, ip_address_of, parse_registry_uri
 
 log = structlog.get_logger("registrar")
 COMMANDS = ("run", "sync", "plan")
@@ -126,6 +126,9 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         raise click.UsageError("--ttl-refresh needs --ttl")
     if params["ttl"] and params["ttl_refresh"] >= params["ttl"]:
         raise click.UsageError("--ttl-refresh must be shorter than --ttl")
+    ip = ip_address_of(params["ip"]) if params["ip"].strip() else ""
+    if ip is None:
+        raise click.UsageError(f"--ip: {params['ip']!r} is not an IP address")
     consul = parse_registry_uri(params["registry_uri"], environ)
     for label, path in (
         ("CONSUL_CACERT", consul.ca_file),
@@ -138,7 +141,7 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         raise ConfigError("CONSUL_CLIENT_CERT is set but CONSUL_CLIENT_KEY is not")
     return Settings(
         hostname=params["hostname"],
-        ip=params["ip"],
+        ip=ip,
         internal=params["internal"],
         explicit=params["explicit"],
         tags=tuple(t.strip() for t in params["tags"].split(",") if t.strip()),

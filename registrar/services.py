@@ -25,7 +25,7 @@ from registrar.model import (
     Tagged,
     health_check_id,
 )
-from registrar.settings import Settings
+from registrar.settings import Settings, ip_address_of
 
 #: Metadata keys that configure the registration itself and are not copied into Meta.
 RESERVED_KEYS = frozenset({"name", "id", "tags", "ignore", "network", "enable_tag_override"})
@@ -289,10 +289,14 @@ class _Builder:
             family = "lan_ipv6" if ":" in self.settings.ip else "lan_ipv4"
             address, number = self.settings.ip, known.get(family, (address, number))[1]
         label = self.settings.use_ip_from_label
-        if label:
-            from_label = ((self.config.get("Labels") or {}).get(label) or "").strip()
-            if from_label:
-                address = from_label
+        from_label = ((self.config.get("Labels") or {}).get(label) or "").strip() if label else ""
+        if from_label:
+            parsed = ip_address_of(from_label)
+            if parsed is None:
+                self.warn(f"label {label}", f"{from_label!r} is not an IP address; the label is ignored")
+            else:  # registered, tagged under its family, and in the checks, as --ip is
+                address = parsed
+                known["lan_ipv6" if ":" in parsed else "lan_ipv4"] = (parsed, number)
         if not number.isdigit() or not 0 < int(number) < 65536:
             self.warn(f"port {port.port}/{port.proto}", f"{number!r} is not a port number")
             return address, None, ()

@@ -6,6 +6,7 @@ precedence between flags and the standard ``CONSUL_*`` variables is decided here
 
 from __future__ import annotations
 
+import ipaddress
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -96,6 +97,15 @@ class Settings:
     @property
     def ttl_refresh_seconds(self) -> float:
         return float(self.ttl_refresh) if self.ttl_refresh > 0 else max(self.ttl / 2, 1)
+
+
+def ip_address_of(text: str) -> str | None:
+    """The IP address in ``text``, IPv4 or IPv6, without a prefix length (Rancher's labels hold
+    ``10.42.7.9/16``; registrator strips it) and in its canonical form; None if it holds none."""
+    try:
+        return str(ipaddress.ip_interface(text.strip()).ip)
+    except ValueError:
+        return None
 
 
 def parse_registry_uri(uri: str | None, environ: Mapping[str, str]) -> ConsulTarget:

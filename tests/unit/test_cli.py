@@ -107,6 +107,7 @@ def test_version() -> None:
         (["sync", "--deregister", "sometimes"], 2, "'sometimes' is not one of"),
         (["run", "--resync", "-3"], 2, "--resync"),
         (["sync", "--ttl-refresh", "3"], 2, "--ttl-refresh needs --ttl"),
+        (["sync", "--ip", "my-host.example"], 2, "--ip: 'my-host.example' is not an IP address"),
     ],
 )
 def test_bad_configuration_one_line(
@@ -164,3 +165,11 @@ def test_docker_tls_variables_are_honoured(tmp_path: Any) -> None:
     assert result.exit_code == 3, result.output
     assert result.output.startswith("registrar: Docker TLS settings (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH):")
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("given", "ip"), [("10.0.0.5/24", "10.0.0.5"), ("fd00:0::1", "fd00::1"), (" 192.0.2.1 ", "192.0.2.1")]
+)
+def test_ip_flag_is_parsed_as_an_address(given: str, ip: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--ip is an IP address, IPv4 or IPv6: a prefix length is stripped, IPv6 is written canonically."""
+    assert settings_for(["--ip", given], monkeypatch).ip == ip

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from registrar.model import Health, Service
+from registrar.model import Health, Service, Tagged
 from registrar.services import image_base_name, services_from_container
 from registrar.settings import Settings
 from tests.unit.payloads import container, payload, published
@@ -447,3 +447,33 @@ def test_internal_addresses_of_the_chosen_network(settings: Settings, labels: di
             "lan_ipv4": {"Address": "172.18.0.2", "Port": 80},
             "lan_ipv6": {"Address": "fd00:1::2", "Port": 80},
         }
+
+
+@pytest.mark.parametrize(
+    ("value", "address", "check", "tagged"),
+    [
+        ("10.42.7.9/16", "10.42.7.9", "http://10.42.7.9:30001/health", ("lan_ipv4", "10.42.7.9", 30001)),
+        (" 10.42.7.9 ", "10.42.7.9", "http://10.42.7.9:30001/health", ("lan_ipv4", "10.42.7.9", 30001)),
+        ("fd00:0::9/64", "fd00::9", "http://[fd00::9]:30001/health", ("lan_ipv6", "fd00::9", 30001)),
+    ],
+)
+def test_an_address_from_a_label_is_parsed(value: str, address: str, check: str, tagged: Tagged) -> None:
+    """--use-ip-from-label with Rancher's io.rancher.container.ip=10.42.7.9/16: the address without its
+    prefix length (registrator strips it), IPv6 bracketed in the check's URL, tagged under its family."""
+    settings = Settings(hostname="h", use_ip_from_label="io.rancher.container.ip")
+    labels = {"io.rancher.container.ip": value, "SERVICE_CHECK_HTTP": "/health"}
+    c = container("plain", labels=labels, ports=published("80/tcp=0.0.0.0:30001"))
+    result = services_from_container(c, settings)
+    (service,) = result.services
+    assert (service.address, service.checks[0].http, result.problems) == (address, check, ())
+    assert tagged in service.tagged_addresses
+
+
+def test_a_label_that_is_not_an_address_is_one_warning_and_ignored() -> None:
+    """--use-ip-from-label whose label holds no IP address: one warning naming the container and the label,
+    and the address is the one registrar would use without the label."""
+    settings = Settings(hostname="h", use_ip_from_label="io.rancher.container.ip")
+    c = container("plain", labels={"io.rancher.container.ip": "rancher-7"}, ports=published("80/tcp=127.0.0.1:1"))
+    result = services_from_container(c, settings)
+    assert result.services[0].address == "127.0.0.1"
+    assert [p.key for p in result.problems] == ["label io.rancher.container.ip"]
