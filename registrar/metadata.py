@@ -3,13 +3,17 @@
 Pure: takes the ``Config`` section of ``docker inspect`` and returns plain values. No I/O.
 The rules are registrator's: ``SERVICE_<KEY>`` applies to every port, ``SERVICE_<port>_<KEY>``
 to one port and beats the general key; a label beats an environment variable; an empty value
-counts as unset; keys are lower-cased.
+counts as unset; keys are lower-cased. Its living fork's forms (fayrus/registrator v9) are read
+too: ``SERVICE_<port>_<proto>_<KEY>`` (``SERVICE_53_udp_NAME``) beats ``SERVICE_<port>_<KEY>`` for
+that protocol, and ``SERVICE_<N>-<M>_<KEY>`` (``SERVICE_8000-8009_IGNORE``) applies to the ports of
+that range: a single port beats a range, a range beats the general key. Within each form, a label
+beats an environment variable.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 PREFIX = "SERVICE_"
@@ -33,17 +37,31 @@ class Value:
     from_port: bool = False
 
 
+PROTOCOLS = ("tcp", "udp")
+
+
 @dataclass(frozen=True)
 class ContainerMetadata:
-    """All ``SERVICE_*`` entries of one container, general and per port."""
+    """All ``SERVICE_*`` entries of one container: general, per port range, per port, per port and protocol."""
 
     general: Mapping[str, Value]
     per_port: Mapping[str, Mapping[str, Value]]
+    """Port (``"80"``) -> its keys."""
+    per_protocol: Mapping[tuple[str, str], Mapping[str, Value]] = field(default_factory=dict)
+    """(port, ``tcp`` or ``udp``) -> its keys."""
+    per_range: Mapping[tuple[int, int], Mapping[str, Value]] = field(default_factory=dict)
+    """(first port, last port) -> its keys."""
 
-    def for_port(self, port: str) -> dict[str, Value]:
-        """The metadata for one container port: the port's own keys beat the general ones."""
+    def for_port(self, port: str, proto: str = "tcp") -> dict[str, Value]:
+        """The metadata for one container port: the port and protocol's own keys beat the port's, which
+        beat a range's (a narrower range beats a wider one), which beat the general ones."""
         merged = dict(self.general)
+        number = int(port) if port.isdigit() else -1
+        for (first, last), values in sorted(self.per_range.items(), key=lambda r: r[0][0] - r[0][1]):
+            if first <= number <= last:
+                merged.update(values)
         merged.update(self.per_port.get(port, {}))
+        merged.update(self.per_protocol.get((port, proto), {}))
         return merged
 
 
@@ -63,17 +81,29 @@ def read_metadata(config: Mapping[str, Any]) -> ContainerMetadata:
     """Collect the ``SERVICE_*`` labels and environment variables of a container's Config."""
     general: dict[str, Value] = {}
     per_port: dict[str, dict[str, Value]] = {}
+    per_protocol: dict[tuple[str, str], dict[str, Value]] = {}
+    per_range: dict[tuple[int, int], dict[str, Value]] = {}
     for name, value, kind in _entries(config):
         if not name.startswith(PREFIX) or value == "":
             continue
         key = name[len(PREFIX) :].lower()
         head, sep, rest = key.partition("_")
-        source = f"{kind} {name}"
-        if sep and rest and head.isascii() and head.isdigit():
-            per_port.setdefault(str(int(head)), {})[rest] = Value(value, source, from_port=True)
+        scoped = Value(value, f"{kind} {name}", from_port=True)
+        first, dash, last = head.partition("-")
+        scope = sep and rest and head.isascii()
+        if scope and head.isdigit():
+            proto, sep2, inner = rest.partition("_")
+            if proto in PROTOCOLS and sep2 and inner:
+                per_protocol.setdefault((str(int(head)), proto), {})[inner] = scoped
+            else:
+                per_port.setdefault(str(int(head)), {})[rest] = scoped
+        elif (
+            sep and rest and head.isascii() and dash and first.isdigit() and last.isdigit() and int(first) <= int(last)
+        ):
+            per_range.setdefault((int(first), int(last)), {})[rest] = scoped
         elif key:
-            general[key] = Value(value, source)
-    return ContainerMetadata(general, per_port)
+            general[key] = Value(value, f"{kind} {name}")
+    return ContainerMetadata(general, per_port, per_protocol, per_range)
 
 
 def split_tags(text: str) -> list[str]:

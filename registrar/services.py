@@ -157,11 +157,12 @@ class _Builder:
         group = len(ports) > 1
         services = []
         for port in ports:
-            service = self.service(port, metadata.for_port(port.port), group)
+            service = self.service(port, metadata.for_port(port.port, port.proto), group)
             if service is not None:
                 services.append(service)
         numbers = sorted({p.port for p in ports}, key=int)
-        for port_key, values in sorted(metadata.per_port.items()):
+        scoped = [*metadata.per_port.items(), *((p, v) for (p, _), v in metadata.per_protocol.items())]
+        for port_key, values in sorted(scoped, key=lambda kv: kv[0]):
             if port_key not in numbers:
                 for value in values.values():
                     self.warn(value, f"port {port_key} is not a service port of this container ({numbers or 'none'})")

@@ -47,3 +47,28 @@ def test_keys_are_lower_cased_and_sources_named() -> None:
     meta = read_metadata({"Env": ["SERVICE_Check_HTTP=/h"], "Labels": {"SERVICE_8080_REGION": "eu"}})
     assert meta.general["check_http"].source == "env SERVICE_Check_HTTP"
     assert meta.for_port("8080")["region"].source == "label SERVICE_8080_REGION"
+
+
+def test_the_forks_protocol_and_range_forms() -> None:
+    """fayrus/registrator's forms: SERVICE_<port>_<proto>_<KEY> beats SERVICE_<port>_<KEY> for that protocol,
+    a single port beats a range SERVICE_<N>-<M>_<KEY>, a range beats the general key; a label beats the env
+    within each form."""
+    meta = read_metadata(
+        {
+            "Env": ["SERVICE_53_udp_NAME=dns-env", "SERVICE_8000-8009_NAME=range-env"],
+            "Labels": {
+                "SERVICE_NAME": "general",
+                "SERVICE_53_NAME": "dns",
+                "SERVICE_53_UDP_NAME": "dns-udp",
+                "SERVICE_8000-8009_IGNORE": "1",
+                "SERVICE_8000-8009_NAME": "range",
+                "SERVICE_8005_NAME": "single",
+            },
+        }
+    )
+    assert meta.for_port("53", "udp")["name"].value == "dns-udp"
+    assert meta.for_port("53", "udp")["name"].source == "label SERVICE_53_UDP_NAME"
+    assert meta.for_port("53", "tcp")["name"].value == "dns"
+    assert meta.for_port("8000")["name"].value == "range" and "ignore" in meta.for_port("8009")
+    assert meta.for_port("8005")["name"].value == "single" and meta.for_port("8005")["name"].from_port
+    assert meta.for_port("8010")["name"].value == "general" and "ignore" not in meta.for_port("8010")

@@ -477,3 +477,22 @@ def test_a_label_that_is_not_an_address_is_one_warning_and_ignored() -> None:
     result = services_from_container(c, settings)
     assert result.services[0].address == "127.0.0.1"
     assert [p.key for p in result.problems] == ["label io.rancher.container.ip"]
+
+
+def test_the_forks_label_forms_name_and_ignore_services() -> None:
+    """A container publishing 53/tcp, 53/udp and 8000-8001: SERVICE_53_udp_NAME names only the UDP service,
+    SERVICE_8000-8009_IGNORE=1 leaves the range out, nothing is reported as a problem."""
+    labels = {"SERVICE_53_NAME": "dns", "SERVICE_53_udp_NAME": "dns-udp", "SERVICE_8000-8009_IGNORE": "1"}
+    c = container(
+        "plain",
+        labels=labels,
+        ports=published(
+            "53/tcp=127.0.0.1:1053", "53/udp=127.0.0.1:1053", "8000/tcp=127.0.0.1:18000", "8001/tcp=127.0.0.1:18001"
+        ),
+    )
+    result = services_from_container(c, S)
+    assert sorted((s.name, s.id.rsplit(":", 2)[-2:] == ["53", "udp"]) for s in result.services) == [
+        ("dns", False),
+        ("dns-udp", True),
+    ]
+    assert result.problems == ()
