@@ -97,9 +97,7 @@ def read_metadata(config: Mapping[str, Any]) -> ContainerMetadata:
                 per_protocol.setdefault((str(int(head)), proto), {})[inner] = scoped
             else:
                 per_port.setdefault(str(int(head)), {})[rest] = scoped
-        elif (
-            sep and rest and head.isascii() and dash and first.isdigit() and last.isdigit() and int(first) <= int(last)
-        ):
+        elif scope and dash and first.isdigit() and last.isdigit() and int(first) <= int(last):
             per_range.setdefault((int(first), int(last)), {})[rest] = scoped
         elif key:
             general[key] = Value(value, f"{kind} {name}")
