@@ -88,19 +88,19 @@ def read_metadata(config: Mapping[str, Any]) -> ContainerMetadata:
             continue
         key = name[len(PREFIX) :].lower()
         head, sep, rest = key.partition("_")
-        scoped = Value(value, f"{kind} {name}", from_port=True)
         first, dash, last = head.partition("-")
         scope = sep and rest and head.isascii()
+        source = f"{kind} {name}"
         if scope and head.isdigit():
             proto, sep2, inner = rest.partition("_")
             if proto in PROTOCOLS and sep2 and inner:
-                per_protocol.setdefault((str(int(head)), proto), {})[inner] = scoped
+                per_protocol.setdefault((str(int(head)), proto), {})[inner] = Value(value, source, from_port=True)
             else:
-                per_port.setdefault(str(int(head)), {})[rest] = scoped
+                per_port.setdefault(str(int(head)), {})[rest] = Value(value, source, from_port=True)
         elif scope and dash and first.isdigit() and last.isdigit() and int(first) <= int(last):
-            per_range.setdefault((int(first), int(last)), {})[rest] = scoped
+            per_range.setdefault((int(first), int(last)), {})[rest] = Value(value, source, from_port=True)
         elif key:
-            general[key] = Value(value, f"{kind} {name}")
+            general[key] = Value(value, source)
     return ContainerMetadata(general, per_port, per_protocol, per_range)
 
 
