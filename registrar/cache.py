@@ -22,9 +22,9 @@ from typing import Any
 
 import structlog
 
-from registrar.model import DockerEvent, Problem, Service
+from registrar.model import NETWORK_EVENTS, DockerEvent, Problem, Service
 from registrar.reconcile import desired_state
-from registrar.services import container_name, is_running, services_from_container
+from registrar.services import container_name, is_running, network_owner, services_from_container
 from registrar.settings import Settings
 
 log = structlog.get_logger("registrar")
@@ -45,6 +45,9 @@ class Cached:
     """The signal ``docker stop`` sends it first (its StopSignal)."""
     stop_timeout: float = 10.0
     """Seconds ``docker stop`` waits for it before SIGKILL (its StopTimeout)."""
+    running: bool = False
+    network_owner: str = ""
+    """With ``--internal``: the ID of the container whose network it shares (``--network container:ID``)."""
 
 
 def stop_signal(container: Mapping[str, Any]) -> int:
@@ -70,14 +73,24 @@ def keeps(settings: Settings, name: str, exit_code: int | None) -> bool:
     return keep
 
 
-def cached_from_inspect(container: Mapping[str, Any], settings: Settings, fingerprint: str = "") -> Cached:
-    """What the cache keeps of a ``docker inspect`` payload; each bad label is logged once, by name."""
-    result = services_from_container(container, settings)
+def cached_from_inspect(
+    container: Mapping[str, Any],
+    settings: Settings,
+    fingerprint: str = "",
+    owner: Mapping[str, Any] | None = None,
+) -> Cached:
+    """What the cache keeps of a ``docker inspect`` payload; each bad label is logged once, by name.
+
+    ``owner``: with ``--internal``, the inspect of the container whose network it shares, if any
+    (``services.network_owner``; None when it is gone)."""
+    result = services_from_container(container, settings, owner)
     for problem in result.problems:
         log.warning("container_label_problem", container=problem.container, key=problem.key, problem=problem.message)
     name = container_name(container)
-    keep = not is_running(container) and keeps(settings, name, (container.get("State") or {}).get("ExitCode"))
+    running = is_running(container)
+    keep = not running and keeps(settings, name, (container.get("State") or {}).get("ExitCode"))
     timeout = (container.get("Config") or {}).get("StopTimeout")
+    owner_ref = network_owner(container) if settings.internal else ""
     return Cached(
         fingerprint or inspect_fingerprint(container),
         name,
@@ -85,6 +98,8 @@ def cached_from_inspect(container: Mapping[str, Any], settings: Settings, finger
         keep,
         stop_signal(container),
         float(timeout) if isinstance(timeout, int | float) and timeout >= 0 else 10.0,
+        running,
+        str((owner or {}).get("Id") or owner_ref) if owner_ref else "",
     )
 
 
@@ -178,12 +193,25 @@ class ContainerCache:
     """Service ID -> the containers that yield it: container ID -> (container name, service)."""
     _problems: dict[str, set[Problem]] = field(default_factory=dict)
     """Service ID -> the claims on it that lost (logged once each)."""
+    _members: dict[str, set[str]] = field(default_factory=dict)
+    """Container ID -> the containers that share its network (``--network container:ID``)."""
+    _due: set[str] = field(default_factory=set)
+    """Containers to inspect again: the container whose network they share has changed."""
 
     def remember(self, container_id: str, cached: Cached | None, draining_until: float | None = None) -> None:
         """Record what was learned of a container (None: it is gone) and what that changes in the desired state."""
         before = self.containers.pop(container_id, None)
         if cached is not None:
             self.containers[container_id] = cached
+        if before is not None and before.network_owner:
+            members = self._members.get(before.network_owner, set())
+            members.discard(container_id)
+            if not members:
+                self._members.pop(before.network_owner, None)
+        if cached is not None and cached.network_owner:
+            self._members.setdefault(cached.network_owner, set()).add(container_id)
+        if before is not None and (cached is None or cached.fingerprint != before.fingerprint):
+            self._due |= self._members.get(container_id, set())
         if cached is not None and cached.keep:
             self.kept.add(container_id)
         else:
@@ -229,6 +257,12 @@ class ContainerCache:
         if problems:
             self._problems[service_id] = problems
 
+    def take_due(self) -> list[str]:
+        """Containers to inspect now because the container whose network they share changed (its
+        addresses, its state, or it is gone): their addresses are its addresses."""
+        due, self._due = self._due, set()
+        return [cid for cid in sorted(due) if cid in self.containers and self.to_inspect(cid)]
+
     def take_changed(self) -> set[str]:
         """The service IDs changed since the last call (the loop plans only those)."""
         changed, self.changed = self.changed, set()
@@ -273,11 +307,20 @@ class ContainerCache:
         container with an inspect in flight gets its last event applied once the inspect is back.
         """
         events = list(events)
-        last = {e.container_id: e for e in events if e.action != "kill"}
+        last: dict[str, DockerEvent] = {}
+        for event in events:
+            # A network's connect or disconnect says less than the container's own event before it
+            # (a stop's disconnects come after its die).
+            if event.action != "kill" and not (event.action in NETWORK_EVENTS and event.container_id in last):
+                last[event.container_id] = event
         inspect: list[str] = []
         for event in last.values():
-            if event.container_id in self.inspecting:
-                self._after[event.container_id] = event if event.action in ("die", "destroy") else INSPECT_AGAIN
+            cid = event.container_id
+            if cid in self.inspecting:
+                if event.action in ("die", "destroy"):
+                    self._after[cid] = event
+                elif event.action not in NETWORK_EVENTS or cid not in self._after:
+                    self._after[cid] = INSPECT_AGAIN
             else:
                 inspect += self._take(event)
         # A kill says nothing of the container's state, so it costs no inspect; with the container's
@@ -292,6 +335,12 @@ class ContainerCache:
         return inspect
 
     def _take(self, event: DockerEvent) -> list[str]:
+        if event.action in NETWORK_EVENTS:
+            # Only a running container's network change is news: a start connects its networks before
+            # its start event, and a stop disconnects them after its die.
+            cached = self.containers.get(event.container_id)
+            if cached is None or not cached.running:
+                return []
         if event.action == "destroy":
             self.remember(event.container_id, None)
         elif event.action == "die":

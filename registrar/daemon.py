@@ -62,6 +62,7 @@ from registrar.messages import (
 from registrar.metrics import Metrics
 from registrar.model import (
     HEALTH_REFRESH_SECONDS,
+    NETWORK_EVENTS,
     WATCHED_EVENTS,
     Action,
     Deregister,
@@ -73,7 +74,7 @@ from registrar.model import (
     Write,
     write_key,
 )
-from registrar.services import container_name
+from registrar.services import container_name, network_owner
 from registrar.settings import Settings
 from registrar.watcher import EventWatcher
 from registrar.workers import Workers
@@ -164,7 +165,7 @@ class Daemon:
         self._next_resync = now + settings.resync if settings.resync > 0 else None
         self._next_ttl = now + settings.ttl_refresh_seconds if settings.ttl > 0 else None
         self._next_health = now + HEALTH_REFRESH_SECONDS if settings.docker_health else None
-        self._event_counters = {a: self.metrics.events.labels(a) for a in WATCHED_EVENTS}
+        self._event_counters = {a: self.metrics.events.labels(a) for a in WATCHED_EVENTS + NETWORK_EVENTS}
         self._consul_ops = {
             (op, result): self.metrics.consul_ops.labels(op, result)
             for op in ("read", *_OPERATIONS.values())
@@ -324,6 +325,8 @@ class Daemon:
             if events:
                 for cid in self.cache.take(events, now):
                     self._inspect(cid)
+            for cid in self.cache.take_due():
+                self._inspect(cid)
             self._due_writes += self._writes()
             if self._next_ttl is not None and now >= self._next_ttl:
                 self._next_ttl = now + self.settings.ttl_refresh_seconds
@@ -429,6 +432,8 @@ class Daemon:
                     if events:
                         for cid in self.cache.take(events, time.monotonic()):
                             self._inspect(cid)
+                    for cid in self.cache.take_due():
+                        self._inspect(cid)
                     writes = self._writes()
                     self._full_done_if_settled()
             except Exception as e:  # a bug: the loop logs it and reconciles in full
@@ -530,7 +535,9 @@ class Daemon:
             return Inspected(container_id, None)
         if logs.debug:
             log.debug("container_inspected", container=container_name(container))
-        return Inspected(container_id, cached_from_inspect(container, self.settings, fingerprint))
+        owner_ref = network_owner(container) if self.settings.internal else ""
+        owner = self.source.inspect(owner_ref) if owner_ref else None  # its addresses are the owner's
+        return Inspected(container_id, cached_from_inspect(container, self.settings, fingerprint, owner))
 
     def _read_agent(self) -> None:
         """Read the agent's services on a worker (one read at a time)."""

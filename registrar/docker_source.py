@@ -26,7 +26,7 @@ import docker.errors
 import requests
 
 from registrar.errors import ConfigError, DockerError
-from registrar.model import WATCHED_EVENTS, DockerEvent
+from registrar.model import NETWORK_EVENTS, WATCHED_EVENTS, DockerEvent
 from registrar.settings import Settings
 from registrar.transport import ConnectionPool, UnixHTTPConnection, unix_pool
 
@@ -39,9 +39,13 @@ PODMAN_NAMES = {"remove": "destroy"}
 #: ``health_status`` among them Docker matches the event values as prefixes (moby #25798), so
 #: ``health_status: healthy`` and ``: unhealthy`` are sent (verified on Docker 20.10).
 DOCKER_FILTERS = {"type": ["container"], "event": sorted(WATCHED_EVENTS)}
+#: With ``--internal``, also the network events that change a container's addresses (``docker network
+#: connect``); the engine then sends a network's ``destroy`` too, which ``from_message`` drops.
+DOCKER_NETWORK_FILTERS = {"type": ["container", "network"], "event": sorted(WATCHED_EVENTS + NETWORK_EVENTS)}
 #: The subscription on Podman, which matches an ``event`` filter against its own event names
 #: (``died``...), so a filter in Docker's names would hide stops from it: the events are picked here.
 PODMAN_FILTERS = {"type": ["container"]}
+PODMAN_NETWORK_FILTERS = {"type": ["container", "network"]}
 
 
 class DockerSource:
@@ -56,6 +60,8 @@ class DockerSource:
             kwargs["base_url"] = settings.docker_host
         self.where = str(kwargs.get("base_url") or "unix:///var/run/docker.sock")
         self.timeout = timeout
+        self.networks = settings.internal
+        """Follow network events too (``--internal``: a container's addresses are registered)."""
         self._stream: Any = None
         """The open event stream: an EventStream, or docker-py's on other transports."""
         self._lock = threading.Lock()
@@ -146,9 +152,13 @@ class DockerSource:
 
         Raises DockerError when the subscription fails; the iterator raises it when the stream breaks.
         On a Docker engine only the watched events are subscribed to; on Podman every container event
-        is, and the watched ones are picked here (``PODMAN_FILTERS``).
+        is, and the watched ones are picked here (``PODMAN_FILTERS``). With ``--internal``, a
+        network's ``connect`` and ``disconnect`` too, as events about the container they name.
         """
-        filters = PODMAN_FILTERS if self.podman else DOCKER_FILTERS
+        if self.podman:
+            filters = PODMAN_NETWORK_FILTERS if self.networks else PODMAN_FILTERS
+        else:
+            filters = DOCKER_NETWORK_FILTERS if self.networks else DOCKER_FILTERS
         if not self._socket_path:
             stream = self._call("subscribing to Docker events", lambda: self.api.events(decode=True, filters=filters))
             self._stream = stream
@@ -337,9 +347,15 @@ def _reason(error: BaseException) -> str:
 def from_message(message: Mapping[str, Any]) -> DockerEvent | None:
     """The DockerEvent of a Docker or Podman event message, or None for one registrar does not watch.
 
-    Podman's names are translated to Docker's (``remove`` is ``destroy``).
+    Podman's names are translated to Docker's (``remove`` is ``destroy``). A network's ``connect``
+    and ``disconnect`` are events of the container they name: Docker's in the ``container`` attribute
+    (its Actor is the network), Podman's in the Actor; other network events are dropped.
     """
     actor = message.get("Actor") or {}
+    if message.get("Type") == "network":
+        action = str(message.get("Action") or message.get("status") or "")
+        container_id = str((actor.get("Attributes") or {}).get("container") or actor.get("ID") or "")
+        return DockerEvent(action, container_id) if action in NETWORK_EVENTS and container_id else None
     container_id = str(actor.get("ID") or message.get("id") or "")
     action = str(message.get("Action") or message.get("status") or "")
     action = PODMAN_NAMES.get(action, action)

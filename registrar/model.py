@@ -31,6 +31,9 @@ class Problem:
 
 #: Container events that can change what a container yields (Docker's names); the others are not read.
 WATCHED_EVENTS = ("start", "die", "destroy", "rename", "pause", "unpause", "health_status", "kill")
+#: Network events that change a container's addresses (Docker's ``network`` type; the container is in
+#: the event's attributes). Watched with ``--internal`` only: published ports do not change with them.
+NETWORK_EVENTS = ("connect", "disconnect")
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,6 +114,24 @@ def _ports(container: Mapping[str, Any], internal: bool) -> list[Port]:
     return sorted(found, key=lambda p: (int(p.port) if p.port.isdigit() else 0, p.port, p.proto))
 
 
+def network_owner(container: Mapping[str, Any]) -> str:
+    """The container whose network this one shares (``docker run --network container:OWNER``, a pod
+    member on Docker): its ID or name as the network mode names it; "" when the network is its own.
+
+    Docker reports no address for such a member, so its addresses are the owner's (registrator follows
+    the owner too). Podman's pod members report the pod's addresses themselves: "" for them.
+    """
+    mode = str((container.get("HostConfig") or {}).get("NetworkMode") or "")
+    if not mode.startswith("container:") or any(_container_ips(container, "")):
+        return ""
+    return mode.removeprefix("container:")
+
+
+def network_names(container: Mapping[str, Any]) -> list[str]:
+    """The networks the container is on (``NetworkSettings.Networks``), sorted."""
+    return sorted((container.get("NetworkSettings") or {}).get("Networks") or {})
+
+
 def _container_ips(container: Mapping[str, Any], network: str) -> tuple[str, str]:
     """The container's IPv4 and global IPv6 address on ``network`` (else its network mode, else the
     first network that has one); empty where unknown."""
@@ -137,9 +155,14 @@ def _printable(text: str) -> bool:
 class _Builder:
     """Builds the services of one container; collects problems as it goes."""
 
-    def __init__(self, container: Mapping[str, Any], settings: Settings) -> None:
+    def __init__(
+        self, container: Mapping[str, Any], settings: Settings, owner: Mapping[str, Any] | None = None
+    ) -> None:
         self.container = container
         self.settings = settings
+        self.networked: Mapping[str, Any] = container
+        """Where the container's addresses are: itself, or the container whose network it shares."""
+        self.owner = owner
         self.cid = str(container.get("Id", ""))
         self.name = container_name(container)
         self.config: Mapping[str, Any] = container.get("Config") or {}
@@ -152,6 +175,8 @@ class _Builder:
     def build(self) -> Yield:
         if not is_running(self.container) or is_pod_infra(self.container):
             return Yield((), ())
+        if self.settings.internal and not self.follow_network_owner():
+            return Yield((), tuple(self.problems))
         metadata = read_metadata(self.config)
         ports = _ports(self.container, self.settings.internal)
         group = len(ports) > 1
@@ -167,6 +192,18 @@ class _Builder:
                 for value in values.values():
                     self.warn(value, f"port {port_key} is not a service port of this container ({numbers or 'none'})")
         return Yield(tuple(services), tuple(dict.fromkeys(self.problems)))
+
+    def follow_network_owner(self) -> bool:
+        """With ``--network container:OWNER``, take the addresses from the owner; False (one warning)
+        when the owner is not running: the container has no address then, and yields nothing."""
+        ref = network_owner(self.container)
+        if not ref:
+            return True
+        if self.owner is None or not is_running(self.owner):
+            self.warn(f"network container:{ref[:12]}", "the container whose network it shares is not running")
+            return False
+        self.networked = self.owner
+        return True
 
     def service(self, port: Port, meta: dict[str, Value], group: bool) -> Service | None:
         if "ignore" in meta:
@@ -273,7 +310,11 @@ class _Builder:
         known: dict[str, tuple[str, str]] = {}  # lan_ipv4 / lan_ipv6 -> (address, port)
         if self.settings.internal:
             network = meta.get("network")
-            v4, v6 = _container_ips(self.container, network.value if network else self.settings.network)
+            if network is not None and network.value not in network_names(self.networked):
+                on = ", ".join(network_names(self.networked)) or "none"
+                self.warn(network, f"the container is not on network {network.value!r} (on: {on}); not registered")
+                return "", None, ()
+            v4, v6 = _container_ips(self.networked, network.value if network else self.settings.network)
             known = {k: (a, port.port) for k, a in (("lan_ipv4", v4), ("lan_ipv6", v6)) if a}
             fallback = ("", port.port)
         else:
@@ -342,6 +383,12 @@ class _Builder:
         return tuple(sorted(out.items()))
 
 
-def services_from_container(container: Mapping[str, Any], settings: Settings) -> Yield:
-    """The services a container yields under these settings (none unless it is running)."""
-    return _Builder(container, settings).build()
+def services_from_container(
+    container: Mapping[str, Any], settings: Settings, owner: Mapping[str, Any] | None = None
+) -> Yield:
+    """The services a container yields under these settings (none unless it is running).
+
+    ``owner``: with ``--internal``, the inspect of the container whose network this one shares
+    (``network_owner``), if it has one; None when there is none or it is gone.
+    """
+    return _Builder(container, settings, owner).build()

@@ -26,7 +26,7 @@ import pytest
 from registrar.consul_sink import ConsulSink
 from registrar.docker_source import DockerSource, from_message
 from registrar.errors import DockerError
-from registrar.model import WATCHED_EVENTS, DockerEvent
+from registrar.model import NETWORK_EVENTS, WATCHED_EVENTS, DockerEvent
 from registrar.settings import ConsulTarget, Settings
 from tests.unit.payloads import HERE, payload
 
@@ -191,8 +191,9 @@ def connect() -> Iterator[Callable[..., DockerSource]]:
     """A DockerSource on an Engine's socket: ``connect(engine, timeout=1.0)``; closed after the test."""
     sources: list[DockerSource] = []
 
-    def make(engine: Engine, timeout: float = 1.0) -> DockerSource:
-        sources.append(DockerSource(Settings(docker_host=f"unix://{engine.server_address}"), {}, timeout=timeout))
+    def make(engine: Engine, timeout: float = 1.0, internal: bool = False) -> DockerSource:
+        settings = Settings(docker_host=f"unix://{engine.server_address}", internal=internal)
+        sources.append(DockerSource(settings, {}, timeout=timeout))
         return sources[-1]
 
     yield make
@@ -301,6 +302,39 @@ def test_docker_is_asked_for_the_watched_events_only(serve: Any, connect: Any) -
     assert not source.podman
     assert engine.subscriptions() == [{"type": ["container"], "event": sorted(WATCHED_EVENTS)}]
     assert [r.split("?")[0] for r in engine.requests] == ["/version", "/v1.41/events"]
+
+
+def network_stream(engine: str) -> Stream:
+    """The recorded lines of ``engine`` around ``docker network connect`` and ``disconnect``, then the end."""
+    parts = [chunk(line) for line in recorded(f"{engine}_network")]
+    return sends(HEADS[engine], *parts, LAST_CHUNK, then="close")
+
+
+def test_with_internal_docker_is_asked_for_network_changes_too(serve: Any, connect: Any) -> None:
+    """--internal: the subscription adds the network type and its connect and disconnect events."""
+    engine = serve("docker", network_stream("docker"))
+    list(connect(engine, internal=True).events())
+    events = sorted(WATCHED_EVENTS + NETWORK_EVENTS)
+    assert engine.subscriptions() == [{"type": ["container", "network"], "event": events}]
+
+
+def test_network_connect_and_disconnect_are_events_of_the_container_they_name(serve: Any, connect: Any) -> None:
+    """Docker (recorded: run on a network, connect a second, disconnect it, rm -f): each connect and
+    disconnect is an event of the container in its attributes; the network's destroy is dropped."""
+    engine = serve("docker", network_stream("docker"))
+    cid = "4fa8fd2b961392d54539d365a48923245eff6b469d19a0108daa5ffb82895136"
+    events = [(e.action, e.container_id) for e in connect(engine, internal=True).events()]
+    expected = ["connect", "start", "connect", "disconnect", "disconnect", "die", "disconnect", "destroy"]
+    assert events == [(action, cid) for action in expected]
+
+
+def test_podman_network_connect_names_the_container_in_its_actor(serve: Any, connect: Any) -> None:
+    """Podman (recorded ``podman network connect`` and ``disconnect``): the Actor is the container itself."""
+    engine = serve("podman", network_stream("podman"))
+    source = connect(engine, internal=True)
+    cid = "bd9897341a639dd092069594dd3e63886daa3a336f5f001215ec1f3d1b6c4a58"
+    assert [(e.action, e.container_id) for e in source.events()] == [("connect", cid), ("disconnect", cid)]
+    assert engine.subscriptions() == [{"type": ["container", "network"]}]
 
 
 def test_podman_is_asked_for_container_events_and_they_are_picked_here(serve: Any, connect: Any) -> None:

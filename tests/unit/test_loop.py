@@ -832,3 +832,67 @@ def test_a_read_of_the_agent_before_the_first_listing_deregisters_nothing(starte
     gate.set()
     step_until(second, second.ready.is_set)
     assert "vm:kept:80" in consul.registered and consul.writes == 1
+
+
+INTERNAL = Settings(hostname="vm", internal=True)
+
+
+def on_network(c: dict[str, Any], name: str, address: str) -> dict[str, Any]:
+    """``c`` connected to network ``name`` at ``address`` too."""
+    c = copy.deepcopy(c)
+    c["NetworkSettings"]["Networks"][name] = {"IPAddress": address, "GlobalIPv6Address": ""}
+    return c
+
+
+def test_network_connect_of_a_running_container_is_followed(started: Any) -> None:
+    """--internal, SERVICE_NETWORK=backend: registered once ``docker network connect`` puts it there."""
+    c = container("internal", labels={"SERVICE_NETWORK": "backend"})
+    docker, consul = MemoryDocker(c), MemoryConsul()
+    daemon = started(docker, consul, INTERNAL)
+    step_until(daemon, daemon.ready.is_set)
+    assert consul.registered == {}
+    docker.containers[c["Id"]] = on_network(c, "backend", "10.7.0.9")
+    docker.emit("connect", c["Id"])
+    step_until(daemon, lambda: "vm:rec-internal:80" in consul.registered)
+    assert consul.registered["vm:rec-internal:80"]["Address"] == "10.7.0.9"
+
+
+def test_network_events_around_a_start_and_a_stop_cost_no_inspect(started: Any) -> None:
+    """A start's connect comes before its start event, a stop's disconnects after its die: no inspect for them."""
+    c = payload("internal")
+    docker, consul = MemoryDocker(), MemoryConsul()
+    daemon = started(docker, consul, INTERNAL)
+    step_until(daemon, daemon.ready.is_set)
+    docker.containers[c["Id"]] = c
+    for action in ("connect", "start"):
+        daemon.inbox.put(DockerEvent(action, c["Id"]))
+    step_until(daemon, lambda: "vm:rec-internal:80" in consul.registered)
+    assert docker.inspects == 1
+    docker.containers[c["Id"]] = stopped(c, 0)
+    for action in ("die", "disconnect"):
+        daemon.inbox.put(DockerEvent(action, c["Id"], exit_code=0 if action == "die" else None))
+    step_until(daemon, lambda: consul.registered == {})
+    daemon.inbox.put(DockerEvent("disconnect", c["Id"]))
+    step_until(daemon, lambda: daemon.inbox.empty())
+    assert docker.inspects == 1
+
+
+def test_members_follow_the_container_whose_network_they_share(started: Any) -> None:
+    """--network container:OWNER: the member is at the owner's address; when the owner's address changes the
+    member is inspected again and follows; when the owner stops, the member's service goes (one warning)."""
+    member, owner = payload("network_member"), payload("network_owner")
+    docker, consul = MemoryDocker(owner, member), MemoryConsul()
+    daemon = started(docker, consul, INTERNAL)
+    owners = owner["NetworkSettings"]["Networks"]["rec-net2"]["IPAddress"]
+    step_until(daemon, lambda: consul.registered.get("vm:rec-member:80", {}).get("Address") == owners)
+    moved = copy.deepcopy(owner)
+    moved["NetworkSettings"]["Networks"]["rec-net2"]["IPAddress"] = "172.19.0.99"
+    docker.containers[owner["Id"]] = moved
+    docker.emit("connect", owner["Id"])
+    step_until(daemon, lambda: consul.registered.get("vm:rec-member:80", {}).get("Address") == "172.19.0.99")
+    with capture_logs() as logs:
+        docker.containers[owner["Id"]] = stopped(moved, 0)
+        docker.emit("die", owner["Id"], exit_code=0)
+        step_until(daemon, lambda: "vm:rec-member:80" not in consul.registered)
+    problems = [(e["container"], e["key"]) for e in logs if e["event"] == "container_label_problem"]
+    assert problems == [("rec-member", "network container:e8d3d87cf589")]

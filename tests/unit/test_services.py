@@ -496,3 +496,47 @@ def test_the_forks_label_forms_name_and_ignore_services() -> None:
         ("dns-udp", True),
     ]
     assert result.problems == ()
+
+
+INTERNAL = Settings(hostname="vm", internal=True)
+
+
+def test_member_of_another_containers_network_has_the_owners_addresses() -> None:
+    """--network container:OWNER (Docker reports no address for it): registered at the owner's address."""
+    member, owner = payload("network_member"), payload("network_owner")
+    result = services_from_container(member, INTERNAL, owner)
+    (service,) = result.services
+    owners = owner["NetworkSettings"]["Networks"]["rec-net2"]["IPAddress"]
+    assert (service.id, service.address, service.port) == ("vm:rec-member:80", owners, 80)
+    assert result.problems == ()
+
+
+def test_member_whose_owner_is_gone_yields_nothing_with_a_warning() -> None:
+    """The container whose network it shares is not running: no service (no address), one problem naming it."""
+    member, owner = payload("network_member"), payload("network_owner")
+    owner["State"]["Running"] = False
+    for gone in (None, owner):
+        result = services_from_container(member, INTERNAL, gone)
+        assert result.services == ()
+        assert [(p.container, p.key) for p in result.problems] == [("rec-member", "network container:e8d3d87cf589")]
+
+
+def test_podman_pod_member_keeps_its_own_addresses() -> None:
+    """Podman's pod members report the pod's addresses: no owner is needed, none is followed."""
+    (service,) = services_from_container(payload("podman_pod_app"), INTERNAL).services
+    assert service.address == "10.88.0.14"
+
+
+def test_service_network_the_container_is_not_on_registers_nothing() -> None:
+    """SERVICE_NETWORK names a network the container is not on: no service, one problem naming the label."""
+    c = container("internal", labels={"SERVICE_NETWORK": "backend"})
+    result = services_from_container(c, INTERNAL)
+    assert result.services == ()
+    assert {(p.container, p.key) for p in result.problems} == {("rec-internal", "label SERVICE_NETWORK")}
+    assert "'backend'" in result.problems[0].message and "rec-net" in result.problems[0].message
+
+
+def test_network_flag_the_container_is_not_on_falls_back_to_its_own() -> None:
+    """--network names a network the container is not on: its network mode's address, no warning."""
+    result = services_from_container(payload("internal"), Settings(hostname="vm", internal=True, network="backend"))
+    assert {s.address for s in result.services} == {"172.18.0.2"} and result.problems == ()
