@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registrar.checks import CheckContext, build_checks
-from registrar.metadata import BOOLEAN_WORDS, Value, parse_bool, read_metadata, split_tags
+from registrar.metadata import BOOLEAN_WORDS, ContainerMetadata, Found, Value, parse_bool, read_metadata, split_tags
 from registrar.model import (
     META_CONTAINER,
     META_HOST,
@@ -58,6 +58,32 @@ class Yield:
 
     services: tuple[Service, ...]
     problems: tuple[Problem, ...]
+
+
+NOT_PUBLISHED = "not published (publish it with -p, or run registrar with --internal)"
+
+
+@dataclass(frozen=True)
+class PortOutcome:
+    """What one port of a container yielded: a service's ID, or why none (``registrar explain``)."""
+
+    port: Port
+    service_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Traced:
+    """What ``services_from_container`` yields, with the reasons behind it (``registrar explain``)."""
+
+    result: Yield
+    skipped: str
+    """Why the container as a whole yields nothing (not running, a pod's infra container); "" otherwise."""
+    ports: tuple[PortOutcome, ...]
+    """Every port looked at, in the order looked at (the ports not published first)."""
+    metadata: ContainerMetadata | None
+    found: tuple[Found, ...]
+    """Every ``SERVICE_*`` entry read, those beaten included."""
 
 
 def container_name(container: Mapping[str, Any]) -> str:
@@ -144,6 +170,16 @@ class _Builder:
         self.name = container_name(container)
         self.config: Mapping[str, Any] = container.get("Config") or {}
         self.problems: list[Problem] = []
+        self.trace: list[PortOutcome] | None = None
+        """Set to a list by ``traced_services``, to record each port's outcome; None in the daemon."""
+        self.found: list[Found] | None = None
+        self.skipped = ""
+        self.metadata: ContainerMetadata | None = None
+
+    def skip(self, port: Port, reason: str) -> None:
+        """The port yields no service, for this reason (recorded when tracing)."""
+        if self.trace is not None:
+            self.trace.append(PortOutcome(port, reason=reason))
 
     def warn(self, value: Value | str, message: str) -> None:
         key = value.source if isinstance(value, Value) else value
@@ -151,15 +187,27 @@ class _Builder:
 
     def build(self) -> Yield:
         if not is_running(self.container) or is_pod_infra(self.container):
+            if self.trace is not None:
+                self.skipped = (
+                    f"not running ({(self.container.get('State') or {}).get('Status') or 'stopped'})"
+                    if not is_running(self.container)
+                    else "a Podman pod's infra container (the pod's containers report its ports)"
+                )
             return Yield((), ())
-        metadata = read_metadata(self.config)
+        metadata = self.metadata = read_metadata(self.config, self.found)
         ports = _ports(self.container, self.settings.internal)
+        if self.trace is not None and not self.settings.internal:
+            for port in _ports(self.container, internal=True):
+                if not port.host_port:
+                    self.skip(port, NOT_PUBLISHED)
         group = len(ports) > 1
         services = []
         for port in ports:
             service = self.service(port, metadata.for_port(port.port, port.proto), group)
             if service is not None:
                 services.append(service)
+                if self.trace is not None:
+                    self.trace.append(PortOutcome(port, service.id))
         numbers = sorted({p.port for p in ports}, key=int)
         scoped = [*metadata.per_port.items(), *((p, v) for (p, _), v in metadata.per_protocol.items())]
         for port_key, values in sorted(scoped, key=lambda kv: kv[0]):
@@ -170,13 +218,16 @@ class _Builder:
 
     def service(self, port: Port, meta: dict[str, Value], group: bool) -> Service | None:
         if "ignore" in meta:
+            self.skip(port, f"ignored by {meta['ignore'].source}")
             return None
         name = self.service_name(port, meta, group)
         if name is None:
+            self.skip(port, f"--explicit, and no usable SERVICE_NAME or SERVICE_{port.port}_NAME")
             return None
         service_id = self.service_id(port, meta, group)
         address, number, tagged = self.address(port, meta)
         if number is None:
+            self.skip(port, "its host port is not a port number")
             return None
         checks, problems = build_checks(
             meta,
@@ -345,3 +396,11 @@ class _Builder:
 def services_from_container(container: Mapping[str, Any], settings: Settings) -> Yield:
     """The services a container yields under these settings (none unless it is running)."""
     return _Builder(container, settings).build()
+
+
+def traced_services(container: Mapping[str, Any], settings: Settings) -> Traced:
+    """``services_from_container``, by the same rules, recording why each port yields what it yields."""
+    builder = _Builder(container, settings)
+    builder.trace, builder.found = [], []
+    result = builder.build()
+    return Traced(result, builder.skipped, tuple(builder.trace), builder.metadata, tuple(builder.found))
