@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from registrar.model import NETWORK_EVENTS, DockerEvent, Problem, Service
-from registrar.reconcile import desired_state
+from registrar.reconcile import desired_state, kept_after_exit
 from registrar.services import container_name, is_running, network_owner, services_from_container
 from registrar.settings import Settings
 
@@ -59,15 +59,9 @@ def stop_signal(container: Mapping[str, Any]) -> int:
     return int(getattr(signal.Signals, name, signal.SIGTERM))
 
 
-SIGNALED_BIT = 128
-"""Set in an exit code that a signal caused (128+N: 137 for SIGKILL, 143 for SIGTERM)."""
-
-
 def keeps(settings: Settings, name: str, exit_code: int | None) -> bool:
-    """Whether a stopped container's registrations stay: under ``--deregister on-success``, when it
-    crashed, that is exited non-zero by itself. Exit 0 and a death by a signal (``docker stop``,
-    ``docker kill``) deregister, as registrator's ``shouldRemove`` decides (bridge/bridge.go)."""
-    keep = settings.deregister == "on-success" and exit_code not in (0, None) and not exit_code & SIGNALED_BIT
+    """``kept_after_exit``, logged as ``services_kept`` when they stay."""
+    keep = kept_after_exit(settings, exit_code)
     if keep:
         log.info("services_kept", container=name, exit_code=exit_code, reason="crashed (on-success)")
     return keep

@@ -1,7 +1,7 @@
 """The command line: a thin click layer over a frozen Settings.
 
-``registrar run|sync|plan [OPTIONS] [REGISTRY_URI]``. Every option also comes from
-``REGISTRAR_<OPTION>``; a flag beats the environment. registrator's single-dash spellings
+``registrar run|sync|plan [OPTIONS] [REGISTRY_URI]``, ``registrar explain [OPTIONS] CONTAINER [REGISTRY_URI]``.
+Every option also comes from ``REGISTRAR_<OPTION>``; a flag beats the environment. registrator's single-dash spellings
 (``-ip``, ``-internal``, ``-useIpFromLabel`` ...) are accepted too, and a command line with no
 command runs the daemon, so registrar can stand in for registrator as it is invoked today.
 """
@@ -13,6 +13,7 @@ import dataclasses
 import gc
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Mapping
@@ -28,7 +29,9 @@ from registrar.model import Deregister, Register
 from registrar.settings import DEREGISTER_MODES, Settings, ip_address_of, parse_registry_uri
 
 log = structlog.get_logger("registrar")
-COMMANDS = ("run", "sync", "plan")
+COMMANDS = ("run", "sync", "plan", "explain")
+CONTAINER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+"""What Docker accepts as a container's name or ID (prefix); anything else names no container."""
 T = TypeVar("T")
 
 
@@ -305,24 +308,34 @@ FORGET_HOST = click.option(
 )
 
 
-def _one_shot(params: Mapping[str, Any], work: Callable[[Any], T]) -> T:
-    """Connect, and run ``work(daemon)`` on a loop that turns once; exits on Docker or Consul errors."""
-    from registrar.daemon import Daemon
-
+def _connected(params: Mapping[str, Any], work: Callable[[Settings, Any, Any], T]) -> T:
+    """Connect, and run ``work(settings, source, sink)``; exits on Docker or Consul errors."""
     connected = _connect(params, Shutdown())
     assert connected is not None, "nothing requests a shutdown of a one-shot command"
     settings, source, sink = connected
-    daemon = Daemon(source, sink, settings)
     try:
-        return work(daemon)
+        return work(settings, source, sink)
     except DockerError as e:
         _fail(ExitCode.DOCKER, str(e))
     except ConsulError as e:
         _fail(ExitCode.CONSUL, str(e))
     finally:
-        daemon.close()
         source.close()
         sink.close()
+
+
+def _one_shot(params: Mapping[str, Any], work: Callable[[Any], T]) -> T:
+    """Connect, and run ``work(daemon)`` on a loop that turns once; exits on Docker or Consul errors."""
+    from registrar.daemon import Daemon
+
+    def on_a_daemon(settings: Settings, source: Any, sink: Any) -> T:
+        daemon = Daemon(source, sink, settings)
+        try:
+            return work(daemon)
+        finally:
+            daemon.close()
+
+    return _connected(params, on_a_daemon)
 
 
 @cli.command()
@@ -361,6 +374,36 @@ def plan_command(as_json: bool, **params: Any) -> None:
             click.echo(f"deregister  {action.service_id}  ({action.reason})")
     if not actions:
         click.echo("in sync: nothing to change")
+
+
+@cli.command(name="explain")
+@click.argument("container")
+@shared_options
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as one JSON object.")
+def explain_command(container: str, as_json: bool, **params: Any) -> None:
+    """Explain one container (name or ID): its ports, SERVICE_* keys, problems, services, and the agent's state.
+
+    Exit 0 when explained (even when it yields nothing), 1 when there is no such container.
+    """
+    from registrar.explain import explain, render
+    from registrar.services import network_owner
+
+    wanted = container.strip().removeprefix("/")  # docker ps shows no slash, docker inspect's Name has one
+    if not wanted:
+        raise click.UsageError("CONTAINER is empty: give a container's name or ID")
+
+    def look(settings: Settings, source: Any, sink: Any) -> Any:
+        found = source.inspect(wanted) if CONTAINER_NAME.match(wanted) else None
+        if found is None:
+            _fail(ExitCode.NOT_FOUND, f"no such container: {container}")
+        owner_ref = network_owner(found) if settings.internal else ""
+        return explain(found, settings, sink.services(), source.inspect(owner_ref) if owner_ref else None)
+
+    explanation = _connected(params, look)
+    if as_json:
+        click.echo(json.dumps(explanation.to_json(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(render(explanation))
 
 
 def _describe(s: Any) -> str:

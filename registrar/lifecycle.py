@@ -32,6 +32,8 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class ExitCode(IntEnum):
     OK = 0
     NOT_IN_SYNC = 1
+    NOT_FOUND = 1
+    """``explain``: no such container (an alias of NOT_IN_SYNC's value: each command means one of them)."""
     USAGE = 2
     CONFIG = 3
     DOCKER = 4

@@ -77,8 +77,42 @@ def _entries(config: Mapping[str, Any]) -> Iterable[tuple[str, str, str]]:
             yield name, value, "label"
 
 
-def read_metadata(config: Mapping[str, Any]) -> ContainerMetadata:
-    """Collect the ``SERVICE_*`` labels and environment variables of a container's Config."""
+@dataclass(frozen=True)
+class Found:
+    """One ``SERVICE_*`` entry as read, overridden or not, with its scope (``registrar explain`` lists them)."""
+
+    key: str
+    """The key without prefix and scope, lower-cased: ``name``, ``check_http``."""
+    value: Value
+    port: str = ""
+    """The port of ``SERVICE_<port>_<KEY>`` and ``SERVICE_<port>_<proto>_<KEY>``; empty otherwise."""
+    proto: str = ""
+    """The protocol of ``SERVICE_<port>_<proto>_<KEY>``; empty otherwise."""
+    span: tuple[int, int] | None = None
+    """The first and last port of ``SERVICE_<N>-<M>_<KEY>``."""
+
+    @property
+    def scope(self) -> str:
+        """``general``, ``port 80``, ``port 53/udp`` or ``ports 8000-8009``."""
+        if self.span is not None:
+            return f"ports {self.span[0]}-{self.span[1]}"
+        if self.port:
+            return f"port {self.port}/{self.proto}" if self.proto else f"port {self.port}"
+        return "general"
+
+    def applies_to(self, port: str, proto: str) -> bool:
+        """Whether ``ContainerMetadata.for_port(port, proto)`` consults this entry's scope."""
+        if self.span is not None:
+            return port.isdigit() and self.span[0] <= int(port) <= self.span[1]
+        return self.port in ("", port) and self.proto in ("", proto)
+
+
+def read_metadata(config: Mapping[str, Any], found: list[Found] | None = None) -> ContainerMetadata:
+    """Collect the ``SERVICE_*`` labels and environment variables of a container's Config.
+
+    With ``found``, every entry read is also appended to it, those that a label or a later entry of
+    the same scope replaced included (``registrar explain``); the daemon passes none.
+    """
     general: dict[str, Value] = {}
     per_port: dict[str, dict[str, Value]] = {}
     per_protocol: dict[tuple[str, str], dict[str, Value]] = {}
@@ -90,17 +124,25 @@ def read_metadata(config: Mapping[str, Any]) -> ContainerMetadata:
         head, sep, rest = key.partition("_")
         first, dash, last = head.partition("-")
         scope = sep and rest and head.isascii()
-        source = f"{kind} {name}"
+        port = proto = ""
+        span = None
         if scope and head.isdigit():
+            port = str(int(head))
             proto, sep2, inner = rest.partition("_")
             if proto in PROTOCOLS and sep2 and inner:
-                per_protocol.setdefault((str(int(head)), proto), {})[inner] = Value(value, source, from_port=True)
+                target, key = per_protocol.setdefault((port, proto), {}), inner
             else:
-                per_port.setdefault(str(int(head)), {})[rest] = Value(value, source, from_port=True)
+                target, key, proto = per_port.setdefault(port, {}), rest, ""
         elif scope and dash and first.isdigit() and last.isdigit() and int(first) <= int(last):
-            per_range.setdefault((int(first), int(last)), {})[rest] = Value(value, source, from_port=True)
+            span = (int(first), int(last))
+            target, key = per_range.setdefault(span, {}), rest
         elif key:
-            general[key] = Value(value, source)
+            target = general
+        else:
+            continue
+        entry = target[key] = Value(value, f"{kind} {name}", from_port=target is not general)
+        if found is not None:
+            found.append(Found(key, entry, port, proto, span))
     return ContainerMetadata(general, per_port, per_protocol, per_range)
 
 

@@ -22,6 +22,7 @@ from registrar.model import (
     Register,
     Service,
 )
+from registrar.settings import Settings
 
 
 def owned_services(agent_services: Mapping[str, Any], host: str) -> dict[str, Owned]:
@@ -54,6 +55,17 @@ def desired_state(
                     )
                 )
     return desired, problems
+
+
+SIGNALED_BIT = 128
+"""Set in an exit code that a signal caused (128+N: 137 for SIGKILL, 143 for SIGTERM)."""
+
+
+def kept_after_exit(settings: Settings, exit_code: int | None) -> bool:
+    """Whether a stopped container's registrations stay: under ``--deregister on-success``, when it
+    crashed, that is exited non-zero by itself. Exit 0 and a death by a signal (``docker stop``,
+    ``docker kill``) deregister, as registrator's ``shouldRemove`` decides (bridge/bridge.go)."""
+    return settings.deregister == "on-success" and exit_code not in (0, None) and not exit_code & SIGNALED_BIT
 
 
 def kept_ids(actual: Mapping[str, Owned], keep_containers: Set[str]) -> frozenset[str]:

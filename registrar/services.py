@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registrar.checks import CheckContext, build_checks
-from registrar.metadata import BOOLEAN_WORDS, Value, parse_bool, read_metadata, split_tags
+from registrar.metadata import BOOLEAN_WORDS, ContainerMetadata, Found, Value, parse_bool, read_metadata, split_tags
 from registrar.model import (
     META_CONTAINER,
     META_HOST,
@@ -58,6 +58,32 @@ class Yield:
 
     services: tuple[Service, ...]
     problems: tuple[Problem, ...]
+
+
+NOT_PUBLISHED = "not published (publish it with -p, or run registrar with --internal)"
+
+
+@dataclass(frozen=True)
+class PortOutcome:
+    """What one port of a container yielded: a service's ID, or why none (``registrar explain``)."""
+
+    port: Port
+    service_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Traced:
+    """What ``services_from_container`` yields, with the reasons behind it (``registrar explain``)."""
+
+    result: Yield
+    skipped: str
+    """Why the container as a whole yields nothing (not running, a pod's infra container); "" otherwise."""
+    ports: tuple[PortOutcome, ...]
+    """Every port looked at, in the order looked at (the ports not published first)."""
+    metadata: ContainerMetadata | None
+    found: tuple[Found, ...]
+    """Every ``SERVICE_*`` entry read, those beaten included."""
 
 
 def container_name(container: Mapping[str, Any]) -> str:
@@ -167,6 +193,16 @@ class _Builder:
         self.name = container_name(container)
         self.config: Mapping[str, Any] = container.get("Config") or {}
         self.problems: list[Problem] = []
+        self.trace: list[PortOutcome] | None = None
+        """Set to a list by ``traced_services``, to record each port's outcome; None in the daemon."""
+        self.found: list[Found] | None = None
+        self.skipped = ""
+        self.metadata: ContainerMetadata | None = None
+
+    def skip(self, port: Port, reason: str) -> None:
+        """The port yields no service, for this reason (recorded when tracing)."""
+        if self.trace is not None:
+            self.trace.append(PortOutcome(port, reason=reason))
 
     def warn(self, value: Value | str, message: str) -> None:
         key = value.source if isinstance(value, Value) else value
@@ -174,17 +210,31 @@ class _Builder:
 
     def build(self) -> Yield:
         if not is_running(self.container) or is_pod_infra(self.container):
+            if self.trace is not None:
+                self.skipped = (
+                    f"not running ({(self.container.get('State') or {}).get('Status') or 'stopped'})"
+                    if not is_running(self.container)
+                    else "a Podman pod's infra container (the pod's containers report its ports)"
+                )
             return Yield((), ())
         if self.settings.internal and not self.follow_network_owner():
+            if self.trace is not None:
+                self.skipped = "no address: the container whose network it shares is not running"
             return Yield((), tuple(self.problems))
-        metadata = read_metadata(self.config)
+        metadata = self.metadata = read_metadata(self.config, self.found)
         ports = _ports(self.container, self.settings.internal)
+        if self.trace is not None and not self.settings.internal:
+            for port in _ports(self.container, internal=True):
+                if not port.host_port:
+                    self.skip(port, NOT_PUBLISHED)
         group = len(ports) > 1
         services = []
         for port in ports:
             service = self.service(port, metadata.for_port(port.port, port.proto), group)
             if service is not None:
                 services.append(service)
+                if self.trace is not None:
+                    self.trace.append(PortOutcome(port, service.id))
         numbers = sorted({p.port for p in ports}, key=int)
         scoped = [*metadata.per_port.items(), *((p, v) for (p, _), v in metadata.per_protocol.items())]
         for port_key, values in sorted(scoped, key=lambda kv: kv[0]):
@@ -207,13 +257,15 @@ class _Builder:
 
     def service(self, port: Port, meta: dict[str, Value], group: bool) -> Service | None:
         if "ignore" in meta:
+            self.skip(port, f"ignored by {meta['ignore'].source}")
             return None
         name = self.service_name(port, meta, group)
         if name is None:
+            self.skip(port, f"--explicit, and no usable SERVICE_NAME or SERVICE_{port.port}_NAME")
             return None
         service_id = self.service_id(port, meta, group)
         address, number, tagged = self.address(port, meta)
-        if number is None:
+        if number is None:  # address() said why
             return None
         checks, problems = build_checks(
             meta,
@@ -313,6 +365,7 @@ class _Builder:
             if network is not None and network.value not in network_names(self.networked):
                 on = ", ".join(network_names(self.networked)) or "none"
                 self.warn(network, f"the container is not on network {network.value!r} (on: {on}); not registered")
+                self.skip(port, f"not on network {network.value!r} ({network.source}); it is on: {on}")
                 return "", None, ()
             v4, v6 = _container_ips(self.networked, network.value if network else self.settings.network)
             known = {k: (a, port.port) for k, a in (("lan_ipv4", v4), ("lan_ipv6", v6)) if a}
@@ -341,6 +394,7 @@ class _Builder:
                 known["lan_ipv6" if ":" in parsed else "lan_ipv4"] = (parsed, number)
         if not number.isdigit() or not 0 < int(number) < 65536:
             self.warn(f"port {port.port}/{port.proto}", f"{number!r} is not a port number")
+            self.skip(port, "its host port is not a port number")
             return address, None, ()
         tagged = tuple(
             (family, a, int(n)) for family, (a, n) in sorted(known.items()) if a and n.isdigit() and 0 < int(n) < 65536
@@ -392,3 +446,11 @@ def services_from_container(
     (``network_owner``), if it has one; None when there is none or it is gone.
     """
     return _Builder(container, settings, owner).build()
+
+
+def traced_services(container: Mapping[str, Any], settings: Settings, owner: Mapping[str, Any] | None = None) -> Traced:
+    """``services_from_container``, by the same rules, recording why each port yields what it yields."""
+    builder = _Builder(container, settings, owner)
+    builder.trace, builder.found = [], []
+    result = builder.build()
+    return Traced(result, builder.skipped, tuple(builder.trace), builder.metadata, tuple(builder.found))

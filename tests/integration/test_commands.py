@@ -85,3 +85,49 @@ def test_version() -> None:
     """registrar --version prints the version."""
     result = run_cli("--version")
     assert result.returncode == 0 and "registrar, version" in result.stdout
+
+
+def test_explain_a_registered_container(host: str, consul: Consul, containers: Callable[..., Any]) -> None:
+    """After sync, explain NAME shows the published port's service, its exact body, and 'registered'; exit 0."""
+    c = containers(labels={"SERVICE_NAME": "web", "SERVICE_TAGS": "a"})
+    assert run_cli("sync", "--hostname", host).returncode == 0
+    service_id = f"{host}:{c.name}:80"
+    result = run_cli("explain", c.name, "--hostname", host)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"container {c.name} ({c.id[:12]}): running"
+    assert f"  80/tcp  127.0.0.1:{host_port(c)}  -> {service_id}" in lines
+    assert "  label SERVICE_NAME=web  (general)  used on 80/tcp" in lines
+    assert f"  {service_id}  registered: the agent holds this exact registration" in lines
+    explained = json.loads(run_cli("explain", "--json", c.id, "--hostname", host).stdout)
+    (body,) = explained["services"]
+    held = consul.services(host)[service_id]
+    assert (body["ID"], body["Name"], body["Port"], body["Tags"]) == (service_id, "web", held["Port"], held["Tags"])
+    assert body["Meta"] == held["Meta"]
+    assert explained["agent"] == [
+        {"id": service_id, "state": "registered", "detail": "the agent holds this exact registration"}
+    ]
+
+
+def test_explain_an_ignored_port_and_a_bad_label(host: str, consul: Consul, containers: Callable[..., Any]) -> None:
+    """explain names the key that ignores a port and the key of each problem; nothing synced: 'missing'."""
+    ports = {"80/tcp": ("127.0.0.1", None), "81/tcp": ("127.0.0.1", None)}
+    labels = {"SERVICE_NAME": "app", "SERVICE_81_IGNORE": "1", "SERVICE_CHECK_INTERVAL": "banana"}
+    c = containers(labels=labels, ports=ports)
+    result = run_cli("explain", c.name, "--hostname", host)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert f"  81/tcp  127.0.0.1:{host_port(c, '81/tcp')}  ignored by label SERVICE_81_IGNORE" in lines
+    problems = lines[lines.index("problems:") + 1 : lines.index("services:")]
+    assert problems == [
+        "  label SERVICE_CHECK_INTERVAL: check dropped: 'banana' is not a positive duration like 10s, 1m30s or 500ms"
+    ]
+    assert f"  {host}:{c.name}:80  missing: not on the agent; sync would register it" in lines
+    assert consul.services(host) == {}
+
+
+def test_explain_no_such_container(host: str) -> None:
+    """explain of a name no container has: one line on stderr, nothing on stdout, exit 1."""
+    name = f"{host}-nothing"
+    result = run_cli("explain", name, "--hostname", host)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", f"registrar: no such container: {name}\n")

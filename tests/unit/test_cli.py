@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
 from typing import Any
 
@@ -13,6 +14,8 @@ from click.testing import CliRunner
 from registrar import __version__
 from registrar.cli import build_settings, cli, main, run, sync
 from registrar.settings import ConsulTarget, Settings
+from tests.unit.fakes import MemoryConsul, MemoryDocker
+from tests.unit.payloads import payload
 
 
 def settings_for(args: list[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, str] | None = None) -> Settings:
@@ -173,3 +176,75 @@ def test_docker_tls_variables_are_honoured(tmp_path: Any) -> None:
 def test_ip_flag_is_parsed_as_an_address(given: str, ip: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """--ip is an IP address, IPv4 or IPv6: a prefix length is stripped, IPv6 is written canonically."""
     assert settings_for(["--ip", given], monkeypatch).ip == ip
+
+
+def test_explain_takes_the_container_then_the_registry_uri() -> None:
+    """explain CONTAINER [REGISTRY_URI] with plan's options: the container comes first."""
+    command = cli.commands["explain"]
+    ctx = command.make_context("explain", ["web", "consul://10.1.2.3:8500", "--explicit", "--json"])
+    assert (ctx.params["container"], ctx.params["registry_uri"], ctx.params["explicit"], ctx.params["as_json"]) == (
+        "web",
+        "consul://10.1.2.3:8500",
+        True,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [([], "Missing argument 'CONTAINER'."), ([" "], "CONTAINER is empty: give a container's name or ID")],
+)
+def test_explain_without_a_container_is_a_usage_error(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """registrar explain with no container: one line naming the missing argument, exit 2 (not taken for run)."""
+    with pytest.raises(SystemExit) as exit:
+        main(["explain", *args])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == f"registrar: {message}\n"
+
+
+@pytest.fixture
+def explained(monkeypatch: pytest.MonkeyPatch) -> MemoryConsul:
+    """explain connected to an in-memory engine holding the recorded web container, and an empty agent."""
+    consul = MemoryConsul()
+    connected = (Settings(hostname="host1"), MemoryDocker(payload("web")), consul)
+    monkeypatch.setattr("registrar.cli._connect", lambda params, shutdown: connected)
+    return consul
+
+
+@pytest.mark.parametrize("name", ["nope", "a/b", "../version", "web?x=1"])
+def test_explain_no_such_container_exits_1(name: str, explained: MemoryConsul) -> None:
+    """A container the engine does not know, or a name Docker cannot hold: one line on stderr, exit 1."""
+    result = CliRunner().invoke(cli, ["explain", name])
+    assert (result.exit_code, result.stdout, result.stderr) == (1, "", f"registrar: no such container: {name}\n")
+
+
+def test_explain_prints_and_exits_0(explained: MemoryConsul) -> None:
+    """A known container (by ID, or by Docker's /name form): the text explanation, exit 0; --json parses."""
+    cid = payload("web")["Id"]
+    result = CliRunner().invoke(cli, ["explain", "/" + cid])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"container rec-web ({cid[:12]}): running\nports:\n")
+    assert "  host1:rec-web:80  missing: not on the agent; sync would register it" in result.stdout
+    as_json = json.loads(CliRunner().invoke(cli, ["explain", "--json", cid]).stdout)
+    assert as_json["agent"] == [
+        {"id": "host1:rec-web:80", "state": "missing", "detail": "not on the agent; sync would register it"}
+    ]
+
+
+def test_explain_consul_down_is_exit_5(explained: MemoryConsul) -> None:
+    """The agent failing while explain reads it: one line and exit 5, as plan."""
+    explained.down = True
+    result = CliRunner().invoke(cli, ["explain", payload("web")["Id"]])
+    assert (result.exit_code, result.stderr) == (5, "registrar: connection refused\n")
+
+
+def test_explain_docker_unreachable_is_exit_4(tmp_path: Any) -> None:
+    """No Docker engine: explain retries like plan, then one line and exit 4."""
+    sock = tmp_path / "no-docker.sock"
+    args = ["explain", "web", "--retry-attempts", "0", "--docker-host", f"unix://{sock}"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 4, result.output
+    assert result.output.startswith("registrar: gave up after 1 attempt(s): cannot reach the Docker engine")
+    assert len(result.output.strip().splitlines()) == 1
