@@ -55,10 +55,14 @@ class AgentState:
 
     hostname: str
     forget_hosts: tuple[str, ...] = ()
+    instance: str = ""
+    """``--instance``: only registrations of this host and instance are ours."""
+    forget_instances: tuple[str, ...] = ()
     actual: dict[str, Owned] | None = None
     """Service ID -> this host's registration, as last read and since written; None until read."""
-    forgotten: dict[str, Owned] = field(default_factory=dict)
-    """Registrations of the hosts named by ``--forget-host``, as last read."""
+    forgotten: dict[str, str] = field(default_factory=dict)
+    """Registrations of the hosts named by ``--forget-host`` and of the instances named by
+    ``--forget-instance``, as last read: service ID -> why it goes."""
     in_flight: set[tuple[str, str]] = field(default_factory=set)
     """Writes started and not back yet, by ``write_key``."""
     results: Counter[str] = field(default_factory=Counter)
@@ -92,8 +96,15 @@ class AgentState:
         if services is None:
             return
         self.plan_all = True
-        self.actual = owned_services(services, self.hostname)
-        self.forgotten = {i: o for host in self.forget_hosts for i, o in owned_services(services, host).items()}
+        self.actual = owned_services(services, self.hostname, self.instance)
+        self.forgotten = {
+            i: "its host is forgotten (--forget-host)"
+            for host in self.forget_hosts
+            for i in owned_services(services, host, self.instance)
+        }
+        for instance in self.forget_instances:
+            for i in owned_services(services, self.hostname, instance):
+                self.forgotten[i] = "its instance is forgotten (--forget-instance)"
         for service_id, owned in since.items():
             if owned is None:
                 self.actual.pop(service_id, None)

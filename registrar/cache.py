@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import signal
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -346,6 +346,11 @@ class ContainerCache:
         return []
 
     # Listings ----------------------------------------------------------------------------------
+
+    def inspect_all_again(self) -> None:
+        """Forget every fingerprint, so the next listing inspects every container (a setting that
+        every service depends on changed, such as the host address ``--ip eth1`` names)."""
+        self.containers = {cid: replace(cached, fingerprint="") for cid, cached in self.containers.items()}
 
     def start_listing(self) -> bool:
         """Whether to start a listing now (one at a time)."""

@@ -16,7 +16,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -24,9 +24,11 @@ import structlog
 
 from registrar import __version__, logs
 from registrar.errors import ConfigError, ConsulError, DockerError, RegistrarError
+from registrar.host_address import BadAddress, parse_spec, resolve
 from registrar.lifecycle import ExitCode, Shutdown, capture_signals, retry_at_start
-from registrar.model import Deregister, Register
-from registrar.settings import DEREGISTER_MODES, Settings, ip_address_of, parse_registry_uri
+from registrar.model import OWNERSHIP_KEYS, Deregister, Register
+from registrar.services import FILTER_KINDS, MAX_META_KEYS, MAX_META_VALUE, META_KEY
+from registrar.settings import DEREGISTER_MODES, Settings, parse_registry_uri
 
 log = structlog.get_logger("registrar")
 COMMANDS = ("run", "sync", "plan", "explain")
@@ -42,7 +44,14 @@ def _opt(name: str, *aliases: str, **kwargs: Any) -> Callable[[Callable[..., Any
 
 SHARED_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     _opt("hostname", default="", help="Host identity in service IDs and ownership Meta [default: docker info Name]"),
-    _opt("ip", "-ip", default="", help="Address to register for published ports."),
+    _opt(
+        "ip",
+        "-ip",
+        default="",
+        help="Address to register for published ports: an IP, an interface (eth1: its address) or a range "
+        "(10.20.0.0/16: the host's address in it).",
+    ),
+    _opt("wan-ip", default="", help="Address of Consul's wan tagged addresses: an IP, an interface or a range."),
     _opt("internal", "-internal", is_flag=True, help="Register container addresses and exposed ports."),
     _opt("explicit", "-explicit", is_flag=True, help="Only containers/ports with SERVICE_NAME or SERVICE_<port>_NAME."),
     _opt("tags", "-tags", default="", help="Comma-separated tags added to every service."),
@@ -55,7 +64,7 @@ SHARED_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         "-deregister",
         type=click.Choice(DEREGISTER_MODES),
         default="always",
-        help="On container exit: always deregister, or only when it exited 0.",
+        help="On container exit: always deregister, or only when it did not crash (exit 0, or a signal's 128+N).",
     ),
     _opt(
         "retry-attempts",
@@ -107,6 +116,19 @@ SHARED_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     _opt("allow-script-checks", is_flag=True, help="Allow SERVICE_CHECK_SCRIPT (commands run by the Consul agent)."),
     _opt("docker-host", default="", help="Docker endpoint [default: DOCKER_HOST, else the local socket]"),
     _opt(
+        "filter",
+        multiple=True,
+        metavar="KIND=VALUE",
+        help="Only containers that match (docker ps --filter's words: label=KEY, label=KEY=VALUE, name=REGEX, "
+        "network=NAME); repeatable, all must match.",
+    ),
+    _opt(
+        "instance",
+        default="",
+        help="Instance name: registrars of other instances on this host and agent never touch these registrations.",
+    ),
+    _opt("meta", multiple=True, metavar="KEY=VALUE", help="Meta added to every service (SERVICE_<KEY> beats it)."),
+    _opt(
         "log-format",
         type=click.Choice(["auto", "console", "json"]),
         default="auto",
@@ -129,9 +151,14 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         raise click.UsageError("--ttl-refresh needs --ttl")
     if params["ttl"] and params["ttl_refresh"] >= params["ttl"]:
         raise click.UsageError("--ttl-refresh must be shorter than --ttl")
-    ip = ip_address_of(params["ip"]) if params["ip"].strip() else ""
-    if ip is None:
-        raise click.UsageError(f"--ip: {params['ip']!r} is not an IP address")
+    ip, ip_from = _host_address("--ip", params["ip"], params["ipv6"])
+    wan_ip, wan_ip_from = _host_address("--wan-ip", params.get("wan_ip", ""), params["ipv6"])
+    instance = params.get("instance", "").strip()
+    if instance and not INSTANCE_NAME.match(instance):
+        raise click.UsageError(f"--instance {instance!r}: use letters, digits, '.', '_' and '-' (at most 64)")
+    forget_instances = tuple(dict.fromkeys(n for n in params.get("forget_instance", ()) if n))
+    if instance in forget_instances:
+        raise click.UsageError(f"--forget-instance {instance}: that is this registrar's own instance")
     consul = parse_registry_uri(params["registry_uri"], environ)
     for label, path in (
         ("CONSUL_CACERT", consul.ca_file),
@@ -167,7 +194,64 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         log_level=params["log_level"],
         metrics_addr=params.get("metrics_addr", ""),
         forget_hosts=tuple(dict.fromkeys(n for n in params.get("forget_host", ()) if n)),
+        ip_from=ip_from,
+        wan_ip=wan_ip,
+        wan_ip_from=wan_ip_from,
+        instance=instance,
+        forget_instances=forget_instances,
+        filters=tuple(_filter(text) for text in params.get("filter", ())),
+        meta=_meta(params.get("meta", ())),
     )
+
+
+INSTANCE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _host_address(flag: str, text: str, ipv6: bool) -> tuple[str, str]:
+    """``--ip``/``--wan-ip``: (the address now, the value as given when it names an interface or a range).
+
+    Not an address, an interface name or a range: a usage error; an interface or range that gives no
+    address now: a configuration error (exit 3)."""
+    if not text.strip():
+        return "", ""
+    try:
+        spec = parse_spec(text)
+    except BadAddress as e:
+        raise click.UsageError(f"{flag}: {e}") from None
+    try:
+        address = resolve(spec, ipv6)
+    except BadAddress as e:
+        raise ConfigError(f"{flag} {e}") from None
+    return address, spec.text if spec.dynamic else ""
+
+
+def _filter(text: str) -> tuple[str, str]:
+    """One ``--filter KIND=VALUE``; raises a usage error naming it."""
+    kind, _, value = text.partition("=")
+    kind = kind.strip().lower()
+    if kind not in FILTER_KINDS or not value or (kind == "label" and not value.partition("=")[0]):
+        raise click.UsageError(f"--filter {text!r}: use label=KEY, label=KEY=VALUE, name=REGEX or network=NAME")
+    if kind == "name":
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise click.UsageError(f"--filter {text!r}: not a regular expression ({e})") from None
+    return kind, value
+
+
+def _meta(pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``--meta KEY=VALUE`` pairs; a key or value Consul would refuse is a configuration error (exit 3)."""
+    out: dict[str, str] = {}
+    for text in pairs:
+        key, sep, value = text.partition("=")
+        if not sep or not META_KEY.match(key) or key.startswith("consul-") or key in OWNERSHIP_KEYS:
+            raise ConfigError(f"--meta {text!r}: use KEY=VALUE, the key of letters, digits, _ and - (not consul-*)")
+        if len(value.encode()) > MAX_META_VALUE:
+            raise ConfigError(f"--meta {key}: the value is longer than Consul's {MAX_META_VALUE} bytes")
+        out[key] = value
+    if len(out) > MAX_META_KEYS - len(OWNERSHIP_KEYS):
+        raise ConfigError(f"--meta: {len(out)} keys; Consul takes {MAX_META_KEYS} in all, registrar's own included")
+    return tuple(out.items())
 
 
 def _fail(code: ExitCode, message: str) -> NoReturn:
@@ -244,6 +328,7 @@ def run(**params: Any) -> None:
             sys.exit(ExitCode.OK)
         settings, source, sink = connected
         daemon = Daemon(source, sink, settings, shutdown=shutdown)
+        s = settings
         # What start-up made (modules, clients) lives as long as the process: the collector skips it
         # from now on, so a full collection during a burst walks only what the daemon made since. No
         # collection first: it would cost the cold start 15-20 ms to free a few imports' leftovers.
@@ -255,6 +340,7 @@ def run(**params: Any) -> None:
             hostname=settings.hostname,
             consul=settings.consul.describe(),
             docker=source.where,
+            **{k: v for k, v in (("ip", s.ip), ("wan_ip", s.wan_ip), ("instance", s.instance)) if v},
         )
         try:
             daemon.run()
@@ -298,13 +384,21 @@ def _serve_health(addr: str, daemon: Any) -> Any:
     return server
 
 
-FORGET_HOST = click.option(
-    "--forget-host",
-    multiple=True,
-    envvar="REGISTRAR_FORGET_HOST",
-    show_envvar=True,
-    metavar="NAME",
-    help="Also remove every registration registrar made for host NAME (a renamed host); repeatable.",
+def _forget(what: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--forget-host`` / ``--forget-instance``: repeatable, also from REGISTRAR_FORGET_<WHAT>."""
+    return click.option(
+        f"--forget-{what}",
+        multiple=True,
+        envvar=f"REGISTRAR_FORGET_{what.upper()}",
+        show_envvar=True,
+        metavar="NAME",
+        help=help,
+    )
+
+
+FORGET_HOST = _forget("host", "Also remove every registration registrar made for host NAME (a renamed host).")
+FORGET_INSTANCE = _forget(
+    "instance", "Also remove every registration this host's registrar made as --instance NAME (a renamed instance)."
 )
 
 
@@ -341,6 +435,7 @@ def _one_shot(params: Mapping[str, Any], work: Callable[[Any], T]) -> T:
 @cli.command()
 @shared_options
 @FORGET_HOST
+@FORGET_INSTANCE
 def sync(**params: Any) -> None:
     """Reconcile once and exit: 0 when Consul is in sync, non-zero when it could not be made so."""
     outcome = _one_shot(params, lambda daemon: daemon.sync())
@@ -354,6 +449,7 @@ def sync(**params: Any) -> None:
 @cli.command(name="plan")
 @shared_options
 @FORGET_HOST
+@FORGET_INSTANCE
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan_command(as_json: bool, **params: Any) -> None:
     """Print what sync would change (one line per service ID); change nothing."""

@@ -32,6 +32,7 @@ stops but by a stop request.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import threading
 import time
@@ -46,6 +47,7 @@ from registrar.adapters import ContainerSource, ServiceSink
 from registrar.agent import AgentState, Outcome
 from registrar.cache import ContainerCache, cached_from_inspect
 from registrar.errors import ConsulError, ConsulRejected, DockerError
+from registrar.host_address import BadAddress, parse_spec, resolve
 from registrar.lifecycle import Backoff, Shutdown
 from registrar.messages import (
     AgentRead,
@@ -127,7 +129,7 @@ class Daemon:
         """Guards the state (cache, agent, the loop's flags) wherever a message is taken; never held
         during a request."""
         self.cache = ContainerCache(settings)
-        self.agent = AgentState(settings.hostname, settings.forget_hosts)
+        self.agent = AgentState(settings.hostname, settings.forget_hosts, settings.instance, settings.forget_instances)
         self.workers = Workers(self.deliver, workers)
         self.shutdown = shutdown or Shutdown()
         self.shutdown.wake_also(self.inbox)
@@ -495,12 +497,31 @@ class Daemon:
 
     def _start_full(self) -> None:
         """Ask for a listing of every container and a read of the agent; what they call for follows."""
+        self._resolve_host_addresses()
         self._full_started = (time.perf_counter(), Counter(self.calls))
         self._failed_writes = self.agent.results["failed"]
         if self.cache.start_listing():
             self.calls["docker_list"] += 1
             self.workers.post(lambda: Listed(self.source.list_containers()), partial(Listed, []))
         self._read_agent()
+
+    def _resolve_host_addresses(self) -> None:
+        """``--ip``/``--wan-ip`` naming an interface or a range: look again (interfaces change). When an
+        address changed, every container is inspected again by the listing that follows."""
+        s = self.settings
+        if not (s.ip_from or s.wan_ip_from):
+            return
+        try:
+            ip = resolve(parse_spec(s.ip_from), s.ipv6) if s.ip_from else s.ip
+            wan_ip = resolve(parse_spec(s.wan_ip_from), s.ipv6) if s.wan_ip_from else s.wan_ip
+        except BadAddress as e:
+            log.warning("host_address_unresolved", error=str(e), ip=s.ip, wan_ip=s.wan_ip)
+            return
+        if (ip, wan_ip) == (s.ip, s.wan_ip):
+            return
+        log.info("host_address_changed", ip=ip, wan_ip=wan_ip, was_ip=s.ip, was_wan_ip=s.wan_ip)
+        self.settings = self.cache.settings = dataclasses.replace(s, ip=ip, wan_ip=wan_ip)
+        self.cache.inspect_all_again()
 
     def _full_done_if_settled(self) -> None:
         """Once everything the full reconcile started is back: it is done (ready, logged, timed)."""

@@ -60,8 +60,9 @@ class DockerSource:
             kwargs["base_url"] = settings.docker_host
         self.where = str(kwargs.get("base_url") or "unix:///var/run/docker.sock")
         self.timeout = timeout
-        self.networks = settings.internal
-        """Follow network events too (``--internal``: a container's addresses are registered)."""
+        self.networks = settings.internal or any(kind == "network" for kind, _ in settings.filters)
+        """Follow network events too: with ``--internal`` a container's addresses are registered, and
+        ``--filter network=NAME`` selects containers by their networks."""
         self._stream: Any = None
         """The open event stream: an EventStream, or docker-py's on other transports."""
         self._lock = threading.Lock()

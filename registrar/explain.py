@@ -16,6 +16,7 @@ from typing import Any
 from registrar.model import (
     META_CONTAINER,
     META_HOST,
+    META_INSTANCE,
     META_SOURCE,
     META_SOURCE_VALUE,
     OWNERSHIP_KEYS,
@@ -170,17 +171,22 @@ def explain(
         keys=tuple(keys),
         problems=traced.result.problems,
         services=traced.result.services,
-        agent=agent_state(traced.result.services, cid, settings.hostname, agent_services, kept),
+        agent=agent_state(traced.result.services, cid, settings.hostname, agent_services, kept, settings.instance),
     )
 
 
 def agent_state(
-    services: tuple[Service, ...], container_id: str, host: str, agent_services: Mapping[str, Any], kept: bool = False
+    services: tuple[Service, ...],
+    container_id: str,
+    host: str,
+    agent_services: Mapping[str, Any],
+    kept: bool = False,
+    instance: str = "",
 ) -> tuple[AgentEntry, ...]:
     """Per service: what the agent holds under its ID; then this container's registrations it no longer
     yields (``stale``, or ``kept`` when ``--deregister on-success`` keeps a crashed container's)."""
     entries: list[AgentEntry] = []
-    ours = owned_services(agent_services, host)  # reconcile's rule: what sync compares by digest
+    ours = owned_services(agent_services, host, instance)  # reconcile's rule: what sync compares by digest
     for service in services:
         held, owned = agent_services.get(service.id), ours.get(service.id)
         if held is None:
@@ -188,7 +194,8 @@ def agent_state(
         elif owned is not None and owned.digest == service.digest:
             entries.append(AgentEntry(service.id, "registered", "the agent holds this exact registration"))
         else:
-            entries.append(AgentEntry(service.id, "differing", differences(service, held, container_id, host)))
+            detail = differences(service, held, container_id, host, instance)
+            entries.append(AgentEntry(service.id, "differing", detail))
     yielded = {s.id for s in services}
     for service_id, owned in sorted(ours.items()):
         if service_id in yielded or not owned.container_id or owned.container_id != container_id[:12]:
@@ -201,13 +208,15 @@ def agent_state(
     return tuple(entries)
 
 
-def differences(service: Service, held: Mapping[str, Any], container_id: str, host: str) -> str:
+def differences(service: Service, held: Mapping[str, Any], container_id: str, host: str, instance: str = "") -> str:
     """What differs between the agent's registration under the service's ID and the body registrar would send."""
     meta = held.get("Meta") or {}
     if meta.get(META_SOURCE) != META_SOURCE_VALUE:
         return "a registration registrar did not make (hand-made, or another tool's); sync would replace it"
     if meta.get(META_HOST) != host:
         return f"made by the registrar of host {meta.get(META_HOST)!r}; sync would replace it"
+    if meta.get(META_INSTANCE, "") != instance:
+        return f"made by the registrar of instance {meta.get(META_INSTANCE, '')!r} (--instance); sync would replace it"
     found: list[str] = []
     if meta.get(META_CONTAINER) != container_id[:12]:
         found.append(f"made for container {meta.get(META_CONTAINER)!r}")

@@ -17,7 +17,9 @@ META_SOURCE_VALUE = "registrar"
 META_HOST = "registrar-host"
 META_CONTAINER = "registrar-container"
 META_DIGEST = "registrar-digest"
-OWNERSHIP_KEYS = (META_SOURCE, META_HOST, META_CONTAINER, META_DIGEST)
+META_INSTANCE = "registrar-instance"
+"""Set only under ``--instance``: a registration without it belongs to the registrar without one."""
+OWNERSHIP_KEYS = (META_SOURCE, META_HOST, META_CONTAINER, META_DIGEST, META_INSTANCE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +34,8 @@ class Problem:
 #: Container events that can change what a container yields (Docker's names); the others are not read.
 WATCHED_EVENTS = ("start", "die", "destroy", "rename", "pause", "unpause", "health_status", "kill")
 #: Network events that change a container's addresses (Docker's ``network`` type; the container is in
-#: the event's attributes). Watched with ``--internal`` only: published ports do not change with them.
+#: the event's attributes). Watched with ``--internal`` or ``--filter network=``: published ports do not
+#: change with them.
 NETWORK_EVENTS = ("connect", "disconnect")
 
 
@@ -57,7 +60,8 @@ DOCKER_HEALTH_NAME = "Docker health"
 
 
 Tagged = tuple[str, str, int]
-"""A tagged address: its kind (``lan_ipv4``, ``lan_ipv6``), the address and the port."""
+"""A tagged address: its kind (``lan_ipv4``, ``lan_ipv6``; ``wan``, ``wan_ipv4``, ``wan_ipv6`` with
+``--wan-ip``), the address and the port."""
 
 
 def health_check_id(service_id: str) -> str:

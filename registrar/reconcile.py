@@ -13,6 +13,7 @@ from registrar.model import (
     META_CONTAINER,
     META_DIGEST,
     META_HOST,
+    META_INSTANCE,
     META_SOURCE,
     META_SOURCE_VALUE,
     Action,
@@ -25,12 +26,17 @@ from registrar.model import (
 from registrar.settings import Settings
 
 
-def owned_services(agent_services: Mapping[str, Any], host: str) -> dict[str, Owned]:
-    """The registrations in ``GET /v1/agent/services`` that this host's registrar made."""
+def owned_services(agent_services: Mapping[str, Any], host: str, instance: str = "") -> dict[str, Owned]:
+    """The registrations in ``GET /v1/agent/services`` that this host's registrar made (of this
+    ``--instance``: Meta ``registrar-instance``, absent for the registrar without one)."""
     owned: dict[str, Owned] = {}
     for service_id, body in agent_services.items():
         meta = (body or {}).get("Meta") or {}
-        if meta.get(META_SOURCE) == META_SOURCE_VALUE and meta.get(META_HOST) == host:
+        if (
+            meta.get(META_SOURCE) == META_SOURCE_VALUE
+            and meta.get(META_HOST) == host
+            and meta.get(META_INSTANCE, "") == instance
+        ):
             owned[service_id] = Owned(service_id, meta.get(META_DIGEST, ""), meta.get(META_CONTAINER, ""))
     return owned
 
@@ -74,9 +80,10 @@ def kept_ids(actual: Mapping[str, Owned], keep_containers: Set[str]) -> frozense
     return frozenset(i for i, o in actual.items() if o.container_id and o.container_id in short)
 
 
-def forget_plan(forgotten: Mapping[str, Owned]) -> list[Action]:
-    """Deregister every registration of a host that ``--forget-host`` names (renamed or gone)."""
-    return [Deregister(i, reason="its host is forgotten (--forget-host)") for i in sorted(forgotten)]
+def forget_plan(forgotten: Mapping[str, str]) -> list[Action]:
+    """Deregister every registration of a host that ``--forget-host`` names, or of an instance that
+    ``--forget-instance`` names (renamed or gone); ``forgotten``: service ID -> why."""
+    return [Deregister(i, reason=forgotten[i]) for i in sorted(forgotten)]
 
 
 def plan(

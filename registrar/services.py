@@ -16,6 +16,7 @@ from registrar.metadata import BOOLEAN_WORDS, ContainerMetadata, Found, Value, p
 from registrar.model import (
     META_CONTAINER,
     META_HOST,
+    META_INSTANCE,
     META_SOURCE,
     META_SOURCE_VALUE,
     OWNERSHIP_KEYS,
@@ -174,6 +175,50 @@ def _container_ips(container: Mapping[str, Any], network: str) -> tuple[str, str
     return str(settings.get("IPAddress") or ""), str(settings.get("GlobalIPv6Address") or "")
 
 
+#: Identity Meta (key, container label), where the label is set; ``image`` comes from Config.Image.
+IDENTITY_LABELS = (
+    ("compose-project", "com.docker.compose.project"),
+    ("compose-service", COMPOSE_SERVICE),
+    ("swarm-service", "com.docker.swarm.service.name"),
+    ("swarm-task", "com.docker.swarm.task.name"),
+)
+
+
+def identity_meta(container: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What the container is, as Meta: its image, compose project and service, swarm service and task."""
+    config = container.get("Config") or {}
+    labels = config.get("Labels") or {}
+    found = [("image", str(config.get("Image") or ""))]
+    found += [(key, str(labels.get(label) or "")) for key, label in IDENTITY_LABELS]
+    return [(k, v) for k, v in found if v and len(v.encode()) <= MAX_META_VALUE]
+
+
+FILTER_KINDS = ("label", "name", "network")
+"""``--filter``'s words, with ``docker ps --filter``'s meaning."""
+
+
+def unmatched_filter(
+    container: Mapping[str, Any], networked: Mapping[str, Any], filters: tuple[tuple[str, str], ...]
+) -> str:
+    """The first ``--filter`` the container does not match (``label=KEY``, ``label=KEY=VALUE``, ``name=RE``:
+    a regular expression searched in the name, ``network=NAME|ID``), as written; "" when it matches all.
+
+    ``networked``: the container whose networks it is on (itself, or the owner of a shared network)."""
+    for kind, value in filters:
+        if kind == "label":
+            labels = (container.get("Config") or {}).get("Labels") or {}
+            key, has_value, wanted = value.partition("=")
+            matched = key in labels and (not has_value or labels[key] == wanted)
+        elif kind == "name":
+            matched = re.search(value, container_name(container)) is not None
+        else:
+            networks = (networked.get("NetworkSettings") or {}).get("Networks") or {}
+            matched = value in networks or any((n or {}).get("NetworkID") == value for n in networks.values())
+        if not matched:
+            return f"{kind}={value}"
+    return ""
+
+
 def _printable(text: str) -> bool:
     return text.isprintable() and text.strip() == text and text != ""
 
@@ -221,6 +266,12 @@ class _Builder:
             if self.trace is not None:
                 self.skipped = "no address: the container whose network it shares is not running"
             return Yield((), tuple(self.problems))
+        if self.settings.filters:
+            unmatched = unmatched_filter(self.container, self.networked, self.settings.filters)
+            if unmatched:
+                if self.trace is not None:
+                    self.skipped = f"it does not match --filter {unmatched}"
+                return Yield((), ())
         metadata = self.metadata = read_metadata(self.config, self.found)
         ports = _ports(self.container, self.settings.internal)
         if self.trace is not None and not self.settings.internal:
@@ -343,7 +394,8 @@ class _Builder:
         return str((self.config.get("Labels") or {}).get(COMPOSE_SERVICE) or "").strip() or self.name
 
     def service_id(self, port: Port, meta: Mapping[str, Value], group: bool) -> str:
-        default = f"{self.settings.hostname}:{self.name}:{port.port}"
+        instance = self.settings.instance
+        default = f"{self.settings.hostname}:{instance + ':' if instance else ''}{self.name}:{port.port}"
         given = meta.get("id")
         if given is not None and (not _printable(given.value) or "/" in given.value or "?" in given.value):
             self.warn(given, f"{given.value!r} is not a usable service ID (no slashes, '?' or control characters)")
@@ -396,6 +448,9 @@ class _Builder:
             self.warn(f"port {port.port}/{port.proto}", f"{number!r} is not a port number")
             self.skip(port, "its host port is not a port number")
             return address, None, ()
+        wan = self.settings.wan_ip
+        if wan:  # --wan-ip: Consul's wan addresses, with the registered port (NAT, public addresses)
+            known["wan"] = known["wan_ipv6" if ":" in wan else "wan_ipv4"] = (wan, number)
         tagged = tuple(
             (family, a, int(n)) for family, (a, n) in sorted(known.items()) if a and n.isdigit() and 0 < int(n) < 65536
         )
@@ -416,8 +471,14 @@ class _Builder:
         return tuple(dict.fromkeys(tags))
 
     def meta(self, meta: Mapping[str, Value]) -> tuple[tuple[str, str], ...]:
+        """The container's ``SERVICE_<KEY>`` Meta, then ``--meta``'s, then identity Meta (image,
+        compose project and service, swarm service and task), each where the one before did not set
+        the key, within Consul's 64 keys; then the ownership keys."""
         out: dict[str, str] = {}
-        room = MAX_META_KEYS - len(OWNERSHIP_KEYS)
+        ownership = {META_SOURCE: META_SOURCE_VALUE, META_HOST: self.settings.hostname, META_CONTAINER: self.cid[:12]}
+        if self.settings.instance:
+            ownership[META_INSTANCE] = self.settings.instance
+        room = MAX_META_KEYS - len(ownership) - 1  # and the digest, added on the way out
         for key in sorted(meta):
             value = meta[key]
             if key in RESERVED_KEYS or key.startswith("check_"):
@@ -431,9 +492,10 @@ class _Builder:
                 self.warn(value, f"more than {room} Meta keys; Consul takes {MAX_META_KEYS} in all")
             else:
                 out[key] = value.value
-        out[META_SOURCE] = META_SOURCE_VALUE
-        out[META_HOST] = self.settings.hostname
-        out[META_CONTAINER] = self.cid[:12]
+        for key, text in (*self.settings.meta, *identity_meta(self.container)):
+            if key not in out and len(out) < room:
+                out[key] = text
+        out.update(ownership)
         return tuple(sorted(out.items()))
 
 

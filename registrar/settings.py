@@ -93,6 +93,21 @@ class Settings:
     """Mirror Docker's HEALTHCHECK status in a Consul check (``--docker-health on|off``)."""
     forget_hosts: tuple[str, ...] = ()
     """Other host identities whose registrations ``plan``/``sync`` remove (a renamed host's)."""
+    ip_from: str = ""
+    """``--ip`` as given when it names an interface or a range (``ip`` is its address now); "" otherwise."""
+    wan_ip: str = ""
+    """``--wan-ip``: the address of Consul's ``wan`` tagged addresses; "" for none."""
+    wan_ip_from: str = ""
+    """``--wan-ip`` as given when it names an interface or a range; "" otherwise."""
+    instance: str = ""
+    """``--instance``: part of the ownership (Meta ``registrar-instance``) and of default service IDs, so
+    registrars of other instances on this host and agent never touch these registrations."""
+    forget_instances: tuple[str, ...] = ()
+    """Other instance names of this host whose registrations ``plan``/``sync`` remove (a renamed instance's)."""
+    filters: tuple[tuple[str, str], ...] = ()
+    """``--filter``: (``label``|``name``|``network``, value) pairs a container must all match to be registered."""
+    meta: tuple[tuple[str, str], ...] = ()
+    """``--meta``: Meta added to every service (a container's own ``SERVICE_<KEY>`` beats it)."""
 
     @property
     def ttl_refresh_seconds(self) -> float:

@@ -21,9 +21,8 @@ from tests.unit.payloads import payload
 def settings_for(args: list[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, str] | None = None) -> Settings:
     for key, value in (env or {}).items():
         monkeypatch.setenv(key, value)
-    command = (
-        sync if any(a.startswith("--forget-host") for a in args) or "REGISTRAR_FORGET_HOST" in (env or {}) else run
-    )
+    forget = any(a.startswith("--forget-") for a in args) or any(k.startswith("REGISTRAR_FORGET_") for k in env or {})
+    command = sync if forget else run
     ctx = command.make_context(command.name or "run", args)
     return build_settings({"metrics_addr": "", **ctx.params}, env or {})
 
@@ -67,6 +66,19 @@ OPTION_TABLE: list[tuple[list[str], dict[str, str], str, Any]] = [
     (["--network", "backend"], {}, "network", "backend"),
     ([], {"REGISTRAR_NETWORK": "backend"}, "network", "backend"),
     ([], {"REGISTRAR_DOCKER_HEALTH": "off"}, "docker_health", False),
+    (["--ip", "lo"], {}, "ip", "127.0.0.1"),
+    (["--ip", "lo"], {}, "ip_from", "lo"),
+    (["--ip", "127.0.0.0/8"], {}, "ip", "127.0.0.1"),
+    (["--ip", "10.42.7.9/16"], {}, "ip", "10.42.7.9"),
+    (["--ip", "10.42.7.9/16"], {}, "ip_from", ""),
+    (["--wan-ip", "203.0.113.7"], {}, "wan_ip", "203.0.113.7"),
+    ([], {"REGISTRAR_WAN_IP": "lo"}, "wan_ip_from", "lo"),
+    (["--instance", "team-a"], {}, "instance", "team-a"),
+    ([], {"REGISTRAR_INSTANCE": "dc2"}, "instance", "dc2"),
+    (["--forget-instance", "old"], {}, "forget_instances", ("old",)),
+    (["--filter", "label=shop", "--filter", "name=^web-"], {}, "filters", (("label", "shop"), ("name", "^web-"))),
+    ([], {"REGISTRAR_FILTER": "network=backend"}, "filters", (("network", "backend"),)),
+    (["--meta", "env=prod", "--meta", "team=a=b"], {}, "meta", (("env", "prod"), ("team", "a=b"))),
 ]
 
 
@@ -110,7 +122,16 @@ def test_version() -> None:
         (["sync", "--deregister", "sometimes"], 2, "'sometimes' is not one of"),
         (["run", "--resync", "-3"], 2, "--resync"),
         (["sync", "--ttl-refresh", "3"], 2, "--ttl-refresh needs --ttl"),
-        (["sync", "--ip", "my-host.example"], 2, "--ip: 'my-host.example' is not an IP address"),
+        (["sync", "--ip", "my-host.example"], 3, "--ip my-host.example: no interface of that name on this host"),
+        (["sync", "--ip", "a b"], 2, "--ip: 'a b' is not an IP address, an interface name or a range"),
+        (["run", "--ip", "10.254.0.0/16"], 3, "--ip 10.254.0.0/16: no address of this host is in that range"),
+        (["sync", "--wan-ip", "nosuch0"], 3, "--wan-ip nosuch0: no interface of that name"),
+        (["sync", "--filter", "color=red"], 2, "--filter 'color=red': use label=KEY"),
+        (["sync", "--filter", "name=(web"], 2, "not a regular expression"),
+        (["sync", "--meta", "bad key=1"], 3, "--meta 'bad key=1': use KEY=VALUE"),
+        (["sync", "--meta", "registrar-host=x"], 3, "--meta 'registrar-host=x'"),
+        (["run", "--instance", "a:b"], 2, "--instance 'a:b'"),
+        (["sync", "--instance", "a", "--forget-instance", "a"], 2, "that is this registrar's own instance"),
     ],
 )
 def test_bad_configuration_one_line(

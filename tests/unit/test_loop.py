@@ -896,3 +896,52 @@ def test_members_follow_the_container_whose_network_they_share(started: Any) -> 
         step_until(daemon, lambda: "vm:rec-member:80" not in consul.registered)
     problems = [(e["container"], e["key"]) for e in logs if e["event"] == "container_label_problem"]
     assert problems == [("rec-member", "network container:e8d3d87cf589")]
+
+
+def test_instances_never_touch_each_others_registrations(one_shot: Any) -> None:
+    """Two registrars of one host with other --instance names: each registers its own and removes only its own."""
+    web, multi = payload("web"), payload("multi")
+    consul = MemoryConsul()
+    a = Settings(hostname="vm", instance="a", filters=(("name", "^rec-web$"),))
+    b = Settings(hostname="vm", instance="b")
+    assert one_shot(MemoryDocker(web), consul, a).sync().registered == 1
+    assert one_shot(MemoryDocker(multi), consul, b).sync().registered == 3
+    assert one_shot(MemoryDocker(), consul, a).sync().deregistered == 1  # a's container is gone: only a's goes
+    assert len(consul.registered) == 3 and all(s.startswith("vm:b:") for s in consul.registered)
+    assert one_shot(MemoryDocker(), consul, S).sync().deregistered == 0, "no --instance: none of them is its own"
+
+
+def test_forget_instance_removes_a_renamed_instances_registrations(one_shot: Any) -> None:
+    """--instance new --forget-instance old: old's registrations go, with the reason; new registers its own."""
+    consul = MemoryConsul()
+    one_shot(MemoryDocker(payload("web")), consul, Settings(hostname="vm", instance="old")).sync()
+    settings = Settings(hostname="vm", instance="new", forget_instances=("old",))
+    actions = one_shot(MemoryDocker(payload("web")), consul, settings).plan()
+    assert [(type(a).__name__, a.service_id, getattr(a, "reason", "")) for a in actions] == [
+        ("Register", "vm:new:rec-web:80", ""),
+        ("Deregister", "vm:old:rec-web:80", "its instance is forgotten (--forget-instance)"),
+    ]
+
+
+def test_an_interface_address_is_looked_up_again_on_each_full_reconcile(
+    started: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--ip eth1: when eth1's address changes, the next full reconcile registers every service at the new one."""
+    interfaces = {"eth1": ["10.5.0.7"]}
+    monkeypatch.setattr("registrar.host_address.host_interfaces", lambda: interfaces)
+    web = payload("web")
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul, Settings(hostname="vm", ip="10.5.0.7", ip_from="eth1"))
+    step_until(daemon, lambda: consul.registered.get("vm:rec-web:80", {}).get("Address") == "10.5.0.7")
+    interfaces["eth1"] = ["10.5.0.8"]
+    with capture_logs() as logs:
+        daemon.inbox.put(RESYNC)
+        step_until(daemon, lambda: consul.registered.get("vm:rec-web:80", {}).get("Address") == "10.5.0.8")
+    changed = [e for e in logs if e["event"] == "host_address_changed"]
+    assert [(e["ip"], e["was_ip"]) for e in changed] == [("10.5.0.8", "10.5.0.7")]
+    interfaces.clear()
+    with capture_logs() as logs:
+        daemon.inbox.put(RESYNC)
+        step_until(daemon, lambda: any(e["event"] == "host_address_unresolved" for e in logs))
+        step_until(daemon, lambda: any(e["event"] == "reconcile_done" for e in logs))
+    assert consul.registered["vm:rec-web:80"]["Address"] == "10.5.0.8", "the last address is kept"

@@ -215,6 +215,7 @@ def test_meta_keeps_other_keys_and_marks_ownership() -> None:
     assert meta == {
         "region": "eu",
         "team-x": "a",
+        "image": c["Config"]["Image"],
         "external-source": "registrar",
         "registrar-host": "host1",
         "registrar-container": c["Id"][:12],
@@ -540,3 +541,62 @@ def test_network_flag_the_container_is_not_on_falls_back_to_its_own() -> None:
     """--network names a network the container is not on: its network mode's address, no warning."""
     result = services_from_container(payload("internal"), Settings(hostname="vm", internal=True, network="backend"))
     assert {s.address for s in result.services} == {"172.18.0.2"} and result.problems == ()
+
+
+def test_identity_meta_names_image_and_compose_project_and_service() -> None:
+    """Every service says what it runs: image, compose project and service; a container's own key beats them."""
+    labels = {"com.docker.compose.project": "shop", "com.docker.compose.service": "cart", "SERVICE_IMAGE": "mine"}
+    meta = dict(only(container("web", labels=labels)).meta)
+    assert (meta["compose-project"], meta["compose-service"], meta["image"]) == ("shop", "cart", "mine")
+
+
+def test_meta_flag_adds_to_every_service_and_the_containers_key_beats_it() -> None:
+    """--meta env=prod team=a: on every service; the container's SERVICE_TEAM beats --meta team."""
+    settings = Settings(hostname="h", meta=(("env", "prod"), ("team", "a")))
+    meta = dict(only(container("web", labels={"SERVICE_TEAM": "b"}), settings).meta)
+    assert (meta["env"], meta["team"]) == ("prod", "b")
+
+
+def test_meta_flag_and_identity_stay_within_consuls_64_keys() -> None:
+    """With 70 labels of its own, --meta and identity Meta find no room: 64 keys in all reach Consul."""
+    labels = {f"SERVICE_K{i}": "v" for i in range(70)}
+    settings = Settings(hostname="h", meta=(("env", "prod"),), instance="a")
+    assert len(only(container("web", labels=labels), settings).to_consul()["Meta"]) == 64
+
+
+def test_instance_is_in_default_ids_and_ownership() -> None:
+    """--instance team-a: default IDs host:team-a:container:port, Meta registrar-instance=team-a."""
+    service = only(payload("web"), Settings(hostname="vm", instance="team-a"))
+    assert service.id == "vm:team-a:rec-web:80"
+    assert dict(service.meta)["registrar-instance"] == "team-a"
+    assert "registrar-instance" not in dict(only(payload("web"), Settings(hostname="vm")).meta)
+
+
+@pytest.mark.parametrize(
+    ("filters", "yields"),
+    [
+        ((("label", "com.example.team"),), True),
+        ((("label", "com.example.team=shop"),), True),
+        ((("label", "com.example.team=pay"),), False),
+        ((("label", "nope"),), False),
+        ((("name", "^rec-w"),), True),
+        ((("name", "^web"),), False),
+        ((("network", "bridge"),), True),
+        ((("network", "backend"),), False),
+        ((("label", "com.example.team"), ("name", "^web")), False),
+    ],
+)
+def test_filters_select_containers_as_docker_ps_does(filters: tuple[tuple[str, str], ...], yields: bool) -> None:
+    """--filter label=KEY[=VALUE], name=REGEX, network=NAME: a container yields services only if it matches all."""
+    c = container("web", labels={"com.example.team": "shop"})
+    c["NetworkSettings"]["Networks"] = {"bridge": {"IPAddress": "172.17.0.2", "NetworkID": "abc123"}}
+    assert bool(services_from_container(c, Settings(hostname="vm", filters=filters)).services) is yields
+
+
+def test_wan_ip_adds_consuls_wan_addresses_with_the_registered_port() -> None:
+    """--wan-ip 203.0.113.7: TaggedAddresses wan and wan_ipv4 at that address, with the published port."""
+    tagged = only(payload("web"), Settings(hostname="vm", wan_ip="203.0.113.7")).to_consul()["TaggedAddresses"]
+    port = tagged["lan_ipv4"]["Port"]
+    assert tagged["wan"] == tagged["wan_ipv4"] == {"Address": "203.0.113.7", "Port": port}
+    v6 = only(payload("web"), Settings(hostname="vm", wan_ip="2001:db8::7")).to_consul()["TaggedAddresses"]
+    assert v6["wan"] == v6["wan_ipv6"] == {"Address": "2001:db8::7", "Port": port}
