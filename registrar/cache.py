@@ -76,6 +76,8 @@ def cached_from_inspect(container: Mapping[str, Any], settings: Settings, finger
     for problem in result.problems:
         log.warning("container_label_problem", container=problem.container, key=problem.key, problem=problem.message)
     name = container_name(container)
+    if result.note:
+        log.info("container_yields_nothing", container=name, reason=result.note)
     keep = not is_running(container) and keeps(settings, name, (container.get("State") or {}).get("ExitCode"))
     timeout = (container.get("Config") or {}).get("StopTimeout")
     return Cached(

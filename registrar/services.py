@@ -31,6 +31,18 @@ from registrar.settings import Settings, ip_address_of
 RESERVED_KEYS = frozenset({"name", "id", "tags", "ignore", "network", "enable_tag_override"})
 IMAGE_ID = re.compile(r"^(sha256:)?[0-9a-f]{12,64}$")
 COMPOSE_SERVICE = "com.docker.compose.service"
+SWARM_SERVICE = "com.docker.swarm.service.name"
+#: Meta of a swarm task: which swarm service and task it is, from the labels Docker puts on the task's container.
+SWARM_META = (
+    ("swarm-service", SWARM_SERVICE),
+    ("swarm-service-id", "com.docker.swarm.service.id"),
+    ("swarm-task", "com.docker.swarm.task.name"),
+)
+INGRESS = "ingress"
+INGRESS_ONLY = (
+    "a swarm task whose ports are published in ingress mode only: the routing mesh owns them, the task"
+    " binds none (publish with mode=host, or run registrar with --internal)"
+)
 DOCKER_HEALTH = {"starting": "critical", "healthy": "passing", "unhealthy": "critical"}
 MAX_HEALTH_OUTPUT = 1024
 META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -58,6 +70,8 @@ class Yield:
 
     services: tuple[Service, ...]
     problems: tuple[Problem, ...]
+    note: str = ""
+    """Why a running container yields nothing, where an operator would not guess it (``INGRESS_ONLY``)."""
 
 
 def container_name(container: Mapping[str, Any]) -> str:
@@ -116,12 +130,12 @@ def _ports(container: Mapping[str, Any], internal: bool) -> list[Port]:
 
 def _container_ips(container: Mapping[str, Any], network: str) -> tuple[str, str]:
     """The container's IPv4 and global IPv6 address on ``network`` (else its network mode, else the
-    first network that has one); empty where unknown."""
+    first network that has one, ``ingress`` last); empty where unknown."""
     settings = container.get("NetworkSettings") or {}
     networks: Mapping[str, Any] = settings.get("Networks") or {}
     mode = (container.get("HostConfig") or {}).get("NetworkMode") or ""
     order = [network] if network else []
-    order += [mode, *sorted(networks)]
+    order += [mode, *sorted(networks, key=lambda name: (name == INGRESS, name))]  # a swarm task's ingress last
     for name in order:
         net = networks.get(name) or {}
         v4, v6 = str(net.get("IPAddress") or ""), str(net.get("GlobalIPv6Address") or "")
@@ -143,6 +157,7 @@ class _Builder:
         self.cid = str(container.get("Id", ""))
         self.name = container_name(container)
         self.config: Mapping[str, Any] = container.get("Config") or {}
+        self.labels: Mapping[str, Any] = self.config.get("Labels") or {}
         self.problems: list[Problem] = []
 
     def warn(self, value: Value | str, message: str) -> None:
@@ -166,7 +181,15 @@ class _Builder:
             if port_key not in numbers:
                 for value in values.values():
                     self.warn(value, f"port {port_key} is not a service port of this container ({numbers or 'none'})")
-        return Yield(tuple(services), tuple(dict.fromkeys(self.problems)))
+        return Yield(tuple(services), tuple(dict.fromkeys(self.problems)), "" if ports else self.note())
+
+    def note(self) -> str:
+        """Why a container with no service port yields nothing, where that is worth telling: a swarm task
+        on the ingress network publishes its ingress-mode ports on the routing mesh, not on itself."""
+        networks = (self.container.get("NetworkSettings") or {}).get("Networks") or {}
+        if self.settings.internal or SWARM_SERVICE not in self.labels or INGRESS not in networks:
+            return ""
+        return INGRESS_ONLY
 
     def service(self, port: Port, meta: dict[str, Value], group: bool) -> Service | None:
         if "ignore" in meta:
@@ -246,12 +269,15 @@ class _Builder:
         return name
 
     def default_name(self) -> str:
-        """The image's base name; for an image given only by ID or digest (compose v2 does that),
-        the compose service label, else the container name (never ``sha256``)."""
+        """A swarm task's service name; else the image's base name; for an image given only by ID or
+        digest (compose v2 does that), the compose service label, else the container name (never ``sha256``)."""
+        swarm_service = str(self.labels.get(SWARM_SERVICE) or "").strip()
+        if swarm_service:
+            return swarm_service
         image = str(self.config.get("Image") or "")
         if image and not IMAGE_ID.match(image) and not image.startswith("sha256:"):
             return image_base_name(image) or self.name
-        return str((self.config.get("Labels") or {}).get(COMPOSE_SERVICE) or "").strip() or self.name
+        return str(self.labels.get(COMPOSE_SERVICE) or "").strip() or self.name
 
     def service_id(self, port: Port, meta: Mapping[str, Value], group: bool) -> str:
         default = f"{self.settings.hostname}:{self.name}:{port.port}"
@@ -322,13 +348,16 @@ class _Builder:
 
     def meta(self, meta: Mapping[str, Value]) -> tuple[tuple[str, str], ...]:
         out: dict[str, str] = {}
-        room = MAX_META_KEYS - len(OWNERSHIP_KEYS)
+        swarm = {key: str(self.labels[label]) for key, label in SWARM_META if self.labels.get(label)}
+        room = MAX_META_KEYS - len(OWNERSHIP_KEYS) - len(swarm)
         for key in sorted(meta):
             value = meta[key]
             if key in RESERVED_KEYS or key.startswith("check_"):
                 continue
             if not META_KEY.match(key) or key.startswith("consul-") or key in OWNERSHIP_KEYS:
                 self.warn(value, f"Meta key {key!r} is not accepted by Consul (letters, digits, _ and - only)")
+            elif key in swarm:
+                self.warn(value, f"Meta key {key!r} is registrar's, from the swarm task's labels; ignored")
             elif len(value.value.encode()) > MAX_META_VALUE:
                 size = len(value.value.encode())
                 self.warn(value, f"Meta value is {size} bytes long; Consul takes {MAX_META_VALUE} at most")
@@ -336,6 +365,7 @@ class _Builder:
                 self.warn(value, f"more than {room} Meta keys; Consul takes {MAX_META_KEYS} in all")
             else:
                 out[key] = value.value
+        out.update(swarm)
         out[META_SOURCE] = META_SOURCE_VALUE
         out[META_HOST] = self.settings.hostname
         out[META_CONTAINER] = self.cid[:12]
