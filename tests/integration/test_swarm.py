@@ -114,7 +114,7 @@ def swarm_node(root: Path) -> Iterator[Swarm]:
         wait_until(lambda: pings(socket), "the swarm engine to answer", timeout=60)
         node = Swarm(url, client, consul, f"regswarm-{unique_host('net')}", "")
         tar = root / "image.tar"
-        _run("docker", "-H", "unix:///var/run/docker.sock", "save", "-o", str(tar), IMAGE)
+        _run("docker", "save", "-o", str(tar), IMAGE)  # from the suite's engine, as tests/fleet.py does
         node.cli("load", "-q", "-i", str(tar))
         # docker_gwbridge made before the swarm is: its Linux bridge has a name of this module's, and
         # host-mode published ports bind this node's address only.
