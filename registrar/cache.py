@@ -81,6 +81,8 @@ def cached_from_inspect(
     for problem in result.problems:
         log.warning("container_label_problem", container=problem.container, key=problem.key, problem=problem.message)
     name = container_name(container)
+    if result.note:
+        log.info("container_yields_nothing", container=name, reason=result.note)
     running = is_running(container)
     keep = not running and keeps(settings, name, (container.get("State") or {}).get("ExitCode"))
     timeout = (container.get("Config") or {}).get("StopTimeout")

@@ -32,6 +32,18 @@ from registrar.settings import Settings, ip_address_of
 RESERVED_KEYS = frozenset({"name", "id", "tags", "ignore", "network", "enable_tag_override"})
 IMAGE_ID = re.compile(r"^(sha256:)?[0-9a-f]{12,64}$")
 COMPOSE_SERVICE = "com.docker.compose.service"
+SWARM_SERVICE = "com.docker.swarm.service.name"
+#: Meta of a swarm task: which swarm service and task it is, from the labels Docker puts on the task's container.
+SWARM_META = (
+    ("swarm-service", SWARM_SERVICE),
+    ("swarm-service-id", "com.docker.swarm.service.id"),
+    ("swarm-task", "com.docker.swarm.task.name"),
+)
+INGRESS = "ingress"
+INGRESS_ONLY = (
+    "a swarm task whose ports are published in ingress mode only: the routing mesh owns them, the task"
+    " binds none (publish with mode=host, or run registrar with --internal)"
+)
 DOCKER_HEALTH = {"starting": "critical", "healthy": "passing", "unhealthy": "critical"}
 MAX_HEALTH_OUTPUT = 1024
 META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -59,6 +71,8 @@ class Yield:
 
     services: tuple[Service, ...]
     problems: tuple[Problem, ...]
+    note: str = ""
+    """Why a running container yields nothing, where an operator would not guess it (``INGRESS_ONLY``)."""
 
 
 NOT_PUBLISHED = "not published (publish it with -p, or run registrar with --internal)"
@@ -161,12 +175,12 @@ def network_names(container: Mapping[str, Any]) -> list[str]:
 
 def _container_ips(container: Mapping[str, Any], network: str) -> tuple[str, str]:
     """The container's IPv4 and global IPv6 address on ``network`` (else its network mode, else the
-    first network that has one); empty where unknown."""
+    first network that has one, ``ingress`` last); empty where unknown."""
     settings = container.get("NetworkSettings") or {}
     networks: Mapping[str, Any] = settings.get("Networks") or {}
     mode = (container.get("HostConfig") or {}).get("NetworkMode") or ""
     order = [network] if network else []
-    order += [mode, *sorted(networks)]
+    order += [mode, *sorted(networks, key=lambda name: (name == INGRESS, name))]  # a swarm task's ingress last
     for name in order:
         net = networks.get(name) or {}
         v4, v6 = str(net.get("IPAddress") or ""), str(net.get("GlobalIPv6Address") or "")
@@ -179,13 +193,12 @@ def _container_ips(container: Mapping[str, Any], network: str) -> tuple[str, str
 IDENTITY_LABELS = (
     ("compose-project", "com.docker.compose.project"),
     ("compose-service", COMPOSE_SERVICE),
-    ("swarm-service", "com.docker.swarm.service.name"),
-    ("swarm-task", "com.docker.swarm.task.name"),
 )
 
 
 def identity_meta(container: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """What the container is, as Meta: its image, compose project and service, swarm service and task."""
+    """What the container is, as Meta: its image, compose project and service (a swarm task's service and
+    task are ``SWARM_META``, which no label replaces)."""
     config = container.get("Config") or {}
     labels = config.get("Labels") or {}
     found = [("image", str(config.get("Image") or ""))]
@@ -237,6 +250,7 @@ class _Builder:
         self.cid = str(container.get("Id", ""))
         self.name = container_name(container)
         self.config: Mapping[str, Any] = container.get("Config") or {}
+        self.labels: Mapping[str, Any] = self.config.get("Labels") or {}
         self.problems: list[Problem] = []
         self.trace: list[PortOutcome] | None = None
         """Set to a list by ``traced_services``, to record each port's outcome; None in the daemon."""
@@ -292,7 +306,18 @@ class _Builder:
             if port_key not in numbers:
                 for value in values.values():
                     self.warn(value, f"port {port_key} is not a service port of this container ({numbers or 'none'})")
-        return Yield(tuple(services), tuple(dict.fromkeys(self.problems)))
+        note = "" if ports else self.note()
+        if note and self.trace is not None:
+            self.skipped = note
+        return Yield(tuple(services), tuple(dict.fromkeys(self.problems)), note)
+
+    def note(self) -> str:
+        """Why a container with no service port yields nothing, where that is worth telling: a swarm task
+        on the ingress network publishes its ingress-mode ports on the routing mesh, not on itself."""
+        networks = (self.container.get("NetworkSettings") or {}).get("Networks") or {}
+        if self.settings.internal or SWARM_SERVICE not in self.labels or INGRESS not in networks:
+            return ""
+        return INGRESS_ONLY
 
     def follow_network_owner(self) -> bool:
         """With ``--network container:OWNER``, take the addresses from the owner; False (one warning)
@@ -386,12 +411,15 @@ class _Builder:
         return name
 
     def default_name(self) -> str:
-        """The image's base name; for an image given only by ID or digest (compose v2 does that),
-        the compose service label, else the container name (never ``sha256``)."""
+        """A swarm task's service name; else the image's base name; for an image given only by ID or
+        digest (compose v2 does that), the compose service label, else the container name (never ``sha256``)."""
+        swarm_service = str(self.labels.get(SWARM_SERVICE) or "").strip()
+        if swarm_service:
+            return swarm_service
         image = str(self.config.get("Image") or "")
         if image and not IMAGE_ID.match(image) and not image.startswith("sha256:"):
             return image_base_name(image) or self.name
-        return str((self.config.get("Labels") or {}).get(COMPOSE_SERVICE) or "").strip() or self.name
+        return str(self.labels.get(COMPOSE_SERVICE) or "").strip() or self.name
 
     def service_id(self, port: Port, meta: Mapping[str, Value], group: bool) -> str:
         instance = self.settings.instance
@@ -472,19 +500,22 @@ class _Builder:
 
     def meta(self, meta: Mapping[str, Value]) -> tuple[tuple[str, str], ...]:
         """The container's ``SERVICE_<KEY>`` Meta, then ``--meta``'s, then identity Meta (image,
-        compose project and service, swarm service and task), each where the one before did not set
-        the key, within Consul's 64 keys; then the ownership keys."""
+        compose project and service), each where the one before did not set the key, within Consul's
+        64 keys; then a swarm task's ``SWARM_META`` and the ownership keys, which nothing replaces."""
         out: dict[str, str] = {}
         ownership = {META_SOURCE: META_SOURCE_VALUE, META_HOST: self.settings.hostname, META_CONTAINER: self.cid[:12]}
         if self.settings.instance:
             ownership[META_INSTANCE] = self.settings.instance
-        room = MAX_META_KEYS - len(ownership) - 1  # and the digest, added on the way out
+        swarm = {key: str(self.labels[label]) for key, label in SWARM_META if self.labels.get(label)}
+        room = MAX_META_KEYS - len(ownership) - 1 - len(swarm)  # 1: the digest, added on the way out
         for key in sorted(meta):
             value = meta[key]
             if key in RESERVED_KEYS or key.startswith("check_"):
                 continue
             if not META_KEY.match(key) or key.startswith("consul-") or key in OWNERSHIP_KEYS:
                 self.warn(value, f"Meta key {key!r} is not accepted by Consul (letters, digits, _ and - only)")
+            elif key in swarm:
+                self.warn(value, f"Meta key {key!r} is registrar's, from the swarm task's labels; ignored")
             elif len(value.value.encode()) > MAX_META_VALUE:
                 size = len(value.value.encode())
                 self.warn(value, f"Meta value is {size} bytes long; Consul takes {MAX_META_VALUE} at most")
@@ -493,8 +524,9 @@ class _Builder:
             else:
                 out[key] = value.value
         for key, text in (*self.settings.meta, *identity_meta(self.container)):
-            if key not in out and len(out) < room:
+            if key not in out and key not in swarm and len(out) < room:
                 out[key] = text
+        out.update(swarm)
         out.update(ownership)
         return tuple(sorted(out.items()))
 

@@ -325,7 +325,7 @@ class Host:
         finally:
             self.docker.close()
             self.agent.close()
-        _unmount_under(self.root)
+        unmount_under(self.root)
         # The cgroups of containers that died with a killed engine (no engine came back to remove them).
         with contextlib.suppress(OSError):
             for container in (self.root / "data" / "containers").iterdir():
@@ -336,7 +336,7 @@ class Host:
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
 
 
-def _unmount_under(root: Path) -> None:
+def unmount_under(root: Path) -> None:
     """Lazily unmount what a killed engine left mounted under its roots (deepest first)."""
     prefix = str(root) + "/"
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
@@ -396,7 +396,7 @@ class Fleet:
         for server in self.servers:
             server.process.stop(signal.SIGKILL)
             server.close()
-        _unmount_under(self.root)
+        unmount_under(self.root)
         if errors:
             raise RuntimeError("fleet: stopping left trouble: " + "; ".join(errors))
 

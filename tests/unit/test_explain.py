@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registrar.explain import Explanation, explain, render
-from registrar.services import NOT_PUBLISHED, services_from_container, traced_services
+from registrar.services import INGRESS_ONLY, NOT_PUBLISHED, services_from_container, traced_services
 from registrar.settings import Settings
 from tests.labels_strategy import LABELS
 from tests.unit.payloads import container, payload, published
@@ -263,3 +263,9 @@ def test_a_member_follows_its_owner_or_says_why_it_cannot() -> None:
     (service,) = explain(member, INTERNAL, {}, owner).services
     assert service.address == owner["NetworkSettings"]["Networks"]["rec-net2"]["IPAddress"]
     assert explain(member, INTERNAL, {}).skipped == "no address: the container whose network it shares is not running"
+
+
+def test_an_ingress_only_swarm_task_says_why_it_yields_nothing() -> None:
+    """A swarm task whose ports are all ingress-mode: explain says the routing mesh owns them."""
+    e = explain(payload("swarm_task_ingress"), Settings(hostname="node1"), {})
+    assert e.services == () and e.skipped == INGRESS_ONLY
