@@ -235,10 +235,13 @@ def explained(monkeypatch: pytest.MonkeyPatch) -> MemoryConsul:
 
 
 @pytest.mark.parametrize("name", ["nope", "a/b", "../version", "web?x=1"])
-def test_explain_no_such_container_exits_1(name: str, explained: MemoryConsul) -> None:
+def test_explain_no_such_container_exits_1(
+    name: str, explained: MemoryConsul, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A container the engine does not know, or a name Docker cannot hold: one line on stderr, exit 1."""
-    result = CliRunner().invoke(cli, ["explain", name])
-    assert (result.exit_code, result.stdout, result.stderr) == (1, "", f"registrar: no such container: {name}\n")
+    with pytest.raises(SystemExit) as exit:
+        main(["explain", name])
+    assert (exit.value.code, *capsys.readouterr()) == (1, "", f"registrar: no such container: {name}\n")
 
 
 def test_explain_prints_and_exits_0(explained: MemoryConsul) -> None:
@@ -254,11 +257,12 @@ def test_explain_prints_and_exits_0(explained: MemoryConsul) -> None:
     ]
 
 
-def test_explain_consul_down_is_exit_5(explained: MemoryConsul) -> None:
+def test_explain_consul_down_is_exit_5(explained: MemoryConsul, capsys: pytest.CaptureFixture[str]) -> None:
     """The agent failing while explain reads it: one line and exit 5, as plan."""
     explained.down = True
-    result = CliRunner().invoke(cli, ["explain", payload("web")["Id"]])
-    assert (result.exit_code, result.stderr) == (5, "registrar: connection refused\n")
+    with pytest.raises(SystemExit) as exit:
+        main(["explain", payload("web")["Id"]])
+    assert (exit.value.code, capsys.readouterr().err) == (5, "registrar: connection refused\n")
 
 
 def test_explain_docker_unreachable_is_exit_4(tmp_path: Any) -> None:
