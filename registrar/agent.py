@@ -235,6 +235,10 @@ class AgentState:
                     there = service_id in (self.actual or {}) and ("service", service_id) not in self.in_flight
                     if there:
                         log.warning("maintenance_failed", service_id=service_id, error=str(error))
+                elif enable and ("service", service_id) in self.in_flight:
+                    # A registration in flight replaces the service's checks, maintenance's too, maybe after
+                    # this call: planned again once it is back.
+                    self.replan.add(service_id)
                 elif enable:
                     self.maintenance.add(service_id)
                     log.info("service_draining", service_id=service_id)
@@ -263,6 +267,7 @@ class AgentState:
                 self.actual[service.id] = owned
             if self.reading:
                 self._since_read[service.id] = owned
+            self.maintenance.discard(service.id)  # replace-existing-checks dropped it; a drain puts it back
             if service.health is not None:  # registered with its status; the output follows
                 self.health_sent.pop(service.health.check_id, None)
             self.results["registered"] += 1

@@ -1,31 +1,43 @@
-"""Building Consul health checks from ``SERVICE_[<port>_]CHECK_*`` metadata.
+"""Building Consul health checks from ``SERVICE_[<port>_]CHECK_[<N>_]*`` metadata.
 
-Pure. A malformed value drops that check (never the service) and yields a Problem that names
-the container and the key. Like registrator, one check is built from the labels, the first of
-HTTP, HTTPS, script, TTL, TCP, gRPC that is set; ``--ttl`` adds registrar's own TTL check.
+Pure. Like registrator, check 1 comes from the unnumbered keys (``CHECK_HTTP``, ...), the first of
+HTTP, HTTPS, script, TTL, TCP, gRPC that is set (then H2PING); ``CHECK_<N>_<FIELD>`` for N = 2..9
+defines check N with the same fields, each check from its own keys only. A malformed value drops
+that check (never the service, never another check) and yields a Problem that names the container
+and the key. ``--ttl`` adds registrar's own TTL check.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from registrar.metadata import BOOLEAN_WORDS, Value, parse_bool
-from registrar.model import Check, Problem
+from registrar.metadata import BOOLEAN_WORDS, Value, parse_bool, split_tags
+from registrar.model import Check, CheckOptions, Problem
 
 _GO_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
 _HTTP_METHOD = re.compile(r"^[A-Z]{1,16}$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # an HTTP token (RFC 9110)
+_SERVER_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_COUNT = re.compile(r"^\d{1,9}$")
 _STATUSES = ("passing", "warning", "critical")
 DEFAULT_INTERVAL = "10s"
-KNOWN_KEYS = frozenset(
-    "check_" + k
-    for k in (
-        "http", "https", "http_method", "tcp", "grpc", "grpc_use_tls", "tls_skip_verify", "script", "ttl",
-        "interval", "timeout", "initial_status", "deregister_after", "docker_health",
+FIELDS = frozenset(
+    (
+        "http", "https", "http_method", "tcp", "grpc", "grpc_use_tls", "tls_skip_verify", "tls_server_name",
+        "script", "ttl", "h2ping", "interval", "timeout", "initial_status", "deregister_after", "body", "notes",
+        "success_before_passing", "failures_before_critical", "output_max_size",
     )
 )  # fmt: skip
+"""The fields of one check (``CHECK_<FIELD>``, ``CHECK_<N>_<FIELD>``), besides ``HEADER_<Name>``."""
+HEADER = "header_"
+NUMBERS = frozenset("23456789")
+"""The numbered checks: ``CHECK_2_*`` to ``CHECK_9_*``; the unnumbered keys are check 1."""
+DOCKER_HEALTH_KEY = "check_docker_health"
+"""A per-service switch (services.py), not a field of a check."""
 
 
 @dataclass(frozen=True)
@@ -50,19 +62,74 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _duration(meta: Mapping[str, Value], key: str) -> str | None:
-    value = meta.get(key)
-    if value is None:
-        return None
+def _duration(value: Value) -> str:
     text = value.value.strip()
     if not _GO_DURATION.match(text) or not re.search(r"[1-9]", text):
         raise _Invalid(value, f"{text!r} is not a positive duration like 10s, 1m30s or 500ms")
     return text
 
 
-def _flag(meta: Mapping[str, Value], key: str, ctx: CheckContext, problems: list[Problem]) -> bool:
+def _count(value: Value, least: int = 0) -> int:
+    text = value.value.strip()
+    if not _COUNT.match(text) or int(text) < least:
+        raise _Invalid(value, f"{value.value!r} is not a whole number of at least {least}")
+    return int(text)
+
+
+def _size(value: Value) -> int:
+    return _count(value, least=1)
+
+
+def _method(value: Value) -> str:
+    text = value.value.strip().upper()
+    if not _HTTP_METHOD.match(text):
+        raise _Invalid(value, f"{value.value!r} is not an HTTP method")
+    return text
+
+
+def _server_name(value: Value) -> str:
+    name = value.value.strip()
+    if not _SERVER_NAME.match(name):
+        raise _Invalid(value, f"{value.value!r} is not a TLS server name")
+    return name
+
+
+def _status(value: Value) -> str:
+    status = value.value.strip().lower()
+    if status not in _STATUSES:
+        raise _Invalid(value, f"{value.value!r} is not one of {', '.join(_STATUSES)}")
+    return status
+
+
+def _text(value: Value) -> str:
+    return value.value
+
+
+Reader = Callable[[Value], object]
+_TIMING: dict[str, tuple[str, Reader]] = {"interval": ("interval", _duration), "timeout": ("timeout", _duration)}
+_TLS: dict[str, tuple[str, Reader]] = {"tls_server_name": ("tls_server_name", _server_name)}
+_HTTP: dict[str, tuple[str, Reader]] = {**_TLS, "http_method": ("method", _method), "body": ("body", _text)}
+_ANY: dict[str, tuple[str, Reader]] = {
+    "initial_status": ("status", _status),
+    "deregister_after": ("deregister_after", _duration),
+    "notes": ("notes", _text),
+    "output_max_size": ("output_max_size", _size),
+    "success_before_passing": ("success_before_passing", _count),
+    "failures_before_critical": ("failures_before_critical", _count),
+}
+"""Check fields -> (Check or CheckOptions attribute, reader): of every kind of check, of those speaking
+TLS, of HTTP(S)."""
+_OPTIONS = frozenset(CheckOptions.__dataclass_fields__)
+
+
+def _options(fields: Mapping[str, Value], table: Mapping[str, tuple[str, Reader]]) -> dict[str, Any]:
+    """The fields of ``table`` that are set, read into Check attributes (a check has a few fields)."""
+    return {table[key][0]: table[key][1](value) for key, value in fields.items() if key in table}
+
+
+def _flag(fields: Mapping[str, Value], key: str, ctx: CheckContext, problems: list[Problem]) -> bool:
     """A true/false key (metadata.parse_bool); another word is a problem, and the key is left out."""
-    value = meta.get(key)
+    value = fields.get(key)
     if value is None:
         return False
     flag = parse_bool(value.value)
@@ -81,63 +148,22 @@ def _path(value: Value) -> str:
     return path if path.startswith("/") else "/" + path
 
 
-def _label_check(meta: Mapping[str, Value], ctx: CheckContext, problems: list[Problem]) -> Check | None:
-    """The one check the labels ask for, or None; raises _Invalid on a malformed value, and adds to
-    ``problems`` a key it leaves out."""
-    target = _hostport(ctx.host, ctx.port)
-    check_id = f"service:{ctx.service_id}"
-    timeout = _duration(meta, "check_timeout")
-    interval = _duration(meta, "check_interval") or DEFAULT_INTERVAL
-    for key, scheme in (("check_http", "http"), ("check_https", "https")):
-        if key in meta:
-            method = meta.get("check_http_method")
-            if method is not None and not _HTTP_METHOD.match(method.value.strip().upper()):
-                raise _Invalid(method, f"{method.value!r} is not an HTTP method")
-            return Check(
-                check_id,
-                http=f"{scheme}://{target}{_path(meta[key])}",
-                method=method.value.strip().upper() if method else None,
-                tls_skip_verify=_flag(meta, "check_tls_skip_verify", ctx, problems),
-                interval=interval,
-                timeout=timeout,
-            )
-    if "check_script" in meta:
-        script = meta["check_script"]
-        if not ctx.allow_script_checks:
-            raise _Invalid(script, "script checks are refused unless registrar runs with --allow-script-checks")
-        try:
-            words = shlex.split(script.value)
-        except ValueError as e:
-            raise _Invalid(script, f"cannot split the command: {e}") from None
-        if not words:
-            raise _Invalid(script, "the command is empty")
-        subst = {"$SERVICE_IP": ctx.host, "$SERVICE_PORT": str(ctx.port)}
-        args = tuple(_substitute(w, subst) for w in words)
-        return Check(check_id, args=args, interval=interval, timeout=timeout)
-    if "check_ttl" in meta:
-        return Check(check_id, ttl=_duration(meta, "check_ttl"))
-    if _flag(meta, "check_tcp", ctx, problems):
-        return Check(check_id, tcp=target, interval=interval, timeout=timeout)
-    if _flag(meta, "check_grpc", ctx, problems):
-        return Check(
-            check_id,
-            grpc=target,
-            grpc_use_tls=_flag(meta, "check_grpc_use_tls", ctx, problems),
-            tls_skip_verify=_flag(meta, "check_tls_skip_verify", ctx, problems),
-            interval=interval,
-            timeout=timeout,
-        )
-    return None
-
-
-def _status(meta: Mapping[str, Value]) -> str | None:
-    value = meta.get("check_initial_status")
-    if value is None:
-        return None
-    status = value.value.strip().lower()
-    if status not in _STATUSES:
-        raise _Invalid(value, f"{value.value!r} is not one of {', '.join(_STATUSES)}")
-    return status
+def _headers(fields: Mapping[str, Value]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``HEADER_<Name>=v1,v2``: the name as written in the label or variable (keys are lower-cased),
+    the values split at commas (``\\,`` is a comma)."""
+    headers = []
+    for key, value in fields.items():
+        if not key.startswith(HEADER):
+            continue
+        lowered = key[len(HEADER) :]
+        name = value.source[-len(lowered) :]
+        if name.lower() != lowered or not _HEADER_NAME.match(name):
+            raise _Invalid(value, f"{name!r} is not an HTTP header name")
+        values = tuple(split_tags(value.value))
+        if not values or not all(v.isprintable() for v in values):
+            raise _Invalid(value, f"{value.value!r} is not a list of header values")
+        headers.append((name, values))
+    return tuple(sorted(headers))
 
 
 def _substitute(word: str, subst: Mapping[str, str]) -> str:
@@ -146,21 +172,91 @@ def _substitute(word: str, subst: Mapping[str, str]) -> str:
     return word
 
 
-def build_checks(meta: Mapping[str, Value], ctx: CheckContext) -> tuple[tuple[Check, ...], list[Problem]]:
-    """The checks of one service and the problems met while building them."""
-    checks: list[Check] = []
-    problems = [
-        Problem(ctx.container, v.source, "unknown check option; ignored")
-        for k, v in sorted(meta.items())
-        if k.startswith("check_") and k not in KNOWN_KEYS
-    ]
+def _script(value: Value, ctx: CheckContext) -> tuple[str, ...]:
+    if not ctx.allow_script_checks:
+        raise _Invalid(value, "script checks are refused unless registrar runs with --allow-script-checks")
     try:
-        check = _label_check(meta, ctx, problems)
-        if check is not None:
-            check = replace(check, status=_status(meta), deregister_after=_duration(meta, "check_deregister_after"))
+        words = shlex.split(value.value)
+    except ValueError as e:
+        raise _Invalid(value, f"cannot split the command: {e}") from None
+    if not words:
+        raise _Invalid(value, "the command is empty")
+    subst = {"$SERVICE_IP": ctx.host, "$SERVICE_PORT": str(ctx.port)}
+    return tuple(_substitute(w, subst) for w in words)
+
+
+def _kind(fields: Mapping[str, Value], ctx: CheckContext, problems: list[Problem]) -> dict[str, Any] | None:
+    """The kind of check its fields ask for, with that kind's own fields, as Check attributes; None when
+    they ask for none. Raises _Invalid on a malformed value, adds to ``problems`` a key it leaves out."""
+    target = _hostport(ctx.host, ctx.port)
+    timing = {"interval": DEFAULT_INTERVAL, **_options(fields, _TIMING)}
+    for key, scheme in (("http", "http"), ("https", "https")):
+        if key in fields:
+            url = f"{scheme}://{target}{_path(fields[key])}"
+            skip = _flag(fields, "tls_skip_verify", ctx, problems)
+            attrs = {"http": url, "tls_skip_verify": skip, **timing, **_options(fields, _HTTP)}
+            header = _headers(fields)
+            if header:
+                attrs["header"] = header
+            return attrs
+    if "script" in fields:
+        return {"args": _script(fields["script"], ctx), **timing}
+    if "ttl" in fields:
+        return {"ttl": _duration(fields["ttl"])}
+    if _flag(fields, "tcp", ctx, problems):
+        return {"tcp": target, **timing}
+    if _flag(fields, "grpc", ctx, problems):
+        use_tls = _flag(fields, "grpc_use_tls", ctx, problems)
+        skip = _flag(fields, "tls_skip_verify", ctx, problems)
+        return {"grpc": target, "grpc_use_tls": use_tls, "tls_skip_verify": skip, **timing, **_options(fields, _TLS)}
+    if _flag(fields, "h2ping", ctx, problems):
+        skip = _flag(fields, "tls_skip_verify", ctx, problems)
+        return {"h2ping": target, "tls_skip_verify": skip, **timing, **_options(fields, _TLS)}
+    return None
+
+
+def _check(fields: Mapping[str, Value], ctx: CheckContext, check_id: str, problems: list[Problem]) -> Check | None:
+    """One check from its own fields (keys without ``check_`` and number), or None (none asked for, or
+    dropped with a problem)."""
+    try:
+        attrs = _kind(fields, ctx, problems)
+        if attrs is None:
+            return None
+        attrs.update(_options(fields, _ANY))
+        options = {name: attrs.pop(name) for name in _OPTIONS if name in attrs}
+        return Check(check_id, options=CheckOptions(**options) if options else None, **attrs)
     except _Invalid as e:
         problems.append(Problem(ctx.container, e.value.source, f"check dropped: {e}"))
-    else:
+        return None
+
+
+def _split(key: str) -> tuple[str, str] | None:
+    """``check_2_http`` -> ("2", "http"), ``check_http`` -> ("", "http"); None for an unknown key."""
+    field = key[len("check_") :]
+    number = ""
+    if field[:1] in NUMBERS and field[1:2] == "_":
+        number, field = field[0], field[2:]
+    if field in FIELDS or (field.startswith(HEADER) and len(field) > len(HEADER)):
+        return number, field
+    return None
+
+
+def build_checks(meta: Mapping[str, Value], ctx: CheckContext) -> tuple[tuple[Check, ...], list[Problem]]:
+    """The checks of one service (check 1, then 2..9, then ``--ttl``'s) and the problems met."""
+    problems: list[Problem] = []
+    groups: dict[str, dict[str, Value]] = {}  # "" (check 1), "2" .. "9" -> that check's fields
+    for key, value in sorted(meta.items()):
+        if not key.startswith("check_") or key == DOCKER_HEALTH_KEY:
+            continue
+        split = _split(key)
+        if split is None:
+            problems.append(Problem(ctx.container, value.source, "unknown check option; ignored"))
+        else:
+            groups.setdefault(split[0], {})[split[1]] = value
+    checks = []
+    for number, fields in sorted(groups.items()):
+        check_id = f"service:{ctx.service_id}:{number}" if number else f"service:{ctx.service_id}"
+        check = _check(fields, ctx, check_id, problems)
         if check is not None:
             checks.append(check)
     if ctx.ttl > 0:

@@ -118,7 +118,8 @@ class ConsulSink:
         return result
 
     def register(self, service: Service) -> None:
-        """``PUT /v1/agent/service/register`` with the service and its checks."""
+        """``PUT /v1/agent/service/register?replace-existing-checks=true`` with the service and its checks:
+        the agent drops the service's checks that the body no longer carries (a label removed)."""
         body = service.to_consul()
         checks = body.get("Checks") or [None]
         self._call(
@@ -132,6 +133,7 @@ class ConsulSink:
                 meta=body["Meta"],
                 check=checks[0],
                 extra_checks=checks[1:],
+                replace_existing_checks=True,
                 enable_tag_override=body.get("EnableTagOverride", False),
                 tagged_addresses=body.get("TaggedAddresses"),
                 token=self.token,

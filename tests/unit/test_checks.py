@@ -148,3 +148,210 @@ def test_a_boolean_key_with_another_word_is_one_warning_and_dropped(
     key, and that key is dropped (the check it modifies stays)."""
     assert checks_of(labels) == checks
     assert problem_keys(labels) == [key]
+
+
+def test_numbered_checks_each_have_their_own_id_and_fields() -> None:
+    """SERVICE_CHECK_<N>_* (N = 2..9) defines check N beside the unnumbered check 1, with CheckID
+    service:<id>:<N>; each check reads only its own keys (check 1's INTERVAL is not check 2's)."""
+    labels = {
+        "SERVICE_CHECK_HTTP": "/health",
+        "SERVICE_CHECK_INTERVAL": "5s",
+        "SERVICE_CHECK_2_TCP": "true",
+        "SERVICE_CHECK_2_TIMEOUT": "1s",
+        "SERVICE_CHECK_9_TTL": "30s",
+    }
+    assert checks_of(labels) == [
+        {"CheckID": ID, "HTTP": "http://127.0.0.1:30000/health", "Interval": "5s"},
+        {"CheckID": ID + ":2", "TCP": "127.0.0.1:30000", "Interval": "10s", "Timeout": "1s"},
+        {"CheckID": ID + ":9", "TTL": "30s"},
+    ]
+    assert problem_keys(labels) == []
+
+
+def test_numbered_check_without_check_one() -> None:
+    """A numbered check stands on its own: CHECK_3_HTTP alone is check 3, with no check 1."""
+    assert checks_of({"SERVICE_CHECK_3_HTTP": "/"}) == [
+        {"CheckID": ID + ":3", "HTTP": "http://127.0.0.1:30000/", "Interval": "10s"}
+    ]
+
+
+def test_numbered_check_scopes_and_env() -> None:
+    """A numbered key follows the label rules: SERVICE_<port>_CHECK_2_* beats SERVICE_CHECK_2_*, and a
+    label beats an environment variable."""
+    c = container(
+        "plain",
+        labels={"SERVICE_80_CHECK_2_HTTP": "/port", "SERVICE_CHECK_2_HTTP": "/general"},
+        env=["SERVICE_CHECK_2_INTERVAL=3s", "SERVICE_CHECK_2_TIMEOUT=9s"],
+        ports=published("80/tcp=127.0.0.1:30000"),
+    )
+    c["Config"]["Labels"]["SERVICE_CHECK_2_TIMEOUT"] = "2s"
+    (service,) = services_from_container(c, S).services
+    assert [check.to_consul() for check in service.checks] == [
+        {"CheckID": ID + ":2", "HTTP": "http://127.0.0.1:30000/port", "Interval": "3s", "Timeout": "2s"}
+    ]
+
+
+def test_a_bad_numbered_check_drops_only_that_check() -> None:
+    """A malformed value in check 2 drops check 2 with one problem naming the key; check 1, check 3 and
+    the service stay."""
+    labels = {
+        "SERVICE_CHECK_TCP": "true",
+        "SERVICE_CHECK_2_HTTP": "/",
+        "SERVICE_CHECK_2_INTERVAL": "banana",
+        "SERVICE_CHECK_3_TTL": "1m",
+    }
+    assert [c["CheckID"] for c in checks_of(labels)] == [ID, ID + ":3"]
+    assert problem_keys(labels) == ["label SERVICE_CHECK_2_INTERVAL"]
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["SERVICE_CHECK_1_HTTP", "SERVICE_CHECK_0_HTTP", "SERVICE_CHECK_10_HTTP", "SERVICE_CHECK_2_HTTPP",
+     "SERVICE_CHECK_2_DOCKER_HEALTH", "SERVICE_CHECK_2_", "SERVICE_CHECK_HEADER_"],
+)  # fmt: skip
+def test_numbers_outside_two_to_nine_are_unknown_options(key: str) -> None:
+    """Check 1 is the unnumbered keys; CHECK_1_, CHECK_0_, CHECK_10_, an unknown field, a numbered Docker
+    health key or a header without a name is one "unknown check option" problem, and no check."""
+    c = container("plain", labels={key: "/"}, ports=published("80/tcp=127.0.0.1:30000"))
+    result = services_from_container(c, S)
+    assert result.services[0].checks == ()
+    assert [(p.key, p.message) for p in result.problems] == [(f"label {key}", "unknown check option; ignored")]
+
+
+def test_numbered_keys_are_not_meta() -> None:
+    """CHECK_<N>_* keys configure checks and are never copied into the service's Meta."""
+    labels = {"SERVICE_CHECK_2_HTTP": "/", "SERVICE_CHECK_2_HEADER_X-A": "1", "SERVICE_80_CHECK_3_TTL": "1m"}
+    c = container("plain", labels=labels, ports=published("80/tcp=127.0.0.1:30000"))
+    (service,) = services_from_container(c, S).services
+    assert not [k for k, _ in service.meta if k.startswith("check")]
+
+
+HTTP = {"CheckID": ID, "HTTP": "http://127.0.0.1:30000/", "Interval": "10s"}
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({"SERVICE_CHECK_HTTP_METHOD": "post"}, {**HTTP, "Method": "POST"}),
+        (
+            {"SERVICE_CHECK_HEADER_X-Request-Id": "a, b", "SERVICE_CHECK_HEADER_Accept": r"text/html\, text/plain"},
+            {**HTTP, "Header": {"Accept": ["text/html, text/plain"], "X-Request-Id": ["a", "b"]}},
+        ),
+        ({"SERVICE_CHECK_BODY": '{"ping": 1}'}, {**HTTP, "Body": '{"ping": 1}'}),
+        ({"SERVICE_CHECK_TLS_SERVER_NAME": "api.example.com"}, {**HTTP, "TLSServerName": "api.example.com"}),
+        ({"SERVICE_CHECK_TLS_SKIP_VERIFY": "yes"}, {**HTTP, "TLSSkipVerify": True}),
+        ({"SERVICE_CHECK_SUCCESS_BEFORE_PASSING": "3"}, {**HTTP, "SuccessBeforePassing": 3}),
+        ({"SERVICE_CHECK_FAILURES_BEFORE_CRITICAL": "0"}, {**HTTP, "FailuresBeforeCritical": 0}),
+        ({"SERVICE_CHECK_NOTES": "the front page"}, {**HTTP, "Notes": "the front page"}),
+        ({"SERVICE_CHECK_OUTPUT_MAX_SIZE": "64"}, {**HTTP, "OutputMaxSize": 64}),
+        ({"SERVICE_CHECK_INITIAL_STATUS": "Critical"}, {**HTTP, "Status": "critical"}),
+        ({"SERVICE_CHECK_DEREGISTER_AFTER": "90s"}, {**HTTP, "DeregisterCriticalServiceAfter": "90s"}),
+    ],
+)
+def test_check_vocabulary_in_the_body(labels: dict[str, str], expected: dict[str, Any]) -> None:
+    """Each field of Consul's check vocabulary reaches the body sent, beside SERVICE_CHECK_HTTP=/; a
+    header's name is sent as written, its values split at commas (\\, is a comma)."""
+    assert checks_of({"SERVICE_CHECK_HTTP": "/", **labels}) == [expected]
+    assert problem_keys({"SERVICE_CHECK_HTTP": "/", **labels}) == []
+
+
+def test_check_vocabulary_of_a_numbered_check() -> None:
+    """Check 2 takes the same vocabulary under CHECK_2_, its header name as written."""
+    labels = {
+        "SERVICE_CHECK_2_HTTPS": "/h",
+        "SERVICE_CHECK_2_HTTP_METHOD": "PUT",
+        "SERVICE_CHECK_2_HEADER_Authorization": "Bearer x",
+        "SERVICE_CHECK_2_BODY": "{}",
+        "SERVICE_CHECK_2_NOTES": "n",
+        "SERVICE_CHECK_2_SUCCESS_BEFORE_PASSING": "2",
+        "SERVICE_CHECK_2_FAILURES_BEFORE_CRITICAL": "4",
+        "SERVICE_CHECK_2_OUTPUT_MAX_SIZE": "100",
+        "SERVICE_CHECK_2_TLS_SERVER_NAME": "h.example",
+    }
+    assert checks_of(labels) == [
+        {
+            "CheckID": ID + ":2",
+            "HTTP": "https://127.0.0.1:30000/h",
+            "Method": "PUT",
+            "Header": {"Authorization": ["Bearer x"]},
+            "Body": "{}",
+            "TLSServerName": "h.example",
+            "Interval": "10s",
+            "Notes": "n",
+            "SuccessBeforePassing": 2,
+            "FailuresBeforeCritical": 4,
+            "OutputMaxSize": 100,
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({"SERVICE_CHECK_H2PING": "true"}, {"H2PING": "127.0.0.1:30000", "Interval": "10s"}),
+        (
+            {
+                "SERVICE_CHECK_H2PING": "on",
+                "SERVICE_CHECK_TLS_SKIP_VERIFY": "1",
+                "SERVICE_CHECK_TLS_SERVER_NAME": "a.b",
+            },
+            {"H2PING": "127.0.0.1:30000", "Interval": "10s", "TLSSkipVerify": True, "TLSServerName": "a.b"},
+        ),
+        (
+            {"SERVICE_CHECK_GRPC": "true", "SERVICE_CHECK_GRPC_USE_TLS": "true", "SERVICE_CHECK_TLS_SERVER_NAME": "g"},
+            {"GRPC": "127.0.0.1:30000", "GRPCUseTLS": True, "TLSServerName": "g", "Interval": "10s"},
+        ),
+        (
+            {"SERVICE_CHECK_TCP": "true", "SERVICE_CHECK_NOTES": "n", "SERVICE_CHECK_FAILURES_BEFORE_CRITICAL": "2"},
+            {"TCP": "127.0.0.1:30000", "Interval": "10s", "Notes": "n", "FailuresBeforeCritical": 2},
+        ),
+        (
+            {"SERVICE_CHECK_TTL": "1m", "SERVICE_CHECK_NOTES": "pushed by cron", "SERVICE_CHECK_OUTPUT_MAX_SIZE": "9"},
+            {"TTL": "1m", "Notes": "pushed by cron", "OutputMaxSize": 9},
+        ),
+        ({"SERVICE_CHECK_H2PING": "false"}, None),
+    ],
+)
+def test_h2ping_and_vocabulary_of_other_kinds(labels: dict[str, str], expected: dict[str, Any] | None) -> None:
+    """H2PING=true is an HTTP/2 ping of addr:port, after the other kinds; the TLS fields go with gRPC and
+    H2PING, NOTES and the counters with any kind."""
+    assert checks_of(labels) == ([{"CheckID": ID, **expected}] if expected else [])
+
+
+@pytest.mark.parametrize(
+    ("labels", "key"),
+    [
+        ({"SERVICE_CHECK_HEADER_X A": "1"}, "label SERVICE_CHECK_HEADER_X A"),
+        ({"SERVICE_CHECK_HEADER_Nämé": "1"}, "label SERVICE_CHECK_HEADER_Nämé"),
+        ({"SERVICE_CHECK_HEADER_X-A": "ok\r\nX-Evil: 1"}, "label SERVICE_CHECK_HEADER_X-A"),
+        ({"SERVICE_CHECK_HEADER_X-A": " , "}, "label SERVICE_CHECK_HEADER_X-A"),
+        ({"SERVICE_CHECK_TLS_SERVER_NAME": "a b"}, "label SERVICE_CHECK_TLS_SERVER_NAME"),
+        ({"SERVICE_CHECK_SUCCESS_BEFORE_PASSING": "-1"}, "label SERVICE_CHECK_SUCCESS_BEFORE_PASSING"),
+        ({"SERVICE_CHECK_FAILURES_BEFORE_CRITICAL": "two"}, "label SERVICE_CHECK_FAILURES_BEFORE_CRITICAL"),
+        ({"SERVICE_CHECK_OUTPUT_MAX_SIZE": "0"}, "label SERVICE_CHECK_OUTPUT_MAX_SIZE"),
+        ({"SERVICE_CHECK_OUTPUT_MAX_SIZE": "4k"}, "label SERVICE_CHECK_OUTPUT_MAX_SIZE"),
+    ],
+)
+def test_malformed_vocabulary_drops_the_check(labels: dict[str, str], key: str) -> None:
+    """A malformed vocabulary value drops that check with one problem naming the key; the service stays."""
+    both = {"SERVICE_CHECK_HTTP": "/", "SERVICE_CHECK_2_TCP": "true", **labels}
+    assert [c["CheckID"] for c in checks_of(both)] == [ID + ":2"]
+    assert problem_keys(both) == [key]
+
+
+def test_h2ping_with_another_word_is_one_warning() -> None:
+    """H2PING is a true/false key: another word is one warning naming it, and no H2PING check."""
+    assert checks_of({"SERVICE_CHECK_2_H2PING": "sure"}) == []
+    assert problem_keys({"SERVICE_CHECK_2_H2PING": "sure"}) == ["label SERVICE_CHECK_2_H2PING"]
+
+
+def test_a_removed_check_changes_the_digest() -> None:
+    """A container whose labels no longer define check 2 yields a service with another digest, so the
+    registration is written again (with replace-existing-checks, the agent drops check 2)."""
+    two = {"SERVICE_CHECK_TCP": "true", "SERVICE_CHECK_2_HTTP": "/"}
+    ports = published("80/tcp=127.0.0.1:30000")
+    (before,) = services_from_container(container("plain", labels=two, ports=ports), S).services
+    (after,) = services_from_container(
+        container("plain", labels={"SERVICE_CHECK_TCP": "true"}, ports=ports), S
+    ).services
+    assert before.id == after.id and before.digest != after.digest

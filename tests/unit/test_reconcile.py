@@ -101,3 +101,21 @@ def test_a_failed_maintenance_call_warns_only_while_its_service_is_registered() 
         for write in (gone_first, deregistering, there):
             agent.written(write, error)
     assert [e["service_id"] for e in logs if e["event"] == "maintenance_failed"] == ["vm:api:80"]
+
+
+def test_a_registration_during_a_drain_puts_the_service_back_in_maintenance() -> None:
+    """A registration replaces the service's checks on the agent (replace-existing-checks), the maintenance
+    check with them: a service still draining is put in maintenance again by the next writes."""
+    agent = AgentState("vm")
+    agent.read({})
+    web = svc("vm:web:80")
+    agent.actual = {web.id: owned(svc(web.id, tags=("old",)))}
+    assert agent.writes({web.id: web}, {web.id}, set(), {web.id}, set()) == [Register(web), Maintenance(web.id, True)]
+    agent.written(Maintenance(web.id, True), None)  # back first: the registration may still replace it
+    agent.written(Register(web), None)
+    assert agent.writes({web.id: web}, set(), set(), {web.id}, set()) == [Maintenance(web.id, True)]
+    agent.written(Maintenance(web.id, True), None)
+    agent.written(Register(web), None)  # another registration, while nothing else is in flight
+    assert agent.writes({web.id: web}, set(), set(), {web.id}, set()) == [Maintenance(web.id, True)]
+    agent.written(Maintenance(web.id, True), None)
+    assert agent.writes({web.id: web}, set(), set(), {web.id}, set()) == []
