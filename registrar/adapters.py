@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from registrar.model import DockerEvent, Health, Service
+from registrar.model import DockerEvent, ExecResult, Health, Service
 
 
 class ContainerSource(Protocol):
@@ -34,6 +34,10 @@ class ContainerSource(Protocol):
 
     def ping(self) -> None:
         """``GET /_ping``; raises DockerError when the engine does not answer."""
+        ...
+
+    def exec_probe(self, container_id: str, args: tuple[str, ...], timeout: float, output_max: int) -> ExecResult:
+        """Run a command in the container (Docker's exec API), waiting at most ``timeout`` seconds."""
         ...
 
     def close(self) -> None:

@@ -72,7 +72,9 @@ class AgentState:
     maintenance: set[str] = field(default_factory=set)
     """Service IDs registrar has put in maintenance (draining)."""
     health_sent: dict[str, Health] = field(default_factory=dict)
-    """Check ID -> the Docker health last sent to the agent for it."""
+    """Check ID -> the Docker health or exec probe result last sent to the agent for it."""
+    probe_results: dict[str, Health] = field(default_factory=dict)
+    """Check ID -> the last run of its exec probe (registrar.probes), sent while its service is registered."""
     reading: bool = False
     """A read of the agent's services is in flight."""
     plan_all: bool = True
@@ -181,10 +183,19 @@ class AgentState:
         current = {}
         for service_id in ids:
             service = desired.get(service_id)
-            if service is not None and service.health is not None and service_id in actual:
+            if service is None or service_id not in actual:
+                continue
+            if service.health is not None:
                 current[service.health.check_id] = service.health
+            for probe in service.probes:
+                result = self.probe_results.get(probe.check_id)
+                if result is not None:
+                    current[probe.check_id] = result
         if every:
             self.health_sent = {k: v for k, v in self.health_sent.items() if k in current}
+            if self.probe_results:
+                probed = {p.check_id for s in desired.values() for p in s.probes}
+                self.probe_results = {k: v for k, v in self.probe_results.items() if k in probed}
         else:
             for check_id in {health_check_id(i) for i in ids} - current.keys():
                 self.health_sent.pop(check_id, None)
@@ -194,8 +205,18 @@ class AgentState:
             if (refresh or self.health_sent.get(check_id) != h) and ("check", check_id) not in self.in_flight
         ]
 
+    def probed(self, service_id: str, health: Health, desired: Mapping[str, Service]) -> None:
+        """Take an exec probe's result; a new status or output is planned at the next ``writes()``
+        (while its service is registered: a registration is followed by its probes' last results)."""
+        service = desired.get(service_id)
+        if service is None or all(p.check_id != health.check_id for p in service.probes):
+            return  # its container or its check is gone
+        self.probe_results[health.check_id] = health
+        if self.health_sent.get(health.check_id) != health:
+            self.replan.add(service_id)
+
     def refresh_health(self, desired: Mapping[str, Service]) -> list[Write]:
-        """Every Docker health again (keeps their TTL from running out), marked in flight."""
+        """Every Docker health and exec probe result again (keeps their TTL from running out), marked in flight."""
         writes = self._health(desired, None, refresh=True)
         self.in_flight.update(write_key(w) for w in writes)
         return writes
@@ -270,6 +291,8 @@ class AgentState:
             self.maintenance.discard(service.id)  # replace-existing-checks dropped it; a drain puts it back
             if service.health is not None:  # registered with its status; the output follows
                 self.health_sent.pop(service.health.check_id, None)
+            for probe in service.probes:  # registered critical: the last result follows
+                self.health_sent.pop(probe.check_id, None)
             self.results["registered"] += 1
         elif isinstance(error, ConsulRejected):
             self.results["rejected"] += 1

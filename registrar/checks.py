@@ -1,7 +1,8 @@
 """Building Consul health checks from ``SERVICE_[<port>_]CHECK_[<N>_]*`` metadata.
 
 Pure. Like registrator, check 1 comes from the unnumbered keys (``CHECK_HTTP``, ...), the first of
-HTTP, HTTPS, script, TTL, TCP, gRPC that is set (then H2PING); ``CHECK_<N>_<FIELD>`` for N = 2..9
+HTTP, HTTPS, script, TTL, TCP, gRPC that is set (then H2PING, then EXEC: a command registrar runs
+in the container, registrar.probes); ``CHECK_<N>_<FIELD>`` for N = 2..9
 defines check N with the same fields, each check from its own keys only. A malformed value drops
 that check (never the service, never another check) and yields a Problem that names the container
 and the key. ``--ttl`` adds registrar's own TTL check.
@@ -12,11 +13,11 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from registrar.metadata import BOOLEAN_WORDS, Value, parse_bool, split_tags
-from registrar.model import Check, CheckOptions, Problem
+from registrar.model import Check, CheckOptions, Probe, Problem
 
 _GO_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
 _HTTP_METHOD = re.compile(r"^[A-Z]{1,16}$")
@@ -25,11 +26,13 @@ _SERVER_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9
 _COUNT = re.compile(r"^\d{1,9}$")
 _STATUSES = ("passing", "warning", "critical")
 DEFAULT_INTERVAL = "10s"
+DEFAULT_EXEC_OUTPUT = 4096
+"""Bytes of an exec probe's output kept as its check's output, unless OUTPUT_MAX_SIZE says otherwise."""
 FIELDS = frozenset(
     (
         "http", "https", "http_method", "tcp", "grpc", "grpc_use_tls", "tls_skip_verify", "tls_server_name",
         "script", "ttl", "h2ping", "interval", "timeout", "initial_status", "deregister_after", "body", "notes",
-        "success_before_passing", "failures_before_critical", "output_max_size",
+        "success_before_passing", "failures_before_critical", "output_max_size", "exec",
     )
 )  # fmt: skip
 """The fields of one check (``CHECK_<FIELD>``, ``CHECK_<N>_<FIELD>``), besides ``HEADER_<Name>``."""
@@ -50,6 +53,7 @@ class CheckContext:
     port: int
     allow_script_checks: bool = False
     ttl: int = 0
+    exec_checks: bool = True
 
 
 class _Invalid(Exception):
@@ -212,7 +216,35 @@ def _kind(fields: Mapping[str, Value], ctx: CheckContext, problems: list[Problem
     if _flag(fields, "h2ping", ctx, problems):
         skip = _flag(fields, "tls_skip_verify", ctx, problems)
         return {"h2ping": target, "tls_skip_verify": skip, **timing, **_options(fields, _TLS)}
+    if "exec" in fields:
+        return _exec(fields, ctx)
     return None
+
+
+def _seconds(duration: str) -> float:
+    """A Go duration (``1m30s``, ``500ms``) in seconds."""
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", duration))
+
+
+def _exec(fields: Mapping[str, Value], ctx: CheckContext) -> dict[str, Any]:
+    """``CHECK_EXEC="cmd args"``: a TTL check that registrar passes with the command's result, run in the
+    container every INTERVAL for at most TIMEOUT (default: the interval, at most 10 s), its output kept
+    up to OUTPUT_MAX_SIZE bytes (default 4 KiB)."""
+    value = fields["exec"]
+    if not ctx.exec_checks:
+        raise _Invalid(value, "exec checks are off on this host (--exec-checks off)")
+    try:
+        args = tuple(shlex.split(value.value))
+    except ValueError as e:
+        raise _Invalid(value, f"cannot split the command: {e}") from None
+    if not args:
+        raise _Invalid(value, "the command is empty")
+    interval = _seconds(_duration(fields["interval"])) if "interval" in fields else _seconds(DEFAULT_INTERVAL)
+    timeout = _seconds(_duration(fields["timeout"])) if "timeout" in fields else min(interval, 10.0)
+    size = fields.get("output_max_size")
+    probe = Probe("", args, interval, timeout, _size(size) if size is not None else DEFAULT_EXEC_OUTPUT)
+    return {"ttl": probe.ttl, "probe": probe, "exec_notes": f"registrar runs in the container: {value.value}"}
 
 
 def _check(fields: Mapping[str, Value], ctx: CheckContext, check_id: str, problems: list[Problem]) -> Check | None:
@@ -223,6 +255,11 @@ def _check(fields: Mapping[str, Value], ctx: CheckContext, check_id: str, proble
         if attrs is None:
             return None
         attrs.update(_options(fields, _ANY))
+        probe = attrs.pop("probe", None)
+        if probe is not None:  # registrar's own TTL check: the output size is registrar's to keep
+            attrs["probe"] = replace(probe, check_id=check_id)
+            attrs.pop("output_max_size", None)
+            attrs.setdefault("notes", attrs.pop("exec_notes"))
         options = {name: attrs.pop(name) for name in _OPTIONS if name in attrs}
         return Check(check_id, options=CheckOptions(**options) if options else None, **attrs)
     except _Invalid as e:

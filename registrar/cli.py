@@ -113,6 +113,12 @@ SHARED_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         default="on",
         help="Mirror Docker HEALTHCHECK status in a Consul check (label SERVICE_CHECK_DOCKER_HEALTH=false: off).",
     ),
+    _opt(
+        "exec-checks",
+        type=click.Choice(["on", "off"]),
+        default="on",
+        help="Run SERVICE_CHECK_EXEC commands in containers (Docker's exec API) for their TTL checks.",
+    ),
     _opt("allow-script-checks", is_flag=True, help="Allow SERVICE_CHECK_SCRIPT (commands run by the Consul agent)."),
     _opt("docker-host", default="", help="Docker endpoint [default: DOCKER_HOST, else the local socket]"),
     _opt(
@@ -185,6 +191,7 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         use_ip_from_label=params["use_ip_from_label"],
         allow_script_checks=params["allow_script_checks"],
         docker_health=params["docker_health"] == "on",
+        exec_checks=params["exec_checks"] == "on",
         ipv6=params["ipv6"],
         drain_on_stop=params["drain_on_stop"],
         network=params["network"],

@@ -153,9 +153,10 @@ class ConsulSink:
         )
 
     def set_health(self, health: Health) -> None:
-        """``PUT /v1/agent/check/pass|fail/<id>?note=<output>``: Docker's health onto registrar's TTL check."""
+        """``PUT /v1/agent/check/pass|warn|fail/<id>?note=<output>``: Docker's health, or an exec probe's
+        result, onto registrar's TTL check."""
         check = self.client.agent.check
-        update = check.ttl_pass if health.status == "passing" else check.ttl_fail
+        update = {"passing": check.ttl_pass, "warning": check.ttl_warn}.get(health.status, check.ttl_fail)
         what = f"updating check {health.check_id}"
         self._call(what, lambda: update(health.check_id, notes=health.output or None, token=self.token))
 

@@ -55,6 +55,7 @@ from registrar.messages import (
     Inspected,
     Listed,
     Message,
+    Probed,
     Resync,
     StreamFailed,
     Wake,
@@ -76,6 +77,7 @@ from registrar.model import (
     Write,
     write_key,
 )
+from registrar.probes import Prober
 from registrar.services import container_name, network_owner
 from registrar.settings import Settings
 from registrar.watcher import EventWatcher
@@ -131,6 +133,8 @@ class Daemon:
         self.cache = ContainerCache(settings)
         self.agent = AgentState(settings.hostname, settings.forget_hosts, settings.instance, settings.forget_instances)
         self.workers = Workers(self.deliver, workers)
+        self.prober = Prober(source, self.deliver)
+        """Runs the exec probes (``SERVICE_CHECK_EXEC``) of a running daemon on threads of its own."""
         self.shutdown = shutdown or Shutdown()
         self.shutdown.wake_also(self.inbox)
         self.stopping = threading.Event()
@@ -240,6 +244,7 @@ class Daemon:
         """Stop the watcher and wait for the work in flight (the adapters stay open: their owner closes them)."""
         self.stopping.set()
         self.source.close_events()
+        self.prober.close()
         self.workers.close()
         if self._started:
             log.info("registrar_stopped")
@@ -327,8 +332,7 @@ class Daemon:
             if events:
                 for cid in self.cache.take(events, now):
                     self._inspect(cid)
-            for cid in self.cache.take_due():
-                self._inspect(cid)
+            self._follow_changes()
             self._due_writes += self._writes()
             if self._next_ttl is not None and now >= self._next_ttl:
                 self._next_ttl = now + self.settings.ttl_refresh_seconds
@@ -386,6 +390,9 @@ class Daemon:
                 else:  # a bug: raised by the loop, the write is not retried until the full reconcile
                     self.agent.in_flight.discard(write_key(write))
                     errors.append(error)
+            case Probed(service_id=service_id, health=health):
+                self.metrics.probe_runs.labels(health.status).inc()
+                self.agent.probed(service_id, health, self.cache.desired)
             case Failed(error=error, message=failed):
                 self._abandon(failed)
                 errors.append(error)
@@ -434,8 +441,7 @@ class Daemon:
                     if events:
                         for cid in self.cache.take(events, time.monotonic()):
                             self._inspect(cid)
-                    for cid in self.cache.take_due():
-                        self._inspect(cid)
+                    self._follow_changes()
                     writes = self._writes()
                     self._full_done_if_settled()
             except Exception as e:  # a bug: the loop logs it and reconciles in full
@@ -575,6 +581,14 @@ class Daemon:
             raise
         self._consul_ops["read", "ok"].inc()
         return AgentRead(services)
+
+    def _follow_changes(self) -> None:
+        """What changes in the cache call for besides writes: inspects of the containers that share the
+        network of one that changed, and the exec probes of the services that changed (a running daemon's)."""
+        for cid in self.cache.take_due():
+            self._inspect(cid)
+        if self.cache.changed and self._started and self.settings.exec_checks:
+            self.prober.update(self.cache.changed, self.cache.desired)
 
     def _writes(self) -> list[Write]:
         """The writes that bring the agent in line, marked in flight and counted (under the lock).

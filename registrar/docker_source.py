@@ -7,7 +7,9 @@ tells a Podman service from a Docker engine. On a unix socket the event stream i
 standard library (``http.client``, one ``json.loads`` a line) instead of docker-py's reader, which
 reads a byte at a time. Every call made here is a read:
 ``GET /version``, ``/_ping``, ``/info``, ``/containers/json``, ``/containers/<id>/json`` and ``/events``,
-so registrar can run behind a read-only Docker socket proxy. Library errors become DockerError here.
+so registrar can run behind a read-only Docker socket proxy, but for exec probes (``exec_probe``:
+``POST /containers/<id>/exec``, ``POST /exec/<id>/start``, ``GET /exec/<id>/json``), which only a
+container's ``SERVICE_CHECK_EXEC`` asks for. Library errors become DockerError here.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -26,7 +29,7 @@ import docker.errors
 import requests
 
 from registrar.errors import ConfigError, DockerError
-from registrar.model import NETWORK_EVENTS, WATCHED_EVENTS, DockerEvent
+from registrar.model import NETWORK_EVENTS, WATCHED_EVENTS, DockerEvent, ExecResult
 from registrar.settings import Settings
 from registrar.transport import ConnectionPool, UnixHTTPConnection, unix_pool
 
@@ -147,6 +150,82 @@ class DockerSource:
             raise DockerError(f"{what}: the engine answered {status} ({_message(body)})")
         return body
 
+    def exec_probe(self, container_id: str, args: tuple[str, ...], timeout: float, output_max: int) -> ExecResult:
+        """Run ``args`` in the container (Docker's exec API: create, start, inspect; no shell, no TTY) and
+        wait at most ``timeout`` seconds: the exit code (None when cut at the timeout) and up to
+        ``output_max`` bytes of stdout and stderr as it came. Raises DockerError when the engine
+        refuses (the container is not running: 409) or cannot be reached.
+
+        Docker has no call to stop an exec: a command cut at its timeout runs on in the container."""
+        what = f"running a probe in container {container_id[:12]} at {self.where}"
+        if not self._socket_path:
+            return self._exec_with_docker_py(what, container_id, args, output_max)
+        assert self._pool is not None
+        deadline = time.monotonic() + timeout
+        body = {"Cmd": list(args), "AttachStdout": True, "AttachStderr": True, "Tty": False}
+        exec_id = str(self._post_json(what, f"/containers/{container_id}/exec", body, timeout)["Id"])
+        connection = UnixHTTPConnection(self._socket_path, max(0.05, deadline - time.monotonic()))
+        output = bytearray()
+        try:
+            payload = json.dumps({"Detach": False, "Tty": False}).encode()
+            connection.request("POST", self._path(f"/exec/{exec_id}/start"), body=payload, headers=JSON_HEADERS)
+            response = connection.getresponse()
+            if response.status != 200:
+                raise DockerError(f"{what}: the engine answered {response.status} ({_message(_json(response.read()))})")
+            while len(output) < output_max + 8:  # frames: 8 bytes of head, then the payload
+                if connection.sock is not None:
+                    connection.sock.settimeout(max(0.05, deadline - time.monotonic()))
+                data = response.read1(65536)
+                if not data:
+                    break
+                output += data
+        except TimeoutError:
+            return ExecResult(None, demultiplex(bytes(output), output_max))
+        except (http.client.HTTPException, OSError) as e:
+            raise DockerError(f"{what}: {_reason(e)}") from None
+        finally:
+            connection.close()
+        state = self._get_json(what, f"/exec/{exec_id}/json", max(0.05, deadline - time.monotonic()))
+        code = state.get("ExitCode")
+        if state.get("Running"):
+            return ExecResult(None, demultiplex(bytes(output), output_max))
+        return ExecResult(code if isinstance(code, int) else None, demultiplex(bytes(output), output_max))
+
+    def _path(self, path: str) -> str:
+        return f"/v{self.api.api_version}{path}"
+
+    def _post_json(self, what: str, path: str, body: Any, timeout: float) -> dict[str, Any]:
+        return self._json_call(what, "POST", path, json.dumps(body).encode(), timeout)
+
+    def _get_json(self, what: str, path: str, timeout: float) -> dict[str, Any]:
+        return self._json_call(what, "GET", path, None, timeout)
+
+    def _json_call(self, what: str, method: str, path: str, body: bytes | None, timeout: float) -> dict[str, Any]:
+        """One request on a connection of its own (an exec's calls carry the probe's deadline)."""
+        connection = UnixHTTPConnection(self._socket_path, max(0.05, timeout))
+        try:
+            connection.request(method, self._path(path), body=body, headers=JSON_HEADERS if body else {})
+            response = connection.getresponse()
+            status, answer = response.status, _json(response.read())
+        except (http.client.HTTPException, OSError) as e:
+            raise DockerError(f"{what}: {_reason(e)}") from None
+        finally:
+            connection.close()
+        if status not in (200, 201) or not isinstance(answer, dict):
+            raise DockerError(f"{what}: the engine answered {status} ({_message(answer)})")
+        return answer
+
+    def _exec_with_docker_py(self, what: str, container_id: str, args: tuple[str, ...], output_max: int) -> ExecResult:
+        """On a TCP endpoint: docker-py's exec calls (the probe's timeout is the client's)."""
+
+        def run() -> ExecResult:
+            exec_id = self.api.exec_create(container_id, list(args))["Id"]
+            output = self.api.exec_start(exec_id)
+            code = self.api.exec_inspect(exec_id).get("ExitCode")
+            return ExecResult(code if isinstance(code, int) else None, output[:output_max].decode("utf-8", "replace"))
+
+        return self._call(what, run)
+
     def events(self) -> Iterator[DockerEvent]:
         """Subscribe to container events now (the request is answered before this returns), so a
         listing made afterwards misses nothing; the iterator then yields events until the stream ends.
@@ -225,6 +304,21 @@ class DockerSource:
         api = getattr(self, "api", None)
         if api is not None:
             api.close()
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def demultiplex(stream: bytes, output_max: int) -> str:
+    """The output in Docker's multiplexed exec stream (frames of an 8-byte head: the stream, three zero
+    bytes, the payload's length, big-endian), stdout and stderr as they came, cut at ``output_max`` bytes."""
+    out = bytearray()
+    at = 0
+    while at + 8 <= len(stream) and len(out) < output_max:
+        size = int.from_bytes(stream[at + 4 : at + 8], "big")
+        out += stream[at + 8 : at + 8 + size]
+        at += 8 + size
+    return bytes(out[:output_max]).decode("utf-8", "replace")
 
 
 class EventStream:

@@ -2,9 +2,10 @@
 
 Docker events and news of the stream come from the event thread (registrar.watcher); results of
 work come from the workers (registrar.workers): a listing, an inspect, a read of the agent, a
-write. A signal handler only sends ``WAKE``. Each message is matched in one place,
-``Daemon._take``: by the loop, or, once the daemon runs, by the thread that has a Docker event or a
-result that succeeded (under the daemon's lock); failures always reach the loop through its inbox.
+write; exec probes' results come from the prober (registrar.probes). A signal handler only sends
+``WAKE``. Each message is matched in one place, ``Daemon._take``: by the loop, or, once the daemon
+runs, by the thread that has a Docker event or a result that succeeded (under the daemon's lock);
+failures always reach the loop through its inbox.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from registrar.model import DockerEvent, Write
+from registrar.model import DockerEvent, Health, Write
 
 
 class Wake:
@@ -80,6 +81,14 @@ class Written:
 
 
 @dataclass(frozen=True)
+class Probed:
+    """An exec probe's run is back (registrar.probes): the status and output for its service's check."""
+
+    service_id: str
+    health: Health
+
+
+@dataclass(frozen=True)
 class Failed:
     """A thread that took a message for the loop failed while doing so (a bug): the loop logs the error
     (``loop_error``), backs off and reconciles in full, as for a bug of its own."""
@@ -89,4 +98,16 @@ class Failed:
     """The message whose taking failed: its work is abandoned, and done again by the full reconcile."""
 
 
-Message = DockerEvent | Listed | Inspected | AgentRead | Written | Failed | StreamFailed | WatcherExited | Resync | Wake
+Message = (
+    DockerEvent
+    | Listed
+    | Inspected
+    | AgentRead
+    | Written
+    | Probed
+    | Failed
+    | StreamFailed
+    | WatcherExited
+    | Resync
+    | Wake
+)

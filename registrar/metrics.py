@@ -37,6 +37,9 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.probe_runs = Counter(
+            "registrar_probe_runs", "Exec probes run (SERVICE_CHECK_EXEC), by status.", ["status"], registry=r
+        )
         self.services = Gauge("registrar_registered_services", "Services of this host on the agent.", registry=r)
         self.docker_up = Gauge("registrar_docker_up", "1 when the Docker engine answers.", registry=r)
         self.consul_up = Gauge("registrar_consul_up", "1 when the Consul agent answers.", registry=r)

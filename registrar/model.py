@@ -51,6 +51,32 @@ class DockerEvent:
     """``kill``: the signal sent (a number, as Docker reports it)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    """What an exec probe's run gave: its exit code (None: cut at its timeout) and its output."""
+
+    exit_code: int | None
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A command registrar runs inside the container (``SERVICE_CHECK_EXEC``) every ``interval``
+    seconds, at most ``timeout`` seconds, reporting on the TTL check ``check_id`` it registers."""
+
+    check_id: str
+    args: tuple[str, ...]
+    interval: float
+    timeout: float
+    output_max: int = 4096
+    """Bytes of the command's output kept as the check's output (``OUTPUT_MAX_SIZE``)."""
+
+    @property
+    def ttl(self) -> str:
+        """The check's TTL: long enough for a registrar restart (as Docker health's), and for three runs."""
+        return f"{max(45, int(3 * self.interval + self.timeout + 1))}s"
+
+
 #: TTL of the check that mirrors Docker's HEALTHCHECK. registrar refreshes it every
 #: HEALTH_REFRESH_SECONDS, so a registrar restart of up to 30 s leaves the status as it was, and a
 #: registrar that stays away lets it turn critical (45 to 55 s after it stopped).
@@ -76,7 +102,7 @@ class Health:
     check_id: str
     """``<service-id>:docker-health``."""
     status: str
-    """``passing`` (healthy) or ``critical`` (starting, unhealthy)."""
+    """``passing`` (healthy) or ``critical`` (starting, unhealthy); an exec probe's also ``warning``."""
     output: str
     """Docker's last probe output."""
 
@@ -134,6 +160,8 @@ class Check:
     status: str | None = None
     deregister_after: str | None = None
     options: CheckOptions | None = None
+    probe: Probe | None = None
+    """``SERVICE_CHECK_EXEC``: the command registrar runs for this TTL check (not in the body)."""
 
     def to_consul(self) -> dict[str, Any]:
         """The check as the agent's service registration endpoint takes it."""
@@ -207,6 +235,11 @@ class Service:
         if self.tagged_addresses:
             body["TaggedAddresses"] = {kind: {"Address": a, "Port": p} for kind, a, p in self.tagged_addresses}
         return body
+
+    @property
+    def probes(self) -> tuple[Probe, ...]:
+        """The commands registrar runs in the container for its exec checks (``SERVICE_CHECK_EXEC``)."""
+        return tuple(c.probe for c in self.checks if c.probe is not None)
 
     def to_consul(self) -> dict[str, Any]:
         """The body of ``PUT /v1/agent/service/register``, with the digest in Meta."""

@@ -352,6 +352,7 @@ class _Builder:
                 port=number,
                 allow_script_checks=self.settings.allow_script_checks,
                 ttl=self.settings.ttl,
+                exec_checks=self.settings.exec_checks,
             ),
         )
         self.problems.extend(problems)

@@ -91,6 +91,8 @@ class Settings:
     services in maintenance at once, so balancers stop sending before the process exits."""
     docker_health: bool = True
     """Mirror Docker's HEALTHCHECK status in a Consul check (``--docker-health on|off``)."""
+    exec_checks: bool = True
+    """Run ``SERVICE_CHECK_EXEC`` probes in containers (``--exec-checks on|off``)."""
     forget_hosts: tuple[str, ...] = ()
     """Other host identities whose registrations ``plan``/``sync`` remove (a renamed host's)."""
     ip_from: str = ""

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from registrar.errors import ConsulError, ConsulRejected, DockerError
-from registrar.model import DockerEvent, Health, Service
+from registrar.model import DockerEvent, ExecResult, Health, Service
 
 
 class MemoryDocker:
@@ -20,6 +20,9 @@ class MemoryDocker:
         self.subscriptions = 0
         self.answers_ping = True
         self._events: queue.Queue[DockerEvent | None] = queue.Queue()
+        self.exec_results: dict[str, ExecResult] = {}
+        """Container ID -> what an exec probe in it gives (default: exit 0, no output)."""
+        self.execs: list[tuple[str, tuple[str, ...]]] = []
 
     def list_containers(self) -> list[dict[str, Any]]:
         return [
@@ -38,6 +41,13 @@ class MemoryDocker:
 
     def close_events(self) -> None:
         self._events.put(None)
+
+    def exec_probe(self, container_id: str, args: tuple[str, ...], timeout: float, output_max: int) -> ExecResult:
+        self.execs.append((container_id, args))
+        if container_id not in self.containers:
+            raise DockerError(f"No such container: {container_id}")
+        result = self.exec_results.get(container_id, ExecResult(0, ""))
+        return ExecResult(result.exit_code, result.output[:output_max])
 
     def ping(self) -> None:
         if not self.answers_ping:

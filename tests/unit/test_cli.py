@@ -66,6 +66,7 @@ OPTION_TABLE: list[tuple[list[str], dict[str, str], str, Any]] = [
     (["--network", "backend"], {}, "network", "backend"),
     ([], {"REGISTRAR_NETWORK": "backend"}, "network", "backend"),
     ([], {"REGISTRAR_DOCKER_HEALTH": "off"}, "docker_health", False),
+    (["--exec-checks", "off"], {}, "exec_checks", False),
     (["--ip", "lo"], {}, "ip", "127.0.0.1"),
     (["--ip", "lo"], {}, "ip_from", "lo"),
     (["--ip", "127.0.0.0/8"], {}, "ip", "127.0.0.1"),

@@ -15,7 +15,7 @@ from registrar.cache import inspect_fingerprint, summary_fingerprint
 from registrar.daemon import Daemon, Timing
 from registrar.errors import DockerError
 from registrar.messages import RESYNC, Inspected, StreamFailed
-from registrar.model import DockerEvent
+from registrar.model import DockerEvent, ExecResult
 from registrar.settings import Settings
 from tests.unit.fakes import MemoryConsul, MemoryDocker
 from tests.unit.payloads import container, payload
@@ -945,3 +945,45 @@ def test_an_interface_address_is_looked_up_again_on_each_full_reconcile(
         step_until(daemon, lambda: any(e["event"] == "host_address_unresolved" for e in logs))
         step_until(daemon, lambda: any(e["event"] == "reconcile_done" for e in logs))
     assert consul.registered["vm:rec-web:80"]["Address"] == "10.5.0.8", "the last address is kept"
+
+
+def probed(labels: dict[str, str]) -> dict[str, Any]:
+    return container("web", labels={"SERVICE_CHECK_EXEC": "check --quick", "SERVICE_CHECK_INTERVAL": "50ms", **labels})
+
+
+def test_exec_probes_report_on_their_ttl_check_and_stop_with_the_container(started: Any) -> None:
+    """SERVICE_CHECK_EXEC: registrar runs the command in the container and sends its status and output to
+    the service's TTL check, once per change; when the container dies the probes stop with its service."""
+    c = probed({})
+    docker, consul = MemoryDocker(c), MemoryConsul()
+    docker.exec_results[c["Id"]] = ExecResult(1, "degraded")
+    daemon = started(docker, consul)
+    check = "service:vm:rec-web:80"
+    step_until(daemon, lambda: consul.health.get(check) == ("warning", "degraded"))
+    assert consul.registered["vm:rec-web:80"]["Checks"][0]["TTL"] == "45s"
+    assert docker.execs[0] == (c["Id"], ("check", "--quick"))
+    docker.exec_results[c["Id"]] = ExecResult(0, "fine")
+    step_until(daemon, lambda: consul.health.get(check) == ("passing", "fine"))
+    writes = consul.writes
+    runs = len(docker.execs)
+    step_until(daemon, lambda: len(docker.execs) >= runs + 3)
+    assert consul.writes == writes, "an unchanged result is not sent again (the refresh keeps the TTL)"
+    docker.containers[c["Id"]] = stopped(c, 0)
+    docker.emit("die", c["Id"], exit_code=0)
+    step_until(daemon, lambda: consul.registered == {})
+    with daemon.prober.changed:
+        assert daemon.prober.probes == {}
+
+
+def test_exec_checks_off_or_a_one_shot_run_no_probe(one_shot: Any, started: Any) -> None:
+    """--exec-checks off drops the check with one warning; sync registers the check but runs no probe."""
+    c = probed({})
+    docker, consul = MemoryDocker(c), MemoryConsul()
+    assert one_shot(docker, consul).sync().registered == 1
+    assert docker.execs == [] and consul.registered["vm:rec-web:80"]["Checks"][0]["CheckID"] == "service:vm:rec-web:80"
+    with capture_logs() as logs:
+        daemon = started(MemoryDocker(c), MemoryConsul(), Settings(hostname="vm", exec_checks=False))
+        step_until(daemon, daemon.ready.is_set)
+    problems = [(e["key"], e["problem"]) for e in logs if e["event"] == "container_label_problem"]
+    off = "check dropped: exec checks are off on this host (--exec-checks off)"
+    assert problems == [("label SERVICE_CHECK_EXEC", off)]

@@ -1,0 +1,119 @@
+"""Exec probes: commands registrar runs inside containers (``SERVICE_CHECK_EXEC``), reported on TTL checks.
+
+The loop tells the prober which probes the desired state holds (``update``); the prober's own thread
+starts each one when it is due, on a bounded pool of its own, so probes never hold up the loop or its
+workers. One run per check is in flight at a time: a probe still running when its next run is due is
+not started twice. Each result goes to ``deliver`` as a ``Probed`` message: exit 0 is passing, 1 is
+warning, anything else (or the timeout, or an engine that refuses) is critical, with the output as
+the check's output.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import structlog
+
+from registrar.errors import DockerError
+from registrar.messages import Message, Probed
+from registrar.model import ExecResult, Health, Probe, Service
+
+log = structlog.get_logger("registrar")
+
+EXEC_STATUS = {0: "passing", 1: "warning"}
+"""A probe's exit code -> its check's status (Consul's script check rule); anything else is critical."""
+
+
+class ExecSource(Protocol):
+    def exec_probe(self, container_id: str, args: tuple[str, ...], timeout: float, output_max: int) -> ExecResult: ...
+
+
+def result_health(probe: Probe, exit_code: int | None, output: str) -> Health:
+    """The status and output a probe's run puts on its check."""
+    if exit_code is None:
+        return Health(probe.check_id, "critical", f"timed out after {probe.timeout:g}s\n{output}".strip())
+    return Health(probe.check_id, EXEC_STATUS.get(exit_code, "critical"), output)
+
+
+class Prober:
+    """Runs the desired state's exec probes on ``size`` threads of its own; results go to ``deliver``."""
+
+    def __init__(self, source: ExecSource, deliver: Callable[[Message], None], size: int = 4) -> None:
+        self.source = source
+        self.deliver = deliver
+        self.pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="registrar-probe")
+        self.changed = threading.Condition()
+        self.probes: dict[str, tuple[str, str, Probe]] = {}
+        """Check ID -> (service ID, container ID, probe): what to run."""
+        self.due: dict[str, float] = {}
+        """Check ID -> when its next run starts (monotonic seconds)."""
+        self.by_service: dict[str, list[str]] = {}
+        """Service ID -> the check IDs of its probes."""
+        self.running: set[str] = set()
+        self.runs = 0
+        """Probes run so far (benchmarks read it)."""
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def update(self, changed: Iterable[str], desired: Mapping[str, Service]) -> None:
+        """The probes of the services ``changed`` (IDs), as ``desired`` now holds them: a new or changed
+        probe is due at once, an unchanged one keeps its time, a gone one stops."""
+        with self.changed:
+            now = time.monotonic()
+            for service_id in changed:
+                before = {c: self.probes.pop(c) for c in self.by_service.pop(service_id, ())}
+                service = desired.get(service_id)
+                container_id = service.container_id if service is not None else ""
+                for probe in service.probes if service is not None else ():
+                    entry = (service_id, container_id, probe)
+                    self.probes[probe.check_id] = entry
+                    self.by_service.setdefault(service_id, []).append(probe.check_id)
+                    if before.pop(probe.check_id, None) != entry:
+                        self.due[probe.check_id] = now
+                for check_id in before:
+                    self.due.pop(check_id, None)
+            self.changed.notify()
+            if self._thread is None and self.probes and not self._closed:
+                self._thread = threading.Thread(target=self._run, name="registrar-prober", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        with self.changed:
+            while not self._closed:
+                now = time.monotonic()
+                for check_id, when in self.due.items():
+                    if when <= now and check_id not in self.running:
+                        self.running.add(check_id)
+                        service_id, container_id, probe = self.probes[check_id]
+                        self.due[check_id] = now + probe.interval
+                        self.pool.submit(self._probe, service_id, container_id, probe)
+                waiting = [w for c, w in self.due.items() if c not in self.running]
+                self.changed.wait(max(0.0, min(waiting) - now) if waiting else None)
+
+    def _probe(self, service_id: str, container_id: str, probe: Probe) -> None:
+        try:
+            result = self.source.exec_probe(container_id, probe.args, probe.timeout, probe.output_max)
+            health = result_health(probe, result.exit_code, result.output)
+        except DockerError as e:
+            health = Health(probe.check_id, "critical", str(e))
+        except Exception as e:  # a bug: logged with its traceback; the check says the probe could not run
+            log.error("probe_error", check_id=probe.check_id, exc_info=e)
+            health = Health(probe.check_id, "critical", f"registrar could not run the probe: {e}")
+        finally:
+            with self.changed:
+                self.running.discard(probe.check_id)
+                self.runs += 1
+                self.changed.notify()
+        if not self._closed:
+            self.deliver(Probed(service_id, health))
+
+    def close(self) -> None:
+        """Stop starting probes and wait for the runs in flight (each ends at its timeout)."""
+        with self.changed:
+            self._closed = True
+            self.changed.notify()
+        self.pool.shutdown(wait=True, cancel_futures=True)

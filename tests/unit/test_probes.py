@@ -1,0 +1,139 @@
+"""Exec probes (registrar.probes): run on the prober's own threads, one run per check at a time, each
+result a Probed message with the check's status and output."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from registrar.docker_source import demultiplex
+from registrar.errors import DockerError
+from registrar.messages import Message, Probed
+from registrar.model import Check, ExecResult, Health, Probe, Service
+from registrar.probes import Prober, result_health
+
+PROBE = Probe("service:vm:web:80", ("check", "--quick"), interval=0.05, timeout=2.0, output_max=16)
+
+
+def service(*probes: Probe, sid: str = "vm:web:80", container: str = "c1") -> Service:
+    checks = tuple(Check(p.check_id, ttl=p.ttl, probe=p) for p in probes)
+    return Service(sid, "web", 80, container_id=container, checks=checks)
+
+
+class Engine:
+    """Answers exec probes with the result set for the container; those in ``held`` wait for ``hold``."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, ExecResult | DockerError] = {}
+        self.runs: list[tuple[str, tuple[str, ...]]] = []
+        self.hold = threading.Event()
+        self.held: set[str] = set()
+        self.concurrent = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def exec_probe(self, container_id: str, args: tuple[str, ...], timeout: float, output_max: int) -> ExecResult:
+        with self.lock:
+            self.runs.append((container_id, args))
+            self.concurrent += 1
+            self.most = max(self.most, self.concurrent)
+        try:
+            if container_id in self.held:
+                self.hold.wait(5)
+            result = self.results.get(container_id, ExecResult(0, "ok"))
+            if isinstance(result, DockerError):
+                raise result
+            return ExecResult(result.exit_code, result.output[:output_max])
+        finally:
+            with self.lock:
+                self.concurrent -= 1
+
+
+@pytest.fixture
+def prober() -> Iterator[tuple[Prober, Engine, queue.SimpleQueue[Message]]]:
+    """A prober on a scripted engine; its results land in a queue; closed afterwards."""
+    engine, results = Engine(), queue.SimpleQueue[Message]()
+    p = Prober(engine, results.put, size=2)
+    yield p, engine, results
+    engine.hold.set()
+    p.close()
+
+
+def next_health(results: queue.SimpleQueue[Message]) -> Health:
+    message = results.get(timeout=5)
+    assert isinstance(message, Probed)
+    return message.health
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "status"), [(0, "passing"), (1, "warning"), (2, "critical"), (126, "critical"), (None, "critical")]
+)
+def test_exit_code_gives_the_checks_status(exit_code: int | None, status: str) -> None:
+    """Exit 0 passing, 1 warning, anything else critical; a run cut at its timeout is critical and says so."""
+    health = result_health(PROBE, exit_code, "out")
+    assert (health.check_id, health.status) == (PROBE.check_id, status)
+    assert health.output == ("timed out after 2s\nout" if exit_code is None else "out")
+
+
+def test_a_probe_runs_every_interval_with_its_output_cut(
+    prober: tuple[Prober, Engine, queue.SimpleQueue[Message]],
+) -> None:
+    """A service's probe runs at once, then again each interval, in its container, its output cut at the maximum."""
+    p, engine, results = prober
+    engine.results["c1"] = ExecResult(1, "x" * 100)
+    p.update(["vm:web:80"], {"vm:web:80": service(PROBE)})
+    first, second = next_health(results), next_health(results)
+    assert first == second == Health(PROBE.check_id, "warning", "x" * 16)
+    assert engine.runs[:2] == [("c1", ("check", "--quick"))] * 2
+
+
+def test_an_engine_that_refuses_is_critical_with_its_message(
+    prober: tuple[Prober, Engine, queue.SimpleQueue[Message]],
+) -> None:
+    """The engine refusing the exec (the container stopped): critical, with the engine's words."""
+    p, engine, results = prober
+    engine.results["c1"] = DockerError("container c1 is not running")
+    p.update(["vm:web:80"], {"vm:web:80": service(PROBE)})
+    assert next_health(results) == Health(PROBE.check_id, "critical", "container c1 is not running")
+
+
+def test_a_hung_probe_is_not_started_twice_and_holds_up_no_other(
+    prober: tuple[Prober, Engine, queue.SimpleQueue[Message]],
+) -> None:
+    """While one check's run hangs, it is not started again, and the other checks go on running meanwhile."""
+    p, engine, results = prober
+    engine.held.add("c2")
+    slow = Probe("service:vm:slow:80", ("hang",), interval=0.01, timeout=5)
+    desired = {"vm:slow:80": service(slow, sid="vm:slow:80", container="c2"), "vm:web:80": service(PROBE)}
+    p.update(desired, desired)
+    for _ in range(3):
+        assert next_health(results).check_id == PROBE.check_id
+    assert engine.runs.count(("c2", ("hang",))) == 1
+    engine.hold.set()
+    while next_health(results).check_id != slow.check_id:
+        pass
+
+
+def test_a_gone_service_stops_its_probes(prober: tuple[Prober, Engine, queue.SimpleQueue[Message]]) -> None:
+    """Once its service is gone from the desired state, a probe is not run again."""
+    p, _, results = prober
+    p.update(["vm:web:80"], {"vm:web:80": service(PROBE)})
+    next_health(results)
+    p.update(["vm:web:80"], {})
+    with p.changed:
+        assert p.probes == {} and p.due == {}
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    return bytes([stream, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+
+
+def test_dockers_multiplexed_output_is_read_in_order_and_cut() -> None:
+    """An exec's stream (8-byte frame heads: stdout 1, stderr 2): the payloads as they came, cut at the maximum."""
+    stream = frame(1, b"state ") + frame(2, b"err\n") + frame(1, "é0\n".encode())
+    assert demultiplex(stream, 4096) == "state err\né0\n"
+    assert demultiplex(stream, 8) == "state er"
+    assert demultiplex(stream[:-2], 4096) == "state err\né", "a frame cut short keeps what came"
