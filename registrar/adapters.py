@@ -40,6 +40,10 @@ class ContainerSource(Protocol):
         """Run a command in the container (Docker's exec API), waiting at most ``timeout`` seconds."""
         ...
 
+    def cancel_probes(self) -> None:
+        """End every ``exec_probe`` in flight at once, and refuse new ones (from any thread)."""
+        ...
+
     def close(self) -> None:
         """Close every connection (idempotent)."""
         ...

@@ -25,6 +25,7 @@ from registrar.model import (
     HealthUpdate,
     Maintenance,
     Owned,
+    Probe,
     Register,
     Service,
     TtlPass,
@@ -205,12 +206,12 @@ class AgentState:
             if (refresh or self.health_sent.get(check_id) != h) and ("check", check_id) not in self.in_flight
         ]
 
-    def probed(self, service_id: str, health: Health, desired: Mapping[str, Service]) -> None:
+    def probed(self, service_id: str, probe: Probe, health: Health, desired: Mapping[str, Service]) -> None:
         """Take an exec probe's result; a new status or output is planned at the next ``writes()``
         (while its service is registered: a registration is followed by its probes' last results)."""
         service = desired.get(service_id)
-        if service is None or all(p.check_id != health.check_id for p in service.probes):
-            return  # its container or its check is gone
+        if service is None or probe not in service.probes:
+            return  # its container is gone, or its check changed meanwhile
         self.probe_results[health.check_id] = health
         if self.health_sent.get(health.check_id) != health:
             self.replan.add(service_id)

@@ -353,6 +353,9 @@ class ContainerCache:
         """Forget every fingerprint, so the next listing inspects every container (a setting that
         every service depends on changed, such as the host address ``--ip eth1`` names)."""
         self.containers = {cid: replace(cached, fingerprint="") for cid, cached in self.containers.items()}
+        for cid in self.inspecting:  # an inspect in flight was built with the old setting
+            if self._after.get(cid) is None:
+                self._after[cid] = INSPECT_AGAIN
 
     def start_listing(self) -> bool:
         """Whether to start a listing now (one at a time)."""

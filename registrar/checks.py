@@ -27,6 +27,8 @@ _COUNT = re.compile(r"^\d{1,9}$")
 _STATUSES = ("passing", "warning", "critical")
 DEFAULT_INTERVAL = "10s"
 DEFAULT_EXEC_OUTPUT = 4096
+MAX_EXEC_OUTPUT = 65536
+"""An exec probe's output travels in the URL of the TTL update (py-consul's ``ttl_pass`` takes it as ``note``)."""
 """Bytes of an exec probe's output kept as its check's output, unless OUTPUT_MAX_SIZE says otherwise."""
 FIELDS = frozenset(
     (
@@ -217,8 +219,35 @@ def _kind(fields: Mapping[str, Value], ctx: CheckContext, problems: list[Problem
         skip = _flag(fields, "tls_skip_verify", ctx, problems)
         return {"h2ping": target, "tls_skip_verify": skip, **timing, **_options(fields, _TLS)}
     if "exec" in fields:
-        return _exec(fields, ctx)
+        return _exec(fields, ctx, problems)
     return None
+
+
+def _bounded(
+    value: Value | None,
+    default: float,
+    least: float | None,
+    most: float | None,
+    unit: str,
+    ctx: CheckContext,
+    problems: list[Problem],
+) -> float:
+    """An exec check's duration (``unit`` "s") or size, within its bounds: one problem, and the bound, beyond them."""
+    if value is None:
+        return default
+    number = _seconds(_duration(value)) if unit else float(_size(value))
+    if least is not None and number < least:
+        bound, word = least, "less"
+    elif most is not None and number > most:
+        bound, word = most, "more"
+    else:
+        return number
+    problems.append(
+        Problem(
+            ctx.container, value.source, f"{value.value!r} is {word} than an exec check takes; {bound:g}{unit} used"
+        )
+    )
+    return bound
 
 
 def _seconds(duration: str) -> float:
@@ -227,10 +256,11 @@ def _seconds(duration: str) -> float:
     return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", duration))
 
 
-def _exec(fields: Mapping[str, Value], ctx: CheckContext) -> dict[str, Any]:
+def _exec(fields: Mapping[str, Value], ctx: CheckContext, problems: list[Problem]) -> dict[str, Any]:
     """``CHECK_EXEC="cmd args"``: a TTL check that registrar passes with the command's result, run in the
-    container every INTERVAL for at most TIMEOUT (default: the interval, at most 10 s), its output kept
-    up to OUTPUT_MAX_SIZE bytes (default 4 KiB)."""
+    container every INTERVAL (at least 1 s, as Consul's own checks) for at most TIMEOUT (default the
+    interval, at most 10 s; never more than the interval or 60 s), its output kept up to OUTPUT_MAX_SIZE
+    bytes (default 4 KiB, at most 64 KiB). A value beyond those bounds is one problem, and the bound is used."""
     value = fields["exec"]
     if not ctx.exec_checks:
         raise _Invalid(value, "exec checks are off on this host (--exec-checks off)")
@@ -240,10 +270,10 @@ def _exec(fields: Mapping[str, Value], ctx: CheckContext) -> dict[str, Any]:
         raise _Invalid(value, f"cannot split the command: {e}") from None
     if not args:
         raise _Invalid(value, "the command is empty")
-    interval = _seconds(_duration(fields["interval"])) if "interval" in fields else _seconds(DEFAULT_INTERVAL)
-    timeout = _seconds(_duration(fields["timeout"])) if "timeout" in fields else min(interval, 10.0)
-    size = fields.get("output_max_size")
-    probe = Probe("", args, interval, timeout, _size(size) if size is not None else DEFAULT_EXEC_OUTPUT)
+    interval = _bounded(fields.get("interval"), _seconds(DEFAULT_INTERVAL), 1.0, None, "s", ctx, problems)
+    timeout = _bounded(fields.get("timeout"), min(interval, 10.0), None, min(interval, 60.0), "s", ctx, problems)
+    size = int(_bounded(fields.get("output_max_size"), DEFAULT_EXEC_OUTPUT, None, MAX_EXEC_OUTPUT, "", ctx, problems))
+    probe = Probe("", args, interval, timeout, size)
     return {"ttl": probe.ttl, "probe": probe, "exec_notes": f"registrar runs in the container: {value.value}"}
 
 

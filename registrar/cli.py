@@ -162,7 +162,8 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
     instance = params.get("instance", "").strip()
     if instance and not INSTANCE_NAME.match(instance):
         raise click.UsageError(f"--instance {instance!r}: use letters, digits, '.', '_' and '-' (at most 64)")
-    forget_instances = tuple(dict.fromkeys(n for n in params.get("forget_instance", ()) if n))
+    # "" names the registrar that ran without --instance (a host that adopts one).
+    forget_instances = tuple(dict.fromkeys(n.strip() for n in params.get("forget_instance", ())))
     if instance in forget_instances:
         raise click.UsageError(f"--forget-instance {instance}: that is this registrar's own instance")
     consul = parse_registry_uri(params["registry_uri"], environ)
@@ -251,8 +252,11 @@ def _meta(pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:
     out: dict[str, str] = {}
     for text in pairs:
         key, sep, value = text.partition("=")
-        if not sep or not META_KEY.match(key) or key.startswith("consul-") or key in OWNERSHIP_KEYS:
+        key = key.lower()  # as SERVICE_<KEY> becomes Meta, so that the container's own key beats it
+        if not sep or not META_KEY.match(key) or key.startswith("consul-"):
             raise ConfigError(f"--meta {text!r}: use KEY=VALUE, the key of letters, digits, _ and - (not consul-*)")
+        if key in OWNERSHIP_KEYS:
+            raise ConfigError(f"--meta {text!r}: {key} is registrar's own (ownership Meta)")
         if len(value.encode()) > MAX_META_VALUE:
             raise ConfigError(f"--meta {key}: the value is longer than Consul's {MAX_META_VALUE} bytes")
         out[key] = value
@@ -405,7 +409,9 @@ def _forget(what: str, help: str) -> Callable[[Callable[..., Any]], Callable[...
 
 FORGET_HOST = _forget("host", "Also remove every registration registrar made for host NAME (a renamed host).")
 FORGET_INSTANCE = _forget(
-    "instance", "Also remove every registration this host's registrar made as --instance NAME (a renamed instance)."
+    "instance",
+    "Also remove every registration this host's registrar made as --instance NAME (a renamed instance; "
+    "'' for the one without --instance).",
 )
 
 

@@ -390,9 +390,9 @@ class Daemon:
                 else:  # a bug: raised by the loop, the write is not retried until the full reconcile
                     self.agent.in_flight.discard(write_key(write))
                     errors.append(error)
-            case Probed(service_id=service_id, health=health):
+            case Probed(service_id=service_id, probe=probe, health=health):
                 self.metrics.probe_runs.labels(health.status).inc()
-                self.agent.probed(service_id, health, self.cache.desired)
+                self.agent.probed(service_id, probe, health, self.cache.desired)
             case Failed(error=error, message=failed):
                 self._abandon(failed)
                 errors.append(error)

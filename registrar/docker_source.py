@@ -70,6 +70,8 @@ class DockerSource:
         """The open event stream: an EventStream, or docker-py's on other transports."""
         self._lock = threading.Lock()
         self._closed = False
+        self._probe_sockets: set[socket.socket] = set()
+        self._probes_cancelled = False
         self._pool: ConnectionPool | None = None
         self._socket_path = ""
         version: Any = None
@@ -153,64 +155,90 @@ class DockerSource:
     def exec_probe(self, container_id: str, args: tuple[str, ...], timeout: float, output_max: int) -> ExecResult:
         """Run ``args`` in the container (Docker's exec API: create, start, inspect; no shell, no TTY) and
         wait at most ``timeout`` seconds: the exit code (None when cut at the timeout) and up to
-        ``output_max`` bytes of stdout and stderr as it came. Raises DockerError when the engine
-        refuses (the container is not running: 409) or cannot be reached.
+        ``output_max`` bytes of stdout and stderr as they came (the rest is read and dropped). Raises
+        DockerError when the engine refuses (the container is not running: 409), cannot be reached,
+        or ``cancel_probes()`` ended the run.
 
         Docker has no call to stop an exec: a command cut at its timeout runs on in the container."""
         what = f"running a probe in container {container_id[:12]} at {self.where}"
         if not self._socket_path:
             return self._exec_with_docker_py(what, container_id, args, output_max)
-        assert self._pool is not None
         deadline = time.monotonic() + timeout
         body = {"Cmd": list(args), "AttachStdout": True, "AttachStderr": True, "Tty": False}
-        exec_id = str(self._post_json(what, f"/containers/{container_id}/exec", body, timeout)["Id"])
-        connection = UnixHTTPConnection(self._socket_path, max(0.05, deadline - time.monotonic()))
-        output = bytearray()
-        try:
-            payload = json.dumps({"Detach": False, "Tty": False}).encode()
-            connection.request("POST", self._path(f"/exec/{exec_id}/start"), body=payload, headers=JSON_HEADERS)
-            response = connection.getresponse()
-            if response.status != 200:
-                raise DockerError(f"{what}: the engine answered {response.status} ({_message(_json(response.read()))})")
-            while len(output) < output_max + 8:  # frames: 8 bytes of head, then the payload
-                if connection.sock is not None:
-                    connection.sock.settimeout(max(0.05, deadline - time.monotonic()))
-                data = response.read1(65536)
-                if not data:
-                    break
-                output += data
-        except TimeoutError:
-            return ExecResult(None, demultiplex(bytes(output), output_max))
-        except (http.client.HTTPException, OSError) as e:
-            raise DockerError(f"{what}: {_reason(e)}") from None
-        finally:
-            connection.close()
-        state = self._get_json(what, f"/exec/{exec_id}/json", max(0.05, deadline - time.monotonic()))
+        exec_id = str(self._post_json(what, f"/containers/{container_id}/exec", body, deadline)["Id"])
+        output = Demultiplexer(output_max)
+        with self._probe_connection(what, deadline) as (connection, sock):
+            try:
+                payload = json.dumps({"Detach": False, "Tty": False}).encode()
+                connection.request("POST", self._path(f"/exec/{exec_id}/start"), body=payload, headers=JSON_HEADERS)
+                response = connection.getresponse()
+                if response.status != 200:
+                    message = _message(_json(response.read()))
+                    raise DockerError(f"{what}: the engine answered {response.status} ({message})")
+                while data := _read_before(sock, response, deadline):
+                    output.feed(data)
+            except TimeoutError:
+                return ExecResult(None, output.text())
+            except (http.client.HTTPException, OSError) as e:
+                raise DockerError(f"{what}: {_reason(e)}") from None
+        state = self._get_json(what, f"/exec/{exec_id}/json", deadline)
         code = state.get("ExitCode")
-        if state.get("Running"):
-            return ExecResult(None, demultiplex(bytes(output), output_max))
-        return ExecResult(code if isinstance(code, int) else None, demultiplex(bytes(output), output_max))
+        if state.get("Running") or not isinstance(code, int):
+            return ExecResult(None, output.text())
+        return ExecResult(code, output.text())
+
+    @contextlib.contextmanager
+    def _probe_connection(self, what: str, deadline: float) -> Iterator[tuple[UnixHTTPConnection, socket.socket]]:
+        """A connection of its own for one of a probe's requests, with the probe's deadline, and its
+        socket, which ``cancel_probes()`` can shut from another thread (the connection lets go of it
+        once a response that ends with the connection has begun: the response holds it then)."""
+        connection = UnixHTTPConnection(self._socket_path, max(0.01, deadline - time.monotonic()))
+        with self._lock:
+            if self._probes_cancelled:
+                raise DockerError(f"{what}: registrar is stopping")
+        try:
+            connection.connect()
+        except OSError as e:
+            connection.close()
+            raise DockerError(f"{what}: {_reason(e)}") from None
+        sock = connection.sock
+        assert sock is not None
+        with self._lock:
+            self._probe_sockets.add(sock)
+        try:
+            yield connection, sock
+        finally:
+            with self._lock:
+                self._probe_sockets.discard(sock)
+            connection.close()
+            sock.close()
+
+    def cancel_probes(self) -> None:
+        """End every probe's request in flight at once, and refuse new ones (registrar is stopping)."""
+        with self._lock:
+            self._probes_cancelled = True
+            for sock in self._probe_sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def _path(self, path: str) -> str:
         return f"/v{self.api.api_version}{path}"
 
-    def _post_json(self, what: str, path: str, body: Any, timeout: float) -> dict[str, Any]:
-        return self._json_call(what, "POST", path, json.dumps(body).encode(), timeout)
+    def _post_json(self, what: str, path: str, body: Any, deadline: float) -> dict[str, Any]:
+        return self._json_call(what, "POST", path, json.dumps(body).encode(), deadline)
 
-    def _get_json(self, what: str, path: str, timeout: float) -> dict[str, Any]:
-        return self._json_call(what, "GET", path, None, timeout)
+    def _get_json(self, what: str, path: str, deadline: float) -> dict[str, Any]:
+        return self._json_call(what, "GET", path, None, deadline)
 
-    def _json_call(self, what: str, method: str, path: str, body: bytes | None, timeout: float) -> dict[str, Any]:
-        """One request on a connection of its own (an exec's calls carry the probe's deadline)."""
-        connection = UnixHTTPConnection(self._socket_path, max(0.05, timeout))
-        try:
-            connection.request(method, self._path(path), body=body, headers=JSON_HEADERS if body else {})
-            response = connection.getresponse()
-            status, answer = response.status, _json(response.read())
-        except (http.client.HTTPException, OSError) as e:
-            raise DockerError(f"{what}: {_reason(e)}") from None
-        finally:
-            connection.close()
+    def _json_call(self, what: str, method: str, path: str, body: bytes | None, deadline: float) -> dict[str, Any]:
+        """One of a probe's requests (create, inspect), answered before the probe's deadline."""
+        with self._probe_connection(what, deadline) as (connection, _):
+            try:
+                connection.request(method, self._path(path), body=body, headers=JSON_HEADERS if body else {})
+                response = connection.getresponse()
+                status, answer = response.status, _json(response.read())
+            except (http.client.HTTPException, OSError) as e:
+                raise DockerError(f"{what}: {_reason(e)}") from None
         if status not in (200, 201) or not isinstance(answer, dict):
             raise DockerError(f"{what}: the engine answered {status} ({_message(answer)})")
         return answer
@@ -295,9 +323,11 @@ class DockerSource:
                 stream.close()
 
     def close(self) -> None:
-        """Close the event stream, the inspect pool and docker-py's session; idempotent."""
+        """Close the event stream, the probes' and the inspect pool's connections and docker-py's
+        session; idempotent."""
         with self._lock:
             self._closed = True
+        self.cancel_probes()
         self.close_events()
         if self._pool is not None:
             self._pool.close()
@@ -309,16 +339,50 @@ class DockerSource:
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
+def _read_before(sock: socket.socket, response: http.client.HTTPResponse, deadline: float) -> bytes:
+    """What has come of a stream, waiting until ``deadline`` at most (TimeoutError after it)."""
+    sock.settimeout(max(0.01, deadline - time.monotonic()))
+    return response.read1(65536)
+
+
+class Demultiplexer:
+    """Docker's multiplexed exec stream, fed as it comes (frames of an 8-byte head: the stream, three
+    zero bytes, the payload's length, big-endian): the payloads, stdout and stderr as they came, kept
+    up to ``limit`` bytes; what comes after is dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.kept = bytearray()
+        self._head = b""
+        self._left = 0
+        """Payload bytes of the current frame still to come."""
+
+    def feed(self, data: bytes) -> None:
+        at = 0
+        while at < len(data):
+            if self._left == 0:
+                need = 8 - len(self._head)
+                self._head += data[at : at + need]
+                at += need
+                if len(self._head) == 8:
+                    self._left, self._head = int.from_bytes(self._head[4:8], "big"), b""
+                continue
+            chunk = data[at : at + self._left]
+            at += len(chunk)
+            self._left -= len(chunk)
+            room = self.limit - len(self.kept)
+            if room > 0:
+                self.kept += chunk[:room]
+
+    def text(self) -> str:
+        return bytes(self.kept).decode("utf-8", "replace")
+
+
 def demultiplex(stream: bytes, output_max: int) -> str:
-    """The output in Docker's multiplexed exec stream (frames of an 8-byte head: the stream, three zero
-    bytes, the payload's length, big-endian), stdout and stderr as they came, cut at ``output_max`` bytes."""
-    out = bytearray()
-    at = 0
-    while at + 8 <= len(stream) and len(out) < output_max:
-        size = int.from_bytes(stream[at + 4 : at + 8], "big")
-        out += stream[at + 8 : at + 8 + size]
-        at += 8 + size
-    return bytes(out[:output_max]).decode("utf-8", "replace")
+    """The output in a whole multiplexed exec stream, cut at ``output_max`` bytes (Demultiplexer)."""
+    reader = Demultiplexer(output_max)
+    reader.feed(stream)
+    return reader.text()
 
 
 class EventStream:

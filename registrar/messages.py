@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from registrar.model import DockerEvent, Health, Write
+from registrar.model import DockerEvent, Health, Probe, Write
 
 
 class Wake:
@@ -85,6 +85,8 @@ class Probed:
     """An exec probe's run is back (registrar.probes): the status and output for its service's check."""
 
     service_id: str
+    probe: Probe
+    """The probe that ran (a result of a probe changed since is dropped)."""
     health: Health
 
 

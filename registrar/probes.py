@@ -24,12 +24,17 @@ from registrar.model import ExecResult, Health, Probe, Service
 
 log = structlog.get_logger("registrar")
 
+PROBE_THREADS = 8
+"""Probes run at once. The engine is the limit: on this project's 2-vCPU machine it runs about 25 execs a
+second however many ask at once (bench/run-probes.sh), so more threads would only wait longer; these
+leave room for probes that hang until their timeout."""
 EXEC_STATUS = {0: "passing", 1: "warning"}
 """A probe's exit code -> its check's status (Consul's script check rule); anything else is critical."""
 
 
 class ExecSource(Protocol):
     def exec_probe(self, container_id: str, args: tuple[str, ...], timeout: float, output_max: int) -> ExecResult: ...
+    def cancel_probes(self) -> None: ...
 
 
 def result_health(probe: Probe, exit_code: int | None, output: str) -> Health:
@@ -42,7 +47,7 @@ def result_health(probe: Probe, exit_code: int | None, output: str) -> Health:
 class Prober:
     """Runs the desired state's exec probes on ``size`` threads of its own; results go to ``deliver``."""
 
-    def __init__(self, source: ExecSource, deliver: Callable[[Message], None], size: int = 4) -> None:
+    def __init__(self, source: ExecSource, deliver: Callable[[Message], None], size: int = PROBE_THREADS) -> None:
         self.source = source
         self.deliver = deliver
         self.pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="registrar-probe")
@@ -109,11 +114,12 @@ class Prober:
                 self.runs += 1
                 self.changed.notify()
         if not self._closed:
-            self.deliver(Probed(service_id, health))
+            self.deliver(Probed(service_id, probe, health))
 
     def close(self) -> None:
-        """Stop starting probes and wait for the runs in flight (each ends at its timeout)."""
+        """Stop starting probes and end the runs in flight at once (the engine's connections are shut)."""
         with self.changed:
             self._closed = True
             self.changed.notify()
+        self.source.cancel_probes()
         self.pool.shutdown(wait=True, cancel_futures=True)

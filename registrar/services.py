@@ -214,7 +214,8 @@ def unmatched_filter(
     container: Mapping[str, Any], networked: Mapping[str, Any], filters: tuple[tuple[str, str], ...]
 ) -> str:
     """The first ``--filter`` the container does not match (``label=KEY``, ``label=KEY=VALUE``, ``name=RE``:
-    a regular expression searched in the name, ``network=NAME|ID``), as written; "" when it matches all.
+    a regular expression searched in ``/<name>``, as Docker does, ``network=NAME|ID``), as written; ""
+    when it matches all.
 
     ``networked``: the container whose networks it is on (itself, or the owner of a shared network)."""
     for kind, value in filters:
@@ -222,8 +223,8 @@ def unmatched_filter(
             labels = (container.get("Config") or {}).get("Labels") or {}
             key, has_value, wanted = value.partition("=")
             matched = key in labels and (not has_value or labels[key] == wanted)
-        elif kind == "name":
-            matched = re.search(value, container_name(container)) is not None
+        elif kind == "name":  # as docker ps: searched in the name with its slash (name=^/web$ is exactly web)
+            matched = re.search(value, "/" + container_name(container)) is not None
         else:
             networks = (networked.get("NetworkSettings") or {}).get("Networks") or {}
             matched = value in networks or any((n or {}).get("NetworkID") == value for n in networks.values())

@@ -49,6 +49,33 @@ def test_exec_probe_goes_critical_passing_and_warning_with_the_container(
     wait_until(lambda: service_id not in consul.services(host), "the service and its check gone with the container")
 
 
+def test_output_beyond_the_maximum_is_cut_and_the_probe_still_passes(
+    host: str, consul: Consul, containers: Run, daemon: Any
+) -> None:
+    """A command that prints 100 KB and exits 0: passing, its output cut at CHECK_OUTPUT_MAX_SIZE (not a timeout)."""
+    c = containers(
+        labels={
+            "SERVICE_CHECK_EXEC": "sh -c 'echo start; yes | head -c 100000'",
+            "SERVICE_CHECK_INTERVAL": "1s",
+            "SERVICE_CHECK_OUTPUT_MAX_SIZE": "64",
+        }
+    )
+    service_id = f"{host}:{c.name}:80"
+    daemon("--hostname", host)
+    wait_until(lambda: status_is(consul, service_id, "passing", "start"), "passing")
+    assert len(check_of(consul, service_id)["Output"]) == 64
+
+
+def test_a_stop_does_not_wait_for_a_hanging_probe(host: str, consul: Consul, containers: Run, daemon: Any) -> None:
+    """SIGTERM while a probe hangs (a 30 s timeout): registrar ends the run and exits 0 at once, not at the timeout."""
+    c = containers(
+        labels={"SERVICE_CHECK_EXEC": "sleep 55", "SERVICE_CHECK_INTERVAL": "40s", "SERVICE_CHECK_TIMEOUT": "30s"}
+    )
+    d = daemon("--hostname", host)
+    wait_until(lambda: any("sleep 55" in " ".join(p) for p in c.top()["Processes"]), "the probe running")
+    assert d.stop() == 0, "stopped within the harness's 10 s, not killed after waiting for the probe"
+
+
 def test_a_probe_that_hangs_is_cut_at_its_timeout(host: str, consul: Consul, containers: Run, daemon: Any) -> None:
     """A command that outlives CHECK_TIMEOUT: the check turns critical and says it timed out; other checks run on."""
     c = containers(

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from registrar.model import Probe
 from registrar.services import services_from_container
 from registrar.settings import Settings
 from tests.unit.payloads import container, published
@@ -355,3 +356,63 @@ def test_a_removed_check_changes_the_digest() -> None:
         container("plain", labels={"SERVICE_CHECK_TCP": "true"}, ports=ports), S
     ).services
     assert before.id == after.id and before.digest != after.digest
+
+
+def probes_of(labels: dict[str, str], settings: Settings = S) -> tuple[Probe, ...]:
+    c = container("plain", labels=labels, ports=published("80/tcp=127.0.0.1:30000"))
+    (service,) = services_from_container(c, settings).services
+    return service.probes
+
+
+def test_exec_check_is_a_ttl_check_registrar_runs() -> None:
+    """CHECK_EXEC: a TTL check naming the command in its Notes; the command split like a shell would, no shell."""
+    labels = {"SERVICE_CHECK_EXEC": "wget -q -O- 'http://localhost/x y'", "SERVICE_CHECK_INTERVAL": "2s"}
+    assert checks_of(labels) == [
+        {"CheckID": ID, "TTL": "45s", "Notes": "registrar runs in the container: wget -q -O- 'http://localhost/x y'"}
+    ]
+    assert probes_of(labels) == (Probe(ID, ("wget", "-q", "-O-", "http://localhost/x y"), 2.0, 2.0, 4096),)
+
+
+def test_numbered_exec_check_with_its_own_fields() -> None:
+    """CHECK_2_EXEC beside an HTTP check 1: check 2's ID, interval, timeout and output size; NOTES beats the default."""
+    labels = {
+        "SERVICE_CHECK_HTTP": "/",
+        "SERVICE_CHECK_2_EXEC": "true",
+        "SERVICE_CHECK_2_INTERVAL": "1m",
+        "SERVICE_CHECK_2_TIMEOUT": "5s",
+        "SERVICE_CHECK_2_OUTPUT_MAX_SIZE": "100",
+        "SERVICE_CHECK_2_NOTES": "ours",
+    }
+    assert checks_of(labels)[1] == {"CheckID": f"{ID}:2", "TTL": "186s", "Notes": "ours"}
+    assert probes_of(labels) == (Probe(f"{ID}:2", ("true",), 60.0, 5.0, 100),)
+
+
+@pytest.mark.parametrize(
+    ("labels", "probe", "key"),
+    [
+        ({"SERVICE_CHECK_INTERVAL": "1ns"}, (1.0, 1.0, 4096), "label SERVICE_CHECK_INTERVAL"),
+        ({"SERVICE_CHECK_TIMEOUT": "1h"}, (10.0, 10.0, 4096), "label SERVICE_CHECK_TIMEOUT"),
+        (
+            {"SERVICE_CHECK_INTERVAL": "2m", "SERVICE_CHECK_TIMEOUT": "90s"},
+            (120.0, 60.0, 4096),
+            "label SERVICE_CHECK_TIMEOUT",
+        ),
+        ({"SERVICE_CHECK_OUTPUT_MAX_SIZE": "999999999"}, (10.0, 10.0, 65536), "label SERVICE_CHECK_OUTPUT_MAX_SIZE"),
+    ],
+)
+def test_exec_bounds_are_one_warning_and_the_bound_is_used(
+    labels: dict[str, str], probe: tuple[float, float, int], key: str
+) -> None:
+    """An interval under 1 s, a timeout over the interval or 60 s, output over 64 KiB: one warning, the bound used."""
+    labels = {"SERVICE_CHECK_EXEC": "true", **labels}
+    (found,) = probes_of(labels)
+    assert (found.interval, found.timeout, found.output_max) == probe
+    assert problem_keys(labels) == [key]
+
+
+@pytest.mark.parametrize("command", ["   ", "sh -c 'unclosed"])
+def test_an_exec_command_that_cannot_run_drops_the_check(command: str) -> None:
+    """A blank command or one that cannot be split: that check dropped, one warning naming the key."""
+    labels = {"SERVICE_CHECK_EXEC": command, "SERVICE_CHECK_2_TCP": "true"}
+    assert problem_keys(labels) == ["label SERVICE_CHECK_EXEC"]
+    assert [c["CheckID"] for c in checks_of(labels)] == [f"{ID}:2"]

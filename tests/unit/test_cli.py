@@ -79,7 +79,8 @@ OPTION_TABLE: list[tuple[list[str], dict[str, str], str, Any]] = [
     (["--forget-instance", "old"], {}, "forget_instances", ("old",)),
     (["--filter", "label=shop", "--filter", "name=^web-"], {}, "filters", (("label", "shop"), ("name", "^web-"))),
     ([], {"REGISTRAR_FILTER": "network=backend"}, "filters", (("network", "backend"),)),
-    (["--meta", "env=prod", "--meta", "team=a=b"], {}, "meta", (("env", "prod"), ("team", "a=b"))),
+    (["--meta", "env=prod", "--meta", "Team=a=b"], {}, "meta", (("env", "prod"), ("team", "a=b"))),
+    (["--instance", "a", "--forget-instance", ""], {}, "forget_instances", ("",)),
 ]
 
 
@@ -130,7 +131,8 @@ def test_version() -> None:
         (["sync", "--filter", "color=red"], 2, "--filter 'color=red': use label=KEY"),
         (["sync", "--filter", "name=(web"], 2, "not a regular expression"),
         (["sync", "--meta", "bad key=1"], 3, "--meta 'bad key=1': use KEY=VALUE"),
-        (["sync", "--meta", "registrar-host=x"], 3, "--meta 'registrar-host=x'"),
+        (["sync", "--meta", "registrar-host=x"], 3, "--meta 'registrar-host=x': registrar-host is registrar's own"),
+        (["sync", "--forget-instance", ""], 2, "that is this registrar's own instance"),
         (["run", "--instance", "a:b"], 2, "--instance 'a:b'"),
         (["sync", "--instance", "a", "--forget-instance", "a"], 2, "that is this registrar's own instance"),
     ],

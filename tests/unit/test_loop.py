@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
-from registrar.cache import inspect_fingerprint, summary_fingerprint
+from registrar.cache import cached_from_inspect, inspect_fingerprint, summary_fingerprint
 from registrar.daemon import Daemon, Timing
 from registrar.errors import DockerError
 from registrar.messages import RESYNC, Inspected, StreamFailed
@@ -902,7 +902,7 @@ def test_instances_never_touch_each_others_registrations(one_shot: Any) -> None:
     """Two registrars of one host with other --instance names: each registers its own and removes only its own."""
     web, multi = payload("web"), payload("multi")
     consul = MemoryConsul()
-    a = Settings(hostname="vm", instance="a", filters=(("name", "^rec-web$"),))
+    a = Settings(hostname="vm", instance="a", filters=(("name", "^/rec-web$"),))
     b = Settings(hostname="vm", instance="b")
     assert one_shot(MemoryDocker(web), consul, a).sync().registered == 1
     assert one_shot(MemoryDocker(multi), consul, b).sync().registered == 3
@@ -987,3 +987,58 @@ def test_exec_checks_off_or_a_one_shot_run_no_probe(one_shot: Any, started: Any)
     problems = [(e["key"], e["problem"]) for e in logs if e["event"] == "container_label_problem"]
     off = "check dropped: exec checks are off on this host (--exec-checks off)"
     assert problems == [("label SERVICE_CHECK_EXEC", off)]
+
+
+def test_an_inspect_in_flight_when_the_address_changes_is_made_again(
+    started: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--ip eth1 changes while an inspect built with the old address is in flight, and the listing comes
+    back after it: the container is inspected again, and registered at the new address."""
+    interfaces = {"eth1": ["10.5.0.7"]}
+    monkeypatch.setattr("registrar.host_address.host_interfaces", lambda: interfaces)
+    web = payload("web")
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul, Settings(hostname="vm", ip="10.5.0.7", ip_from="eth1"))
+
+    def address() -> Any:
+        return consul.registered.get("vm:rec-web:80", {}).get("Address")
+
+    step_until(daemon, lambda: address() == "10.5.0.7")
+    built, inspect_gate, listing_gate = threading.Event(), threading.Event(), threading.Event()
+    real_build, real_list = cached_from_inspect, docker.list_containers
+
+    def build_then_wait(*args: Any, **kwargs: Any) -> Any:
+        cached = real_build(*args, **kwargs)  # with the address of now
+        built.set()
+        inspect_gate.wait(5)
+        return cached
+
+    def list_when_released() -> list[dict[str, Any]]:
+        listing_gate.wait(5)
+        return real_list()
+
+    monkeypatch.setattr("registrar.daemon.cached_from_inspect", build_then_wait)
+    monkeypatch.setattr(docker, "list_containers", list_when_released)
+    # The fake's summaries carry no ports: make the listing's fingerprints a real engine's, so that an
+    # unchanged container is not inspected again by the listing.
+    monkeypatch.setattr(
+        "registrar.cache.summary_fingerprint", lambda s: inspect_fingerprint(docker.containers[s["Id"]])
+    )
+    docker.emit("health_status: healthy", web["Id"])
+    assert built.wait(5)
+    interfaces["eth1"] = ["10.5.0.8"]
+    daemon.inbox.put(RESYNC)
+    step_until(daemon, lambda: daemon.cache.listing, settled=False)
+    inspect_gate.set()  # the inspect built with the old address is back before the listing
+    step_until(daemon, lambda: daemon.cache.containers[web["Id"]].fingerprint != "" and not daemon.cache.inspecting)
+    listing_gate.set()
+    step_until(daemon, lambda: address() == "10.5.0.8")
+
+
+def test_forget_instance_empty_removes_the_registrations_made_without_an_instance(one_shot: Any) -> None:
+    """A host adopting --instance: --forget-instance '' removes what its registrar made without one."""
+    consul = MemoryConsul()
+    one_shot(MemoryDocker(payload("web")), consul, Settings(hostname="vm")).sync()
+    settings = Settings(hostname="vm", instance="team1", forget_instances=("",))
+    assert one_shot(MemoryDocker(payload("web")), consul, settings).sync().deregistered == 1
+    assert list(consul.registered) == ["vm:team1:rec-web:80"]

@@ -31,6 +31,7 @@ class Engine:
         self.runs: list[tuple[str, tuple[str, ...]]] = []
         self.hold = threading.Event()
         self.held: set[str] = set()
+        self.cancelled = False
         self.concurrent = 0
         self.most = 0
         self.lock = threading.Lock()
@@ -50,6 +51,11 @@ class Engine:
         finally:
             with self.lock:
                 self.concurrent -= 1
+
+    def cancel_probes(self) -> None:
+        """As the engine's connections being shut: the runs waiting end at once."""
+        self.cancelled = True
+        self.hold.set()
 
 
 @pytest.fixture
@@ -78,10 +84,10 @@ def test_exit_code_gives_the_checks_status(exit_code: int | None, status: str) -
     assert health.output == ("timed out after 2s\nout" if exit_code is None else "out")
 
 
-def test_a_probe_runs_every_interval_with_its_output_cut(
+def test_a_probe_runs_every_interval_in_its_container(
     prober: tuple[Prober, Engine, queue.SimpleQueue[Message]],
 ) -> None:
-    """A service's probe runs at once, then again each interval, in its container, its output cut at the maximum."""
+    """A service's probe runs at once, then again each interval, in its container, with its output maximum."""
     p, engine, results = prober
     engine.results["c1"] = ExecResult(1, "x" * 100)
     p.update(["vm:web:80"], {"vm:web:80": service(PROBE)})
@@ -118,13 +124,30 @@ def test_a_hung_probe_is_not_started_twice_and_holds_up_no_other(
 
 
 def test_a_gone_service_stops_its_probes(prober: tuple[Prober, Engine, queue.SimpleQueue[Message]]) -> None:
-    """Once its service is gone from the desired state, a probe is not run again."""
-    p, _, results = prober
-    p.update(["vm:web:80"], {"vm:web:80": service(PROBE)})
+    """Once its service is gone from the desired state, a probe is not run again; the others run on."""
+    p, engine, results = prober
+    other = Probe("service:vm:api:80", ("ok",), interval=0.01, timeout=1)
+    desired = {"vm:web:80": service(PROBE), "vm:api:80": service(other, sid="vm:api:80", container="c2")}
+    p.update(desired, desired)
     next_health(results)
-    p.update(["vm:web:80"], {})
-    with p.changed:
-        assert p.probes == {} and p.due == {}
+    p.update(["vm:web:80"], {"vm:api:80": desired["vm:api:80"]})
+    while not results.empty():
+        results.get()
+    runs = engine.runs.count(("c1", PROBE.args))
+    for _ in range(5):
+        assert next_health(results).check_id == other.check_id
+    assert engine.runs.count(("c1", PROBE.args)) == runs
+
+
+def test_close_ends_a_hanging_probe_at_once(prober: tuple[Prober, Engine, queue.SimpleQueue[Message]]) -> None:
+    """A stop does not wait for a probe's timeout: close() cancels the engine's runs, and no result is sent."""
+    p, engine, results = prober
+    engine.held.add("c1")
+    p.update(["vm:web:80"], {"vm:web:80": service(PROBE)})
+    while not engine.runs:
+        pass
+    p.close()
+    assert engine.cancelled and results.empty()
 
 
 def frame(stream: int, data: bytes) -> bytes:

@@ -579,11 +579,13 @@ def test_instance_is_in_default_ids_and_ownership() -> None:
         ((("label", "com.example.team=shop"),), True),
         ((("label", "com.example.team=pay"),), False),
         ((("label", "nope"),), False),
-        ((("name", "^rec-w"),), True),
-        ((("name", "^web"),), False),
+        ((("name", "rec-w"),), True),
+        ((("name", "^/rec-web$"),), True),
+        ((("name", "^rec-web$"),), False),  # docker ps searches in /rec-web
+        ((("name", "^/web"),), False),
         ((("network", "bridge"),), True),
         ((("network", "backend"),), False),
-        ((("label", "com.example.team"), ("name", "^web")), False),
+        ((("label", "com.example.team"), ("name", "^/web")), False),
     ],
 )
 def test_filters_select_containers_as_docker_ps_does(filters: tuple[tuple[str, str], ...], yields: bool) -> None:
