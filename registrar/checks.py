@@ -277,9 +277,25 @@ def _exec(fields: Mapping[str, Value], ctx: CheckContext, problems: list[Problem
     return {"ttl": probe.ttl, "probe": probe, "exec_notes": f"registrar runs in the container: {value.value}"}
 
 
+KINDS = ("http", "https", "script", "ttl", "tcp", "grpc", "h2ping", "exec")
+"""The kinds of check, in the order ``_kind`` takes the first that is set (registrator's, then ours)."""
+_FLAG_KINDS = frozenset({"tcp", "grpc", "h2ping"})
+
+
+def _one_kind(fields: Mapping[str, Value], ctx: CheckContext, problems: list[Problem]) -> None:
+    """A check has one kind: each kind set after the first is one problem (it is ignored, as in registrator)."""
+    asked = [k for k in KINDS if k in fields and (k not in _FLAG_KINDS or parse_bool(fields[k].value))]
+    for kind in asked[1:]:
+        message = (
+            f"this check is {asked[0].upper()} already (one kind a check, the first in {'/'.join(KINDS)}); ignored"
+        )
+        problems.append(Problem(ctx.container, fields[kind].source, message))
+
+
 def _check(fields: Mapping[str, Value], ctx: CheckContext, check_id: str, problems: list[Problem]) -> Check | None:
     """One check from its own fields (keys without ``check_`` and number), or None (none asked for, or
     dropped with a problem)."""
+    _one_kind(fields, ctx, problems)
     try:
         attrs = _kind(fields, ctx, problems)
         if attrs is None:

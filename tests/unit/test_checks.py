@@ -416,3 +416,22 @@ def test_an_exec_command_that_cannot_run_drops_the_check(command: str) -> None:
     labels = {"SERVICE_CHECK_EXEC": command, "SERVICE_CHECK_2_TCP": "true"}
     assert problem_keys(labels) == ["label SERVICE_CHECK_EXEC"]
     assert [c["CheckID"] for c in checks_of(labels)] == [f"{ID}:2"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "keys", "kinds"),
+    [
+        ({"SERVICE_CHECK_TTL": "30s", "SERVICE_CHECK_EXEC": "true"}, ["label SERVICE_CHECK_EXEC"], ["TTL"]),
+        ({"SERVICE_CHECK_HTTP": "/", "SERVICE_CHECK_TCP": "true"}, ["label SERVICE_CHECK_TCP"], ["HTTP"]),
+        ({"SERVICE_CHECK_HTTP": "/", "SERVICE_CHECK_TCP": "false"}, [], ["HTTP"]),
+        (
+            {"SERVICE_CHECK_2_TCP": "true", "SERVICE_CHECK_2_GRPC": "1", "SERVICE_CHECK_HTTP": "/"},
+            ["label SERVICE_CHECK_2_GRPC"],
+            ["HTTP", "TCP"],
+        ),
+    ],
+)
+def test_a_second_kind_in_one_check_is_one_warning(labels: dict[str, str], keys: list[str], kinds: list[str]) -> None:
+    """One kind a check (registrator's first-wins order): each other kind set in the same check is one warning."""
+    assert problem_keys(labels) == keys
+    assert [next(k for k in ("HTTP", "TTL", "TCP", "GRPC") if k in c) for c in checks_of(labels)] == kinds
