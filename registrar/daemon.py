@@ -170,7 +170,9 @@ class Daemon:
         self._next_probe = now + t.consul_probe
         self._next_resync = now + settings.resync if settings.resync > 0 else None
         self._next_ttl = now + settings.ttl_refresh_seconds if settings.ttl > 0 else None
-        self._next_health = now + HEALTH_REFRESH_SECONDS if settings.docker_health else None
+        # The TTL checks registrar passes itself: Docker health's and exec probes'.
+        refresh = settings.docker_health or settings.exec_checks
+        self._next_health = now + HEALTH_REFRESH_SECONDS if refresh else None
         self._event_counters = {a: self.metrics.events.labels(a) for a in WATCHED_EVENTS + NETWORK_EVENTS}
         self._consul_ops = {
             (op, result): self.metrics.consul_ops.labels(op, result)

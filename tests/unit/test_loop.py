@@ -1042,3 +1042,16 @@ def test_forget_instance_empty_removes_the_registrations_made_without_an_instanc
     settings = Settings(hostname="vm", instance="team1", forget_instances=("",))
     assert one_shot(MemoryDocker(payload("web")), consul, settings).sync().deregistered == 1
     assert list(consul.registered) == ["vm:team1:rec-web:80"]
+
+
+def test_exec_results_are_refreshed_with_docker_health_off(started: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--docker-health off: an exec check's unchanged result is still sent again each refresh period (its TTL)."""
+    monkeypatch.setattr("registrar.daemon.HEALTH_REFRESH_SECONDS", 0.05)
+    c = probed({"SERVICE_CHECK_INTERVAL": "1h"})
+    docker, consul = MemoryDocker(c), MemoryConsul()
+    daemon = started(docker, consul, Settings(hostname="vm", docker_health=False))
+    check = "service:vm:rec-web:80"
+    step_until(daemon, lambda: consul.health.get(check) == ("passing", ""), settled=False)  # refreshes never rest
+    consul.health.clear()
+    step_until(daemon, lambda: consul.health.get(check) == ("passing", ""), settled=False)
+    assert len(docker.execs) == 1, "sent again without running the probe again"
