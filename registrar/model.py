@@ -210,8 +210,13 @@ class Service:
     tagged_addresses: tuple[Tagged, ...] = ()
     """``TaggedAddresses``: (``lan_ipv4``/``lan_ipv6``, address, port) for every address registrar knows."""
     digest: str = field(default="", compare=False)
+    probes: tuple[Probe, ...] = field(default=(), init=False, compare=False)
+    """The commands registrar runs in the container for its exec checks (``SERVICE_CHECK_EXEC``), from
+    ``checks`` (made once: the loop reads them for every service it plans)."""
 
     def __post_init__(self) -> None:
+        if self.checks:
+            object.__setattr__(self, "probes", tuple(c.probe for c in self.checks if c.probe is not None))
         # Docker health's status is left out: a change of it is one check update, not a re-registration.
         body = self._body()
         if self.health is not None:
@@ -235,11 +240,6 @@ class Service:
         if self.tagged_addresses:
             body["TaggedAddresses"] = {kind: {"Address": a, "Port": p} for kind, a, p in self.tagged_addresses}
         return body
-
-    @property
-    def probes(self) -> tuple[Probe, ...]:
-        """The commands registrar runs in the container for its exec checks (``SERVICE_CHECK_EXEC``)."""
-        return tuple(c.probe for c in self.checks if c.probe is not None)
 
     def to_consul(self) -> dict[str, Any]:
         """The body of ``PUT /v1/agent/service/register``, with the digest in Meta."""
