@@ -277,16 +277,17 @@ class _Builder:
                     else "a Podman pod's infra container (the pod's containers report its ports)"
                 )
             return Yield((), ())
-        if self.settings.internal and not self.follow_network_owner():
-            if self.trace is not None:
-                self.skipped = "no address: the container whose network it shares is not running"
-            return Yield((), tuple(self.problems))
-        if self.settings.filters:
-            unmatched = unmatched_filter(self.container, self.networked, self.settings.filters)
+        if self.settings.filters:  # first: a container the filters leave out is not ours to warn about
+            networked = self.owner if self.owner is not None and network_owner(self.container) else self.container
+            unmatched = unmatched_filter(self.container, networked, self.settings.filters)
             if unmatched:
                 if self.trace is not None:
                     self.skipped = f"it does not match --filter {unmatched}"
                 return Yield((), ())
+        if self.settings.internal and not self.follow_network_owner():
+            if self.trace is not None:
+                self.skipped = "no address: the container whose network it shares is not running"
+            return Yield((), tuple(self.problems))
         metadata = self.metadata = read_metadata(self.config, self.found)
         ports = _ports(self.container, self.settings.internal)
         if self.trace is not None and not self.settings.internal:

@@ -602,3 +602,19 @@ def test_wan_ip_adds_consuls_wan_addresses_with_the_registered_port() -> None:
     assert tagged["wan"] == tagged["wan_ipv4"] == {"Address": "203.0.113.7", "Port": port}
     v6 = only(payload("web"), Settings(hostname="vm", wan_ip="2001:db8::7")).to_consul()["TaggedAddresses"]
     assert v6["wan"] == v6["wan_ipv6"] == {"Address": "2001:db8::7", "Port": port}
+
+
+def test_a_container_the_filters_leave_out_gets_no_warnings() -> None:
+    """--filter leaves a member of a gone owner's network out: no service and no warning (it is not ours)."""
+    settings = Settings(hostname="vm", internal=True, filters=(("label", "team=shop"),))
+    result = services_from_container(payload("network_member"), settings)
+    assert (result.services, result.problems) == ((), ())
+
+
+def test_a_network_filter_reads_the_owners_networks() -> None:
+    """--filter network=NET with a member of another container's network: the owner's networks decide."""
+    member, owner = payload("network_member"), payload("network_owner")
+    on = Settings(hostname="vm", internal=True, filters=(("network", "rec-net2"),))
+    assert len(services_from_container(member, on, owner).services) == 1
+    off = Settings(hostname="vm", internal=True, filters=(("network", "other"),))
+    assert services_from_container(member, off, owner).services == ()
