@@ -63,6 +63,10 @@ class DockerSource:
             kwargs["base_url"] = settings.docker_host
         self.where = str(kwargs.get("base_url") or "unix:///var/run/docker.sock")
         self.timeout = timeout
+        self.labels = [value for kind, value in settings.filters if kind == "label"]
+        """``--filter label=...``, asked of the engine too: the containers the filters leave out are not
+        listed, and (on Docker, when no network events are followed: those carry no labels) send no
+        events, so they cost no inspect."""
         self.networks = settings.internal or any(kind == "network" for kind, _ in settings.filters)
         """Follow network events too: with ``--internal`` a container's addresses are registered, and
         ``--filter network=NAME`` selects containers by their networks."""
@@ -122,8 +126,11 @@ class DockerSource:
         return str(self._call("reading docker info", self.api.info)["Name"])
 
     def list_containers(self) -> list[dict[str, Any]]:
-        """Summaries of all containers (``GET /containers/json?all=1``), one request."""
-        result: list[dict[str, Any]] = self._call("listing containers", lambda: self.api.containers(all=True))
+        """Summaries of all containers (``GET /containers/json?all=1``, with ``--filter label=``'s), one request."""
+        filters = {"label": self.labels} if self.labels else None
+        result: list[dict[str, Any]] = self._call(
+            "listing containers", lambda: self.api.containers(all=True, filters=filters)
+        )
         return result
 
     def inspect(self, container_id: str) -> dict[str, Any] | None:
@@ -267,6 +274,8 @@ class DockerSource:
             filters = PODMAN_NETWORK_FILTERS if self.networks else PODMAN_FILTERS
         else:
             filters = DOCKER_NETWORK_FILTERS if self.networks else DOCKER_FILTERS
+            if self.labels and not self.networks:
+                filters = {**filters, "label": self.labels}
         if not self._socket_path:
             stream = self._call("subscribing to Docker events", lambda: self.api.events(decode=True, filters=filters))
             self._stream = stream

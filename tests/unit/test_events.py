@@ -151,6 +151,8 @@ class Handler(socketserver.StreamRequestHandler):
                 self.answer(200, "OK")
             elif path == "/v1/agent/services":
                 self.answer(200, {})
+            elif path.endswith("/containers/json"):
+                self.answer(200, [])
             else:
                 self.answer(404, {"message": f"No such container: {path}"})
 
@@ -191,8 +193,10 @@ def connect() -> Iterator[Callable[..., DockerSource]]:
     """A DockerSource on an Engine's socket: ``connect(engine, timeout=1.0)``; closed after the test."""
     sources: list[DockerSource] = []
 
-    def make(engine: Engine, timeout: float = 1.0, internal: bool = False) -> DockerSource:
-        settings = Settings(docker_host=f"unix://{engine.server_address}", internal=internal)
+    def make(
+        engine: Engine, timeout: float = 1.0, internal: bool = False, filters: tuple[tuple[str, str], ...] = ()
+    ) -> DockerSource:
+        settings = Settings(docker_host=f"unix://{engine.server_address}", internal=internal, filters=filters)
         sources.append(DockerSource(settings, {}, timeout=timeout))
         return sources[-1]
 
@@ -316,6 +320,23 @@ def test_with_internal_docker_is_asked_for_network_changes_too(serve: Any, conne
     list(connect(engine, internal=True).events())
     events = sorted(WATCHED_EVENTS + NETWORK_EVENTS)
     assert engine.subscriptions() == [{"type": ["container", "network"], "event": events}]
+
+
+def test_label_filters_are_asked_of_the_engine(serve: Any, connect: Any) -> None:
+    """--filter label=...: the listing and the subscription carry them, so left-out containers cost nothing;
+    with network events followed (they carry no labels) the subscription does not."""
+    labels = (("label", "team=shop"), ("label", "tier"))
+    engine = serve("docker", events_of("docker"))
+    source = connect(engine, filters=(*labels, ("name", "web")))
+    list(source.events())
+    assert source.list_containers() == []
+    (listing,) = [r for r in engine.requests if "/containers/json" in r]
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(listing).query)
+    assert json.loads(query["filters"][0]) == {"label": ["team=shop", "tier"]}
+    assert engine.subscriptions()[0]["label"] == ["team=shop", "tier"]
+    networked = serve("docker", events_of("docker"))
+    list(connect(networked, internal=True, filters=labels).events())
+    assert "label" not in networked.subscriptions()[0]
 
 
 def test_network_connect_and_disconnect_are_events_of_the_container_they_name(serve: Any, connect: Any) -> None:
