@@ -131,6 +131,7 @@ SHARED_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     _opt(
         "instance",
         default="",
+        metavar="NAME",
         help="Instance name: registrars of other instances on this host and agent never touch these registrations.",
     ),
     _opt("meta", multiple=True, metavar="KEY=VALUE", help="Meta added to every service (SERVICE_<KEY> beats it)."),
