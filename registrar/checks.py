@@ -10,6 +10,7 @@ and the key. ``--ttl`` adds registrar's own TTL check.
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from collections.abc import Callable, Mapping
@@ -223,30 +224,15 @@ def _kind(fields: Mapping[str, Value], ctx: CheckContext, problems: list[Problem
     return None
 
 
-def _bounded(
-    value: Value | None,
-    default: float,
-    least: float | None,
-    most: float | None,
-    unit: str,
-    ctx: CheckContext,
-    problems: list[Problem],
+def _within(
+    value: Value, number: float, least: float, most: float, unit: str, problems: list[Problem], ctx: CheckContext
 ) -> float:
-    """An exec check's duration (``unit`` "s") or size, within its bounds: one problem, and the bound, beyond them."""
-    if value is None:
-        return default
-    number = _seconds(_duration(value)) if unit else float(_size(value))
-    if least is not None and number < least:
-        bound, word = least, "less"
-    elif most is not None and number > most:
-        bound, word = most, "more"
-    else:
+    """``number``, read from ``value``, within [least, most]; beyond them: one problem, and the bound."""
+    if least <= number <= most:
         return number
-    problems.append(
-        Problem(
-            ctx.container, value.source, f"{value.value!r} is {word} than an exec check takes; {bound:g}{unit} used"
-        )
-    )
+    bound, word = (least, "less") if number < least else (most, "more")
+    message = f"{value.value!r} is {word} than an exec check takes; {bound:g}{unit} used"
+    problems.append(Problem(ctx.container, value.source, message))
     return bound
 
 
@@ -270,9 +256,14 @@ def _exec(fields: Mapping[str, Value], ctx: CheckContext, problems: list[Problem
         raise _Invalid(value, f"cannot split the command: {e}") from None
     if not args:
         raise _Invalid(value, "the command is empty")
-    interval = _bounded(fields.get("interval"), _seconds(DEFAULT_INTERVAL), 1.0, None, "s", ctx, problems)
-    timeout = _bounded(fields.get("timeout"), min(interval, 10.0), None, min(interval, 60.0), "s", ctx, problems)
-    size = int(_bounded(fields.get("output_max_size"), DEFAULT_EXEC_OUTPUT, None, MAX_EXEC_OUTPUT, "", ctx, problems))
+    interval, size = _seconds(DEFAULT_INTERVAL), DEFAULT_EXEC_OUTPUT
+    if (given := fields.get("interval")) is not None:
+        interval = _within(given, _seconds(_duration(given)), 1.0, math.inf, "s", problems, ctx)
+    timeout = min(interval, 10.0)
+    if (given := fields.get("timeout")) is not None:
+        timeout = _within(given, _seconds(_duration(given)), 0.0, min(interval, 60.0), "s", problems, ctx)
+    if (given := fields.get("output_max_size")) is not None:
+        size = int(_within(given, _size(given), 1, MAX_EXEC_OUTPUT, "", problems, ctx))
     probe = Probe("", args, interval, timeout, size)
     return {"ttl": probe.ttl, "probe": probe, "exec_notes": f"registrar runs in the container: {value.value}"}
 

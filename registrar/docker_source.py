@@ -172,7 +172,8 @@ class DockerSource:
             return self._exec_with_docker_py(what, container_id, args, output_max)
         deadline = time.monotonic() + timeout
         body = {"Cmd": list(args), "AttachStdout": True, "AttachStderr": True, "Tty": False}
-        exec_id = str(self._post_json(what, f"/containers/{container_id}/exec", body, deadline)["Id"])
+        created = self._json_call(what, "POST", f"/containers/{container_id}/exec", json.dumps(body).encode(), deadline)
+        exec_id = str(created["Id"])
         output = Demultiplexer(output_max)
         with self._probe_connection(what, deadline) as (connection, sock):
             try:
@@ -188,7 +189,7 @@ class DockerSource:
                 return ExecResult(None, output.text())
             except (http.client.HTTPException, OSError) as e:
                 raise DockerError(f"{what}: {_reason(e)}") from None
-        state = self._get_json(what, f"/exec/{exec_id}/json", deadline)
+        state = self._json_call(what, "GET", f"/exec/{exec_id}/json", None, deadline)
         code = state.get("ExitCode")
         if state.get("Running") or not isinstance(code, int):
             return ExecResult(None, output.text())
@@ -230,12 +231,6 @@ class DockerSource:
 
     def _path(self, path: str) -> str:
         return f"/v{self.api.api_version}{path}"
-
-    def _post_json(self, what: str, path: str, body: Any, deadline: float) -> dict[str, Any]:
-        return self._json_call(what, "POST", path, json.dumps(body).encode(), deadline)
-
-    def _get_json(self, what: str, path: str, deadline: float) -> dict[str, Any]:
-        return self._json_call(what, "GET", path, None, deadline)
 
     def _json_call(self, what: str, method: str, path: str, body: bytes | None, deadline: float) -> dict[str, Any]:
         """One of a probe's requests (create, inspect), answered before the probe's deadline."""
