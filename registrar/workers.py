@@ -30,7 +30,8 @@ class Workers:
         self._queue: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._idle = 0
-        """Threads waiting for work (under ``_lock``): a new one starts only when none is."""
+        """Threads done with their work and not yet claimed by a ``post`` (under ``_lock``), as
+        ``concurrent.futures`` counts them: a post claims one, or starts a thread when none is left."""
         self._lock = threading.Lock()
         self._closed = False
         self._local = threading.local()
@@ -43,10 +44,13 @@ class Workers:
             return
         self._queue.put((work, failed))
         with self._lock:
-            if self._idle == 0 and len(self._threads) < self.size and not self._closed:
+            if self._idle:
+                self._idle -= 1  # a waiting thread takes it
+            elif len(self._threads) < self.size and not self._closed:
                 thread = threading.Thread(target=self._run, name=f"registrar-worker_{len(self._threads)}", daemon=True)
                 self._threads.append(thread)
                 thread.start()
+            # else every thread is busy: the work waits for the first that is done
 
     def on_worker(self) -> bool:
         """Whether the calling thread is one of these workers."""
@@ -55,11 +59,7 @@ class Workers:
     def _run(self) -> None:
         self._local.worker = True
         while True:
-            with self._lock:
-                self._idle += 1
             item = self._queue.get()
-            with self._lock:
-                self._idle -= 1
             if item is None:
                 return
             work, failed = item
@@ -68,6 +68,8 @@ class Workers:
             except Exception as e:  # reported to the loop, which decides (a Docker or Consul error is retried)
                 message = failed(e)
             self.deliver(message)
+            with self._lock:
+                self._idle += 1
 
     def close(self) -> None:
         """Wait for the work in flight; drop what has not started."""
