@@ -5,9 +5,9 @@ takes a result that succeeded at once, under its lock, and passes the rest to th
 exception the work raises is turned into a message too (``failed``), so a worker never dies and
 the loop decides what an error means. The workers own no state.
 
-The threads take their work from one ``queue.SimpleQueue`` (C code end to end): no future, no
-condition, no lock per piece of work, where ``concurrent.futures`` makes a Future and its Condition
-for each (3 % of registrar's CPU in a burst of starts, measured: README, "Performance").
+The threads take their work from one ``queue.SimpleQueue`` (C code end to end) and count the idle
+ones under one plain lock, where ``concurrent.futures`` makes a Future and its Condition for each
+piece of work (3 % of registrar's CPU in a burst of starts, measured: README, "Performance").
 """
 
 from __future__ import annotations
