@@ -11,15 +11,16 @@ from tests.integration.harness import Consul, run_cli, wait_until
 Run = Callable[..., Any]
 
 # An HTTP server that answers each request with the request itself, its lines and then its body: what
-# the agent's HTTP check sent shows in the check's output.
+# the agent's HTTP check sent shows in the check's output. nc forks one /echo per connection, and the
+# agent's two checks can connect at once: each keeps its request in a file of its own (/tmp/req.<pid>).
 ECHO = "\n".join(
     [
         "#!/bin/sh",
         "len=0",
         'while IFS= read -r line; do line=$(printf %s "$line" | tr -d "\\r"); [ -z "$line" ] && break',
-        '  echo "$line" >> /tmp/req; case "$line" in [Cc]ontent-[Ll]ength:*) len=${line#*: };; esac',
+        '  echo "$line" >> /tmp/req.$$; case "$line" in [Cc]ontent-[Ll]ength:*) len=${line#*: };; esac',
         "done",
-        'body=$(head -c "$len"); printf "HTTP/1.0 200 OK\\r\\n\\r\\n"; cat /tmp/req; rm /tmp/req',
+        'body=$(head -c "$len"); printf "HTTP/1.0 200 OK\\r\\n\\r\\n"; cat /tmp/req.$$; rm /tmp/req.$$',
         'printf "\\n%s" "$body"',
     ]
 )
