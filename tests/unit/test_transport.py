@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from registrar.transport import tcp_pool
+from registrar.transport import ConnectionPool, tcp_pool
 
 REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}"
 
@@ -88,17 +88,20 @@ def test_requests_after_the_server_dropped_every_idle_connection_succeed(server:
 
 
 @pytest.fixture
-def answering() -> Iterator[Callable[..., Server]]:
-    """Loopback servers that give one answer of the test's to every request; closed afterwards."""
-    made: list[Server] = []
+def answering() -> Iterator[Callable[..., tuple[Server, ConnectionPool]]]:
+    """Loopback servers that give one answer of the test's to every request, each with a pool to it;
+    both closed afterwards."""
+    made: list[tuple[Server, ConnectionPool]] = []
 
-    def make(reply: bytes, hang_up: bool = False) -> Server:
-        made.append(Server(reply, hang_up))
+    def make(reply: bytes, hang_up: bool = False) -> tuple[Server, ConnectionPool]:
+        server = Server(reply, hang_up)
+        made.append((server, tcp_pool("http", "127.0.0.1", server.port, timeout=5)))
         return made[-1]
 
     yield make
-    for s in made:
-        s.close()
+    for server, pool in made:
+        pool.close()
+        server.close()
 
 
 CHUNKED = (
@@ -110,27 +113,19 @@ CHUNKED = (
 def test_a_chunked_answer_is_read_whole_with_its_headers(answering: Any) -> None:
     """A chunked body (as Docker sends an inspect) comes back joined; header names are lower-cased; the
     connection is kept for the next request."""
-    server = answering(CHUNKED)
-    pool = tcp_pool("http", "127.0.0.1", server.port, timeout=5)
-    try:
-        for _ in range(2):
-            response = pool.request("GET", "/containers/abc/json")
-            assert (response.status, response.data) == (200, b'{"a": 1}')
-            assert response.headers["x-consul-index"] == "42"
-        assert server.accepted == 1
-    finally:
-        pool.close()
+    server, pool = answering(CHUNKED)
+    for _ in range(2):
+        response = pool.request("GET", "/containers/abc/json")
+        assert (response.status, response.data) == (200, b'{"a": 1}')
+        assert response.headers["x-consul-index"] == "42"
+    assert server.accepted == 1
 
 
 def test_a_request_is_sent_as_http_1_1_with_its_body_and_length(answering: Any) -> None:
     """A PUT goes out with the Host, the headers given and Content-Length, then its body."""
-    server = answering(REPLY)
-    pool = tcp_pool("http", "127.0.0.1", server.port, timeout=5)
-    try:
-        pool.request("PUT", "/v1/agent/service/register", b'{"ID": "x"}', {"X-Consul-Token": "t"})
-        pool.request("PUT", "/v1/agent/service/deregister/x")
-    finally:
-        pool.close()
+    server, pool = answering(REPLY)
+    pool.request("PUT", "/v1/agent/service/register", b'{"ID": "x"}', {"X-Consul-Token": "t"})
+    pool.request("PUT", "/v1/agent/service/deregister/x")
     head, _, body = server.requests[0].partition(b"\r\n\r\n")
     assert head.split(b"\r\n") == [
         b"PUT /v1/agent/service/register HTTP/1.1",
@@ -144,46 +139,35 @@ def test_a_request_is_sent_as_http_1_1_with_its_body_and_length(answering: Any) 
 
 def test_an_answer_that_asks_to_close_closes_the_connection(answering: Any) -> None:
     """``Connection: close`` in the answer: the connection is not kept, the next request opens another."""
-    server = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
-    pool = tcp_pool("http", "127.0.0.1", server.port, timeout=5)
-    try:
-        assert pool.request("GET", "/").data == b"{}"
-        assert pool.request("GET", "/").data == b"{}"
-        assert server.accepted == 2 and not pool._idle
-    finally:
-        pool.close()
+    server, pool = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+    assert pool.request("GET", "/").data == b"{}"
+    assert pool.request("GET", "/").data == b"{}"
+    assert server.accepted == 2 and not pool._idle
 
 
-def test_an_answer_cut_in_the_middle_is_an_error_not_a_short_body(answering: Any) -> None:
-    """The server closing the connection in the middle of a body: IncompleteRead, not what came so far."""
-    server = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}", hang_up=True)
-    pool = tcp_pool("http", "127.0.0.1", server.port, timeout=5)
-    try:
-        with pytest.raises(http.client.IncompleteRead):
-            pool.request("GET", "/")
-    finally:
-        pool.close()
-
-
-def test_an_answer_that_is_no_http_is_an_http_error(answering: Any) -> None:
-    """Bytes that are not HTTP: an http.client.HTTPException (the adapters turn it into their error)."""
-    server = answering(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
-    pool = tcp_pool("http", "127.0.0.1", server.port, timeout=5)
-    try:
-        with pytest.raises(http.client.HTTPException):
-            pool.request("GET", "/")
-    finally:
-        pool.close()
+@pytest.mark.parametrize(
+    ("reply", "hang_up", "error"),
+    [
+        # The server closing the connection in the middle of a body: an error, not what came so far.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}", True, http.client.IncompleteRead),
+        # Bytes that are not HTTP: an http.client.HTTPException (the adapters turn it into their error).
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", False, http.client.HTTPException),
+    ],
+    ids=["cut-in-the-middle", "no-http"],
+)
+def test_an_answer_cut_short_or_not_http_is_an_error(
+    answering: Any, reply: bytes, hang_up: bool, error: type[Exception]
+) -> None:
+    """An answer cut in the middle raises IncompleteRead, one that is no HTTP an HTTPException."""
+    _, pool = answering(reply, hang_up)
+    with pytest.raises(error):
+        pool.request("GET", "/")
 
 
 @pytest.mark.parametrize("path", ["/containers/a b/json", "/v1/x\r\nX-Injected: 1"])
 def test_a_path_with_spaces_or_line_breaks_is_refused_before_sending(answering: Any, path: str) -> None:
     """A path that would break the request line is refused (http.client.InvalidURL), nothing is sent."""
-    server = answering(REPLY)
-    pool = tcp_pool("http", "127.0.0.1", server.port, timeout=5)
-    try:
-        with pytest.raises(http.client.InvalidURL):
-            pool.request("GET", path)
-    finally:
-        pool.close()
+    server, pool = answering(REPLY)
+    with pytest.raises(http.client.InvalidURL):
+        pool.request("GET", path)
     assert server.requests == []
