@@ -368,7 +368,10 @@ class ContainerCache:
         """Take a listing (None: it failed); returns (container ID, fingerprint) of each container to inspect.
 
         A container whose fingerprint is unchanged is not inspected again. One that is gone is
-        forgotten, unless the cache learned of it after the listing was asked for.
+        forgotten, and one that is not running yields nothing without an inspect, unless the cache
+        learned of it after the listing was asked for: then the listing may be the older news (a
+        container listed as created, then started and registered while the listing was on its way),
+        and an inspect decides.
         """
         self.listing = False
         keep, self._since_listing = self._since_listing, set()
@@ -386,7 +389,7 @@ class ContainerCache:
                 continue
             if cid in self.inspecting:
                 self.to_inspect(cid)  # again after the one in flight: it may have begun before this listing
-            elif summary.get("State") != "running" and self.settings.deregister == "always":
+            elif summary.get("State") != "running" and self.settings.deregister == "always" and cid not in keep:
                 self.remember(cid, Cached(fingerprint, "", ()))  # a stopped container yields nothing
             elif self.to_inspect(cid):
                 inspect.append((cid, fingerprint))

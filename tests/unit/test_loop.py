@@ -799,6 +799,30 @@ def test_a_listing_older_than_a_start_does_not_forget_that_container(started: An
     assert "vm:new:80" in consul.registered and consul.attempts == {"vm:new:80": 1}
 
 
+def test_a_listing_that_saw_a_container_before_its_start_does_not_deregister_it(started: Any) -> None:
+    """A container listed as "created" by a listing in flight, then started and registered, stays registered
+    when that (older) listing is back (seen in CI: docker run while registrar started)."""
+    web = named("web", "new")
+    created = stopped(web, 0)
+    created["State"]["Status"] = "created"
+    docker, consul = SlowListing(), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, daemon.ready.is_set)
+    docker.containers[web["Id"]] = created
+    docker.listing_gate = gate = threading.Event()
+    daemon.inbox.put(RESYNC)
+    step_until(daemon, docker.snapshot_taken.is_set, settled=False)
+    docker.start(web)
+    step_until(daemon, lambda: "vm:new:80" in consul.registered, settled=False)
+    writes = consul.writes
+    docker.listing_gate = None
+    gate.set()
+    step_until(daemon, lambda: not daemon.cache.listing)
+    for _ in range(3):
+        daemon.step()
+    assert "vm:new:80" in consul.registered and consul.writes == writes
+
+
 def test_a_read_older_than_a_registration_does_not_repeat_it(started: Any) -> None:
     """A registration that comes back while an (older) read of the agent is in flight is not written again."""
     web = named("web", "new")
