@@ -47,6 +47,12 @@ DOCKER_FILTERS = {"type": ["container"], "event": sorted(WATCHED_EVENTS)}
 DOCKER_NETWORK_FILTERS = {"type": ["container", "network"], "event": sorted(WATCHED_EVENTS + NETWORK_EVENTS)}
 #: The subscription on Podman, which matches an ``event`` filter against its own event names
 #: (``died``...), so a filter in Docker's names would hide stops from it: the events are picked here.
+REPLAY_S = 1
+"""A subscription asks for the events of the last second or two as well (``since``, whole seconds):
+Docker answers ``GET /events`` before it subscribes (moby's ``getEvents`` flushes the head, then
+calls ``SubscribeToEvents``), so without it an event between the two was lost, and with it the
+listing that follows the subscription has the stream's events behind it. An event heard twice costs
+an inspect; the engine keeps its last 256 events to replay."""
 PODMAN_FILTERS = {"type": ["container"]}
 PODMAN_NETWORK_FILTERS = {"type": ["container", "network"]}
 
@@ -257,8 +263,8 @@ class DockerSource:
         return self._call(what, run)
 
     def events(self) -> Iterator[DockerEvent]:
-        """Subscribe to container events now (the request is answered before this returns), so a
-        listing made afterwards misses nothing; the iterator then yields events until the stream ends.
+        """Subscribe to container events now, from a second or two ago (``REPLAY_S``), so a listing
+        made afterwards misses nothing; the iterator then yields events until the stream ends.
 
         Raises DockerError when the subscription fails; the iterator raises it when the stream breaks.
         On a Docker engine only the watched events are subscribed to; on Podman every container event
@@ -271,11 +277,14 @@ class DockerSource:
             filters = DOCKER_NETWORK_FILTERS if self.networks else DOCKER_FILTERS
             if self.labels and not self.networks:
                 filters = {**filters, "label": self.labels}
+        since = int(time.time()) - REPLAY_S
         if not self._socket_path:
-            stream = self._call("subscribing to Docker events", lambda: self.api.events(decode=True, filters=filters))
+            stream = self._call(
+                "subscribing to Docker events", lambda: self.api.events(decode=True, filters=filters, since=since)
+            )
             self._stream = stream
             return self._read(stream)
-        query = urllib.parse.urlencode({"filters": json.dumps(filters, separators=(",", ":"))})
+        query = urllib.parse.urlencode({"since": since, "filters": json.dumps(filters, separators=(",", ":"))})
         what = f"subscribing to Docker events at {self.where}"
         event_stream = EventStream(self._socket_path, self.timeout)
         with self._lock:

@@ -265,7 +265,12 @@ class Daemon:
         return sum(1 for e in self.events() if e.get("event") == event)
 
     def wait_for_event(self, event: str, count: int = 1, timeout: float = DEADLINE) -> None:
-        wait_until(lambda: self.count(event) >= count or self.proc.poll() is not None, f"log event {event}", timeout)
+        done = lambda: self.count(event) >= count or self.proc.poll() is not None  # noqa: E731
+        try:
+            wait_until(done, f"log event {event}", timeout)
+        except AssertionError as e:
+            tail = "\n".join(self.log_path.read_text().splitlines()[-40:])
+            raise AssertionError(f"{e} (seen {self.count(event)} of {count}); registrar's log ends:\n{tail}") from None
         assert self.proc.poll() is None, f"registrar exited {self.proc.returncode}:\n{self.log_path.read_text()}"
 
     def signal(self, sig: int = signal.SIGTERM) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import threading
@@ -14,6 +15,8 @@ from typing import Any, ClassVar
 
 import pytest
 
+from registrar.docker_source import DockerSource
+from registrar.settings import Settings
 from tests.integration.harness import Consul, ConsulAgent, run_cli, unique_host
 
 Run = Callable[..., Any]
@@ -49,6 +52,25 @@ def test_sigterm_at_random_moments_during_bursts(host: str, consul: Consul, cont
             assert left <= running, f"round {round_} (seed {seed}): registrations of no container: {left - running}"
     assert run_cli("sync", "--hostname", host).returncode == 0
     assert set(consul.services(host)) == {f"{host}:{c.name}:80" for c in made}
+
+
+def test_the_subscription_hears_what_happened_just_before_it(containers: Run) -> None:
+    """A container started just before registrar subscribes to events is heard of on the stream.
+
+    Docker answers ``GET /events`` before it subscribes (moby's getEvents flushes the head first), so
+    a container started in between was missed by the stream, and by a listing taken just before it.
+    """
+    source = DockerSource(Settings(hostname="edge"), os.environ)
+    deadline = threading.Timer(20, source.close_events)  # ends the stream: no hang if the event never comes
+    try:
+        c = containers()
+        stream = source.events()
+        deadline.start()
+        heard = next((e.action for e in stream if e.container_id == c.id), None)
+    finally:
+        deadline.cancel()
+        source.close()
+    assert heard is not None, f"no event of {c.name}, started just before the subscription"
 
 
 def test_sigterm_while_waiting_for_consul_exits_zero(host: str, daemon: Any, own_consul: ConsulAgent) -> None:
