@@ -48,6 +48,10 @@ class Cached:
     running: bool = False
     network_owner: str = ""
     """With ``--internal``: the ID of the container whose network it shares (``--network container:ID``)."""
+    problems: tuple[Problem, ...] = ()
+    """Its bad labels (``services_from_container``): logged by the cache when they are new for the container."""
+    note: str = ""
+    """Why it yields nothing, when that is not plain (``services_from_container``): logged likewise."""
 
 
 def stop_signal(container: Mapping[str, Any]) -> int:
@@ -73,16 +77,13 @@ def cached_from_inspect(
     fingerprint: str = "",
     owner: Mapping[str, Any] | None = None,
 ) -> Cached:
-    """What the cache keeps of a ``docker inspect`` payload; each bad label is logged once, by name.
+    """What the cache keeps of a ``docker inspect`` payload, with its bad labels and why it yields
+    nothing (logged by ``ContainerCache.remember`` when they are new for the container).
 
     ``owner``: with ``--internal``, the inspect of the container whose network it shares, if any
     (``services.network_owner``; None when it is gone)."""
     result = services_from_container(container, settings, owner)
-    for problem in result.problems:
-        log.warning("container_label_problem", container=problem.container, key=problem.key, problem=problem.message)
     name = container_name(container)
-    if result.note:
-        log.info("container_yields_nothing", container=name, reason=result.note)
     running = is_running(container)
     keep = not running and keeps(settings, name, (container.get("State") or {}).get("ExitCode"))
     timeout = (container.get("Config") or {}).get("StopTimeout")
@@ -96,6 +97,8 @@ def cached_from_inspect(
         float(timeout) if isinstance(timeout, int | float) and timeout >= 0 else 10.0,
         running,
         str((owner or {}).get("Id") or owner_ref) if owner_ref else "",
+        tuple(result.problems),
+        result.note,
     )
 
 
@@ -195,8 +198,13 @@ class ContainerCache:
     """Containers to inspect again: the container whose network they share has changed."""
 
     def remember(self, container_id: str, cached: Cached | None, draining_until: float | None = None) -> None:
-        """Record what was learned of a container (None: it is gone) and what that changes in the desired state."""
+        """Record what was learned of a container (None: it is gone) and what that changes in the desired state.
+
+        Its bad labels, and why it yields nothing, are logged when they are new for it: an inspect that
+        finds the same (a ``health_status`` event, an event heard twice) logs nothing again."""
         before = self.containers.pop(container_id, None)
+        if cached is not None and (cached.problems or cached.note):
+            self._log_news(cached, before)
         if cached is not None:
             self.containers[container_id] = cached
         if before is not None and before.network_owner:
@@ -230,6 +238,17 @@ class ContainerCache:
         for service_id in touched:
             self._settle(service_id)
         self.changed |= touched
+
+    @staticmethod
+    def _log_news(cached: Cached, before: Cached | None) -> None:
+        logged = before.problems if before is not None else ()
+        for problem in cached.problems:
+            if problem not in logged:
+                log.warning(
+                    "container_label_problem", container=problem.container, key=problem.key, problem=problem.message
+                )
+        if cached.note and (before is None or before.note != cached.note):
+            log.info("container_yields_nothing", container=cached.name, reason=cached.note)
 
     def _settle(self, service_id: str) -> None:
         """Decide which claim on this ID wins, by ``reconcile.desired_state``'s rule; warn of the others once."""

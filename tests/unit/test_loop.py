@@ -1079,3 +1079,23 @@ def test_exec_results_are_refreshed_with_docker_health_off(started: Any, monkeyp
     consul.health.clear()
     step_until(daemon, lambda: consul.health.get(check) == ("passing", ""), settled=False)
     assert len(docker.execs) == 1, "sent again without running the probe again"
+
+
+def test_a_label_problem_is_logged_once_while_it_holds(started: Any) -> None:
+    """A container inspected again with the same bad label (a health_status event, an event heard twice)
+    gets one warning, not one per inspect; once it dies and starts again, the warning comes again."""
+    web = container("web", labels={"SERVICE_CHECK_HTTP": "/", "SERVICE_CHECK_INTERVAL": "banana"})
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    with capture_logs() as logs:
+        daemon = started(docker, consul)
+        step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+        inspects = docker.inspects
+        docker.emit("health_status", web["Id"])
+        docker.emit("start", web["Id"])  # heard again: the subscription replays the second before it
+        step_until(daemon, lambda: docker.inspects >= inspects + 1)
+        docker.emit("die", web["Id"], exit_code=0)
+        step_until(daemon, lambda: "vm:rec-web:80" not in consul.registered)
+        docker.emit("start", web["Id"])
+        step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    problems = [e["key"] for e in logs if e["event"] == "container_label_problem"]
+    assert problems == ["label SERVICE_CHECK_INTERVAL"] * 2, problems

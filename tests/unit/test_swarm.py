@@ -13,7 +13,7 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from registrar.cache import cached_from_inspect
+from registrar.cache import ContainerCache, cached_from_inspect
 from registrar.services import INGRESS_ONLY, services_from_container
 from registrar.settings import Settings
 from tests.unit.payloads import payload
@@ -62,9 +62,12 @@ def test_ingress_only_task_yields_nothing_and_says_why() -> None:
 
 
 def test_ingress_only_task_is_one_info_line() -> None:
-    """The daemon logs that reason once per inspect, at info level, naming the task; no warning."""
+    """The daemon logs that reason once, at info level, naming the task (inspected twice); no warning."""
+    cache, task = ContainerCache(S), payload("swarm_task_ingress")
     with capture_logs() as logs:
-        cached = cached_from_inspect(payload("swarm_task_ingress"), S)
+        for _ in range(2):
+            cached = cached_from_inspect(task, S)
+            cache.remember(task["Id"], cached)
     assert cached.services == ()
     expected = {"event": "container_yields_nothing", "log_level": "info", "container": API_TASK, "reason": INGRESS_ONLY}
     assert logs == [expected]
