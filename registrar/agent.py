@@ -82,6 +82,13 @@ class AgentState:
     """Plan every service at the next ``writes()`` (the agent was read); otherwise only those that changed."""
     replan: set[str] = field(default_factory=set)
     """Service IDs to plan again (a write came back, a deregistration waited for an inspect)."""
+    read_digest: int = 0
+    """The digest of the last read's answer (``ServiceSink.read_services``): an answer with the same
+    digest is not parsed again (``read_unchanged``), unless ``written_since_read``."""
+    written_since_read: bool = False
+    """A registration or deregistration is back (or a health update failed) since the last read was
+    taken: the next read is parsed whatever its digest, and every service planned (an agent that
+    restarted may answer what it answered before that write)."""
     _since_read: dict[str, Owned | None] = field(default_factory=dict)
     """Writes back since the read in flight was asked for (it may predate them): ID -> registered or None."""
 
@@ -92,13 +99,14 @@ class AgentState:
         self.reading, self._since_read = True, {}
         return True
 
-    def read(self, services: Mapping[str, Any] | None) -> None:
+    def read(self, services: Mapping[str, Any] | None, digest: int = 0) -> None:
         """Take a read of the agent (None: it failed), with the writes back since it was asked for on top."""
         self.reading = False
         since, self._since_read = self._since_read, {}
         if services is None:
             return
-        self.plan_all = True
+        self.plan_all, self.read_digest = True, digest
+        self.written_since_read = bool(since)  # back while this read was out: maybe not in its answer
         self.actual = owned_services(services, self.hostname, self.instance)
         self.forgotten = {
             i: "its host is forgotten (--forget-host)"
@@ -114,6 +122,18 @@ class AgentState:
                 self.forgotten.pop(service_id, None)
             else:
                 self.actual[service_id] = owned
+
+    def unless_digest(self) -> int:
+        """The digest for which the next read need not be parsed (0: parse it whatever it is)."""
+        return 0 if self.written_since_read else self.read_digest
+
+    def read_unchanged(self) -> None:
+        """Take a read whose answer is the same as the last read's (``unless_digest``): nothing to do.
+
+        No registration or deregistration came back between the two, so ``actual`` and ``forgotten``
+        are still what that answer makes, and every service was planned after that read
+        (``plan_all``). A write back while this read was out is in ``actual`` already."""
+        self.reading, self._since_read = False, {}
 
     def plan(self, desired: Mapping[str, Service], kept: Set[str], only: Collection[str] | None = None) -> list[Action]:
         """The actions that bring the agent in line (``only`` these service IDs); the agent must have been read."""
@@ -246,6 +266,7 @@ class AgentState:
                     return
                 if self.actual is not None:
                     self.actual.pop(service_id, None)
+                self.written_since_read = True
                 if self.reading:
                     self._since_read[service_id] = None
                 self.forgotten.pop(service_id, None)
@@ -275,6 +296,7 @@ class AgentState:
             case HealthUpdate(health=health):
                 if error is not None:
                     log.warning("health_update_failed", check_id=health.check_id, error=str(error))
+                    self.written_since_read = True  # sent again after the next read, as after an agent restart
                     return
                 before = self.health_sent.get(health.check_id)
                 self.health_sent[health.check_id] = health
@@ -287,6 +309,7 @@ class AgentState:
             owned = Owned(service.id, service.digest, service.container_id[:12])
             if self.actual is not None:
                 self.actual[service.id] = owned
+            self.written_since_read = True
             if self.reading:
                 self._since_read[service.id] = owned
             self.maintenance.discard(service.id)  # replace-existing-checks dropped it; a drain puts it back

@@ -173,6 +173,9 @@ class ContainerCache:
     """Service IDs whose desired state may have changed since the loop last planned them."""
     kept: set[str] = field(default_factory=set)
     """Containers that crashed under ``--deregister on-success``: their registrations stay."""
+    unkept: bool = False
+    """A container left ``kept`` (removed, or started again) since the loop last planned: its
+    registrations, which no service of the cache names any more, are planned with all the others."""
     draining: dict[str, float] = field(default_factory=dict)
     """Container ID -> when its drain ends unless it dies first (monotonic seconds)."""
     inspecting: set[str] = field(default_factory=set)
@@ -218,8 +221,9 @@ class ContainerCache:
             self._due |= self._members.get(container_id, set())
         if cached is not None and cached.keep:
             self.kept.add(container_id)
-        else:
+        elif container_id in self.kept:
             self.kept.discard(container_id)
+            self.unkept = True
         if draining_until is not None:
             self.draining[container_id] = draining_until
         else:

@@ -2,7 +2,9 @@
 
 Every request is a public call of py-consul's API (``agent.services``, ``agent.service.register``
 and ``.deregister``, ``agent.check.ttl_pass``), which decides on HTTP status codes: a 404 on a
-deregistration means the service is gone already; any other failure raises. The token travels
+deregistration means the service is gone already; any other failure raises. The daemon's periodic
+read (``read_services``) sends ``agent.services``'s request itself, to hash the answer's bytes before
+they are parsed, and hands the answer to py-consul's callback. The token travels
 only in the X-Consul-Token header. Every library error is translated to ConsulError here.
 
 py-consul's requests-based client is swapped, through the extension point py-consul offers for its
@@ -19,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import consul.base
+from consul.callback import CB
 from consul.exceptions import ACLPermissionDenied, BadRequest, ConsulException
 
 from registrar.errors import ConsulError, ConsulRejected
@@ -116,6 +119,30 @@ class ConsulSink:
         if not isinstance(result, dict):
             raise ConsulError(f"{what} at {self.target.describe()}: the answer is not a list of services")
         return result
+
+    def read_services(self, unless: int = 0) -> tuple[int, dict[str, Any] | None]:
+        """``GET /v1/agent/services``: (a digest of the answer's bytes, every service by ID); the services
+        are None when the digest is ``unless`` (the same answer as the read that gave it: not parsed).
+
+        The daemon reads the agent every 3 s to notice an agent that lost its services; an answer the
+        same as the last costs a hash instead of a JSON parse and a plan of every service. The request
+        is the one py-consul's ``agent.services`` sends, its answer judged by py-consul's callback.
+        """
+        what = "reading the agent's services"
+
+        def read() -> tuple[int, Any]:
+            response = self.client.http.pool.request(
+                "GET", "/v1/agent/services", headers=self.client.prepare_headers(self.token)
+            )
+            digest = hash(response.data)
+            if response.status == 200 and digest == unless:
+                return digest, None
+            return digest, CB.json()(consul.base.Response(response.status, response.headers, response.data.decode()))
+
+        digest, result = self._call(what, read)
+        if result is not None and not isinstance(result, dict):
+            raise ConsulError(f"{what} at {self.target.describe()}: the answer is not a list of services")
+        return digest, result
 
     def register(self, service: Service) -> None:
         """``PUT /v1/agent/service/register?replace-existing-checks=true`` with the service and its checks:

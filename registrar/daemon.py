@@ -376,8 +376,13 @@ class Daemon:
                 if error is None:
                     self._set_docker_up(True)  # only a listing says so (no flapping on a resubscription)
                 self._note(error, errors)
-            case AgentRead(services=services, error=error):
-                self.agent.read(services if error is None else None)
+            case AgentRead(services=services, digest=digest, error=error):
+                if error is not None:
+                    self.agent.read(None)
+                elif services is None:
+                    self.agent.read_unchanged()
+                else:
+                    self.agent.read(services, digest)
                 if error is None:
                     self._set_consul_up(True)
                     self._holding = False  # the agent's state is known again: what failed is planned afresh
@@ -508,10 +513,11 @@ class Daemon:
         self._resolve_host_addresses()
         self._full_started = (time.perf_counter(), Counter(self.calls))
         self._failed_writes = self.agent.results["failed"]
+        self.agent.plan_all = True  # every service, even if a read in flight finds the agent unchanged
         if self.cache.start_listing():
             self.calls["docker_list"] += 1
             self.workers.post(lambda: Listed(self.source.list_containers()), partial(Listed, []))
-        self._read_agent()
+        self._read_agent(full=True)
 
     def _resolve_host_addresses(self) -> None:
         """``--ip``/``--wan-ip`` naming an interface or a range: look again (interfaces change). When an
@@ -568,21 +574,23 @@ class Daemon:
         owner = self.source.inspect(owner_ref) if owner_ref else None  # its addresses are the owner's
         return Inspected(container_id, cached_from_inspect(container, self.settings, fingerprint, owner))
 
-    def _read_agent(self) -> None:
-        """Read the agent's services on a worker (one read at a time)."""
+    def _read_agent(self, full: bool = False) -> None:
+        """Read the agent's services on a worker (one read at a time). The periodic read skips an answer
+        the same as the last read's (``AgentState.unless_digest``); a full reconcile's takes every answer."""
         if self.agent.start_read():
             self.calls["consul_read"] += 1
-            self.workers.post(self._read, partial(AgentRead, {}))
+            unless = 0 if full else self.agent.unless_digest()
+            self.workers.post(partial(self._read, unless), partial(AgentRead, {}, 0))
 
-    def _read(self) -> AgentRead:
-        """On a worker: ``GET /v1/agent/services``."""
+    def _read(self, unless: int) -> AgentRead:
+        """On a worker: ``GET /v1/agent/services``, not parsed when its digest is ``unless``."""
         try:
-            services = self.sink.services()
+            digest, services = self.sink.read_services(unless)
         except ConsulError:
             self._consul_ops["read", "error"].inc()
             raise
         self._consul_ops["read", "ok"].inc()
-        return AgentRead(services)
+        return AgentRead(services, digest)
 
     def _follow_changes(self) -> None:
         """What changes in the cache call for besides writes: inspects of the containers that share the
@@ -607,6 +615,8 @@ class Daemon:
         ):
             return []
         cache = self.cache
+        if cache.unkept:
+            cache.unkept, self.agent.plan_all = False, True
         draining = cache.draining_services() if cache.draining else frozenset()
         return self._counted(
             self.agent.writes(cache.desired, cache.take_changed(), cache.kept, draining, cache.inspecting)

@@ -68,7 +68,9 @@ class Inspected:
 class AgentRead:
     """A read of the agent's services (``/v1/agent/services``) is back, or its error."""
 
-    services: dict[str, Any]
+    services: dict[str, Any] | None
+    """None: the answer is the same as the last read's (its digest is ``digest``)."""
+    digest: int = 0
     error: Exception | None = None
 
 

@@ -15,8 +15,9 @@ from typing import Any, ClassVar
 
 import pytest
 
+from registrar.consul_sink import ConsulSink
 from registrar.docker_source import DockerSource
-from registrar.settings import Settings
+from registrar.settings import ConsulTarget, Settings
 from tests.integration.harness import Consul, ConsulAgent, run_cli, unique_host
 
 Run = Callable[..., Any]
@@ -71,6 +72,22 @@ def test_the_subscription_hears_what_happened_just_before_it(containers: Run) ->
         deadline.cancel()
         source.close()
     assert heard is not None, f"no event of {c.name}, started just before the subscription"
+
+
+def test_a_read_of_an_unchanged_agent_is_told_apart_by_its_digest(host: str, consul: Consul) -> None:
+    """read_services(digest): None when the agent answers what that digest was made of, the services once one
+    more is registered (the real agent answers the same bytes for the same services)."""
+    sink = ConsulSink(ConsulTarget())
+    try:
+        digest, services = sink.read_services()
+        assert services is not None
+        assert sink.read_services(digest) == (digest, None)
+        consul.register({"ID": f"{host}:one:80", "Name": "one", "Port": 80})
+        changed, services = sink.read_services(digest)
+        assert changed != digest and services is not None and f"{host}:one:80" in services
+    finally:
+        consul.deregister(f"{host}:one:80")
+        sink.close()
 
 
 def test_sigterm_while_waiting_for_consul_exits_zero(host: str, daemon: Any, own_consul: ConsulAgent) -> None:

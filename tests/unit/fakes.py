@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from collections.abc import Iterator
@@ -78,6 +79,8 @@ class MemoryConsul:
         self.changed = threading.Condition()
         self.health: dict[str, tuple[str, str]] = {}
         self.in_maintenance: set[str] = set()
+        self.unchanged_reads = 0
+        """Reads answered "the same as the read whose digest you give" (``read_services``)."""
 
     def _check(self) -> None:
         if self.down:
@@ -87,6 +90,14 @@ class MemoryConsul:
         self.reads += 1
         self._check()
         return {k: {"ID": k, "Meta": v["Meta"]} for k, v in self.registered.items()}
+
+    def read_services(self, unless: int = 0) -> tuple[int, dict[str, Any] | None]:
+        services = self.services()
+        digest = hash(json.dumps(services, sort_keys=True))
+        if digest == unless:
+            self.unchanged_reads += 1
+            return digest, None
+        return digest, services
 
     def register(self, service: Service) -> None:
         self._check()

@@ -15,7 +15,7 @@ from registrar.cache import cached_from_inspect, inspect_fingerprint, summary_fi
 from registrar.daemon import Daemon, Timing
 from registrar.errors import DockerError
 from registrar.messages import RESYNC, Inspected, StreamFailed
-from registrar.model import DockerEvent, ExecResult
+from registrar.model import DockerEvent, ExecResult, Service
 from registrar.settings import Settings
 from tests.unit.fakes import MemoryConsul, MemoryDocker
 from tests.unit.payloads import container, payload
@@ -198,6 +198,41 @@ def test_agent_that_lost_its_services_is_refilled(started: Any) -> None:
     step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
     consul.registered.clear()
     step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+
+
+class ForgetfulConsul(MemoryConsul):
+    """Takes a registration, answers that it did, and restarts at once: it forgets every service."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forgets = 1
+
+    def register(self, service: Service) -> None:
+        super().register(service)
+        if self.forgets:
+            self.forgets -= 1
+            self.registered.clear()
+
+
+def test_agent_that_lost_a_registration_made_since_its_last_read_is_refilled(started: Any) -> None:
+    """An agent read empty, then a registration, then a restart: the next read answers what the reads before
+    the registration did ("{}"), and still brings the registration back."""
+    web, docker, consul = payload("web"), MemoryDocker(), ForgetfulConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: consul.unchanged_reads >= 2)  # "{}", read and read again
+    docker.containers[web["Id"]] = web
+    docker.emit("start", web["Id"])
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered and consul.attempts["vm:rec-web:80"] == 2)
+
+
+def test_a_periodic_read_of_an_unchanged_agent_is_not_parsed(started: Any) -> None:
+    """Once the agent holds what registrar wrote, the periodic reads find its answer unchanged (a digest)."""
+    docker, consul = MemoryDocker(payload("web")), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    writes = consul.writes
+    step_until(daemon, lambda: consul.unchanged_reads >= 3)
+    assert consul.writes == writes
 
 
 def test_fingerprints_agree() -> None:
