@@ -426,8 +426,8 @@ class ContainerCache:
         cached = self.containers.get(event.container_id)
         if not self.settings.drain_on_stop or cached is None or not cached.services:
             return
-        if event.signal != str(cached.stop_signal):
-            return
+        if event.signal != str(cached.stop_signal) or cached.stop_signal == signal.SIGKILL:
+            return  # another signal; or SIGKILL, which leaves nothing to drain: the die follows at once
         self.remember(event.container_id, cached, draining_until=now + cached.stop_timeout + DRAIN_GRACE_SECONDS)
         log.info("container_draining", container=cached.name, signal=event.signal, until_s=cached.stop_timeout)
 

@@ -547,6 +547,25 @@ def stopping(c: dict[str, Any], stop_signal: str = "SIGTERM", timeout: int = 10)
     return c
 
 
+def test_a_sigkill_stop_signal_drains_nothing(started: Any) -> None:
+    """A container whose stop signal is SIGKILL dies at once: docker stop's kill puts nothing in maintenance,
+    no write comes before the deregistration."""
+    web = stopping(payload("web"), stop_signal="SIGKILL")
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    writes = consul.writes
+    with capture_logs() as logs:
+        docker.emit("kill", web["Id"], signal="9")
+        for _ in range(3):
+            daemon.step()
+        docker.containers[web["Id"]] = stopped(web, 137)
+        docker.emit("die", web["Id"], exit_code=137)
+        step_until(daemon, lambda: "vm:rec-web:80" not in consul.registered)
+    assert consul.writes == writes + 1, "the deregistration only"
+    assert not [e for e in logs if e["event"] in ("container_draining", "service_draining")]
+
+
 def test_stop_signal_drains_at_once_then_die_deregisters(started: Any) -> None:
     """docker stop's kill (the stop signal) puts the services in maintenance; die then deregisters them."""
     web = stopping(payload("web"))
