@@ -45,14 +45,14 @@ DOCKER_FILTERS = {"type": ["container"], "event": sorted(WATCHED_EVENTS)}
 #: With ``--internal``, also the network events that change a container's addresses (``docker network
 #: connect``); the engine then sends a network's ``destroy`` too, which ``from_message`` drops.
 DOCKER_NETWORK_FILTERS = {"type": ["container", "network"], "event": sorted(WATCHED_EVENTS + NETWORK_EVENTS)}
-#: The subscription on Podman, which matches an ``event`` filter against its own event names
-#: (``died``...), so a filter in Docker's names would hide stops from it: the events are picked here.
 REPLAY_S = 1
 """A subscription asks for the events of the last second or two as well (``since``, whole seconds):
 Docker answers ``GET /events`` before it subscribes (moby's ``getEvents`` flushes the head, then
 calls ``SubscribeToEvents``), so without it an event between the two was lost, and with it the
 listing that follows the subscription has the stream's events behind it. An event heard twice costs
 an inspect; the engine keeps its last 256 events to replay."""
+#: The subscription on Podman, which matches an ``event`` filter against its own event names
+#: (``died``...), so a filter in Docker's names would hide stops from it: the events are picked here.
 PODMAN_FILTERS = {"type": ["container"]}
 PODMAN_NETWORK_FILTERS = {"type": ["container", "network"]}
 
