@@ -547,13 +547,21 @@ def stopping(c: dict[str, Any], stop_signal: str = "SIGTERM", timeout: int = 10)
     return c
 
 
+def registered_web(
+    started: Any, stop_signal: str = "SIGTERM", timeout: int = 10, settings: Settings = S
+) -> tuple[dict[str, Any], MemoryDocker, MemoryConsul, Daemon]:
+    """A started daemon with the web container (this stop signal and stop timeout) registered."""
+    web = stopping(payload("web"), stop_signal, timeout)
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul, settings)
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    return web, docker, consul, daemon
+
+
 def test_a_sigkill_stop_signal_drains_nothing(started: Any) -> None:
     """A container whose stop signal is SIGKILL dies at once: docker stop's kill puts nothing in maintenance,
     no write comes before the deregistration."""
-    web = stopping(payload("web"), stop_signal="SIGKILL")
-    docker, consul = MemoryDocker(web), MemoryConsul()
-    daemon = started(docker, consul)
-    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    web, docker, consul, daemon = registered_web(started, stop_signal="SIGKILL")
     writes = consul.writes
     with capture_logs() as logs:
         docker.emit("kill", web["Id"], signal="9")
@@ -568,10 +576,7 @@ def test_a_sigkill_stop_signal_drains_nothing(started: Any) -> None:
 
 def test_stop_signal_drains_at_once_then_die_deregisters(started: Any) -> None:
     """docker stop's kill (the stop signal) puts the services in maintenance; die then deregisters them."""
-    web = stopping(payload("web"))
-    docker, consul = MemoryDocker(web), MemoryConsul()
-    daemon = started(docker, consul)
-    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    web, docker, consul, daemon = registered_web(started)
     inspects = docker.inspects
     with capture_logs() as logs:
         docker.emit("kill", web["Id"], signal="15")
@@ -590,10 +595,7 @@ def test_stop_signal_drains_at_once_then_die_deregisters(started: Any) -> None:
 )
 def test_other_signals_or_drain_off_change_nothing(started: Any, settings: Settings, signal: str) -> None:
     """A kill with another signal (docker kill -s HUP, or KILL) or --no-drain-on-stop leaves the service passing."""
-    web = stopping(payload("web"))
-    docker, consul = MemoryDocker(web), MemoryConsul()
-    daemon = started(docker, consul, settings)
-    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    web, docker, consul, daemon = registered_web(started, settings=settings)
     other = payload("multi")
     docker.containers[other["Id"]] = other
     docker.emit("kill", web["Id"], signal=signal)
@@ -604,10 +606,7 @@ def test_other_signals_or_drain_off_change_nothing(started: Any, settings: Setti
 
 def draining_web(started: Any) -> tuple[dict[str, Any], MemoryDocker, MemoryConsul, Daemon]:
     """A started daemon with the web container registered, then drained by docker stop's kill."""
-    web = stopping(payload("web"))
-    docker, consul = MemoryDocker(web), MemoryConsul()
-    daemon = started(docker, consul)
-    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    web, docker, consul, daemon = registered_web(started)
     docker.emit("kill", web["Id"], signal="15")
     step_until(daemon, lambda: consul.in_maintenance == {"vm:rec-web:80"})
     return web, docker, consul, daemon
@@ -634,10 +633,7 @@ def test_a_step_reads_the_drains_only_under_the_state_lock(started: Any) -> None
 def test_a_container_that_survives_its_stop_signal_returns(started: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Still running once its stop timeout (and a grace) has passed: the services leave maintenance."""
     monkeypatch.setattr("registrar.cache.DRAIN_GRACE_SECONDS", 0.01)
-    web = stopping(payload("web"), "SIGUSR1", timeout=0)
-    docker, consul = MemoryDocker(web), MemoryConsul()
-    daemon = started(docker, consul)
-    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    web, docker, consul, daemon = registered_web(started, "SIGUSR1", timeout=0)
     with capture_logs() as logs:
         docker.emit("kill", web["Id"], signal="10")
         step_until(daemon, lambda: any(e["event"] == "service_draining" for e in logs))
@@ -647,10 +643,7 @@ def test_a_container_that_survives_its_stop_signal_returns(started: Any, monkeyp
 
 def test_kill_and_die_in_one_batch_just_deregister(started: Any) -> None:
     """A kill and the die right behind it, drained together: the die wins, no maintenance call is made."""
-    web = stopping(payload("web"))
-    docker, consul = MemoryDocker(web), MemoryConsul()
-    daemon = started(docker, consul)
-    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    web, docker, consul, daemon = registered_web(started)
     docker.containers[web["Id"]] = stopped(web, 0)
     daemon.inbox.put(DockerEvent("kill", web["Id"], "rec-web", signal="15"))
     daemon.inbox.put(DockerEvent("die", web["Id"], "rec-web", 0))
@@ -660,10 +653,7 @@ def test_kill_and_die_in_one_batch_just_deregister(started: Any) -> None:
 
 def test_stop_signal_during_a_full_reconcile_still_drains(started: Any) -> None:
     """A kill that arrives with a full reconcile due is not lost in the listing: the service drains."""
-    web = stopping(payload("web"))
-    docker, consul = MemoryDocker(web), MemoryConsul()
-    daemon = started(docker, consul)
-    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    web, _, consul, daemon = registered_web(started)
     writes = daemon.calls["consul_write"]
     daemon.inbox.put(RESYNC)
     daemon.inbox.put(DockerEvent("kill", web["Id"], "rec-web", signal="15"))
