@@ -1,9 +1,9 @@
 """The Consul adapter: reads the local agent's services and applies actions. Decides nothing.
 
-Every request is a public call of py-consul's API (``agent.services``, ``agent.service.register``
-and ``.deregister``, ``agent.check.ttl_pass``), which decides on HTTP status codes: a 404 on a
-deregistration means the service is gone already; any other failure raises. The daemon's periodic
-read (``read_services``) sends ``agent.services``'s request itself, to hash the answer's bytes before
+Every write is a public call of py-consul's API (``agent.service.register`` and ``.deregister``,
+``agent.check.ttl_pass``), which decides on HTTP status codes: a 404 on a deregistration means the
+service is gone already; any other failure raises. The read of the agent's services
+(``read_services``) sends ``agent.services``'s request itself, to hash the answer's bytes before
 they are parsed, and hands the answer to py-consul's callback. The token travels
 only in the X-Consul-Token header. Every library error is translated to ConsulError here.
 
@@ -114,11 +114,7 @@ class ConsulSink:
 
     def services(self) -> dict[str, Any]:
         """``GET /v1/agent/services``: every service registered with the agent, by ID."""
-        what = "reading the agent's services"
-        result = self._call(what, lambda: self.client.agent.services(token=self.token))
-        if not isinstance(result, dict):
-            raise ConsulError(f"{what} at {self.target.describe()}: the answer is not a list of services")
-        return result
+        return self.read_services()[1] or {}  # never None: no digest given, the answer is parsed
 
     def read_services(self, unless: int = 0) -> tuple[int, dict[str, Any] | None]:
         """``GET /v1/agent/services``: (a digest of the answer's bytes, every service by ID); the services
@@ -135,7 +131,7 @@ class ConsulSink:
                 "GET", "/v1/agent/services", headers=self.client.prepare_headers(self.token)
             )
             digest = hash(response.data)
-            if response.status == 200 and digest == unless:
+            if unless and response.status == 200 and digest == unless:
                 return digest, None
             return digest, CB.json()(consul.base.Response(response.status, response.headers, response.data.decode()))
 
