@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from functools import partial
@@ -42,14 +43,23 @@ def start(variant: str, host: str, workdir: Path) -> Registrar:
         argv = [sys.executable, str(FLOOR), "-hostname", host, "-workers", variant.removeprefix("floor:")]
         return Registrar(host, workdir, argv=argv)
     directory, *settings = variant.split("@")
-    saved = dict(os.environ)
+    saved, cwd = dict(os.environ), os.getcwd()
     os.environ["PYTHONPATH"] = directory
     for setting in settings:
         name, _, value = setting.partition("=")
         os.environ[name] = value
+    # ``python -m`` puts the working directory first on sys.path, before PYTHONPATH: started from a
+    # checkout, every variant would run the checkout's package.
+    os.chdir(directory)
     try:
+        found = subprocess.run(
+            [sys.executable, "-c", "import registrar; print(registrar.__file__)"], capture_output=True, text=True
+        ).stdout.strip()
+        if not Path(found).resolve().is_relative_to(Path(directory).resolve()):
+            raise SystemExit(f"{variant}: python -m registrar would run {found or 'nothing'}, not {directory}'s")
         return Registrar(host, workdir, "--metrics-addr", "")
     finally:
+        os.chdir(cwd)
         os.environ.clear()
         os.environ.update(saved)
 
