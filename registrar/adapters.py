@@ -56,8 +56,9 @@ class ServiceSink(Protocol):
         """``GET /v1/agent/services``: every service registered with the agent, by ID."""
         ...
 
-    def read_services(self, unless: int = 0) -> tuple[int, dict[str, Any] | None]:
-        """``GET /v1/agent/services``: (a digest of the answer, every service by ID); the services are
+    def read_services(self, unless: int = 0, filter: str = "") -> tuple[int, dict[str, Any] | None]:
+        """``GET /v1/agent/services``: (a digest of the answer, every service by ID, or those Consul's
+        ``filter`` expression selects: an agent may send more, as one older than 1.4 does); the services are
         None when the digest is ``unless``: the answer is the one that digest was made of, not parsed again."""
         ...
 

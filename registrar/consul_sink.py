@@ -116,9 +116,10 @@ class ConsulSink:
         """``GET /v1/agent/services``: every service registered with the agent, by ID."""
         return self.read_services()[1] or {}  # never None: no digest given, the answer is parsed
 
-    def read_services(self, unless: int = 0) -> tuple[int, dict[str, Any] | None]:
-        """``GET /v1/agent/services``: (a digest of the answer's bytes, every service by ID); the services
-        are None when the digest is ``unless`` (the same answer as the read that gave it: not parsed).
+    def read_services(self, unless: int = 0, filter: str = "") -> tuple[int, dict[str, Any] | None]:
+        """``GET /v1/agent/services[?filter=...]``: (a digest of the answer's bytes, the services by ID, those
+        ``filter`` selects, Consul's expression, when given); the services are None when the digest is
+        ``unless`` (the same answer as the read that gave it: not parsed).
 
         The daemon reads the agent every 3 s to notice an agent that lost its services; an answer the
         same as the last costs a hash instead of a JSON parse and a plan of every service. The request
@@ -127,9 +128,8 @@ class ConsulSink:
         what = "reading the agent's services"
 
         def read() -> tuple[int, Any]:
-            response = self.client.http.pool.request(
-                "GET", "/v1/agent/services", headers=self.client.prepare_headers(self.token)
-            )
+            path = "/v1/agent/services" + (f"?{urllib.parse.urlencode({'filter': filter})}" if filter else "")
+            response = self.client.http.pool.request("GET", path, headers=self.client.prepare_headers(self.token))
             digest = hash(response.data)
             if unless and response.status == 200 and digest == unless:
                 return digest, None

@@ -78,6 +78,7 @@ from registrar.model import (
     write_key,
 )
 from registrar.probes import Prober
+from registrar.reconcile import owned_filter
 from registrar.services import container_name, network_owner
 from registrar.settings import Settings
 from registrar.watcher import EventWatcher
@@ -132,6 +133,8 @@ class Daemon:
         during a request."""
         self.cache = ContainerCache(settings)
         self.agent = AgentState(settings.hostname, settings.forget_hosts, settings.instance, settings.forget_instances)
+        self._owned_filter = owned_filter((settings.hostname, *settings.forget_hosts))
+        """What the agent is asked to send of its services: this host's and the forgotten hosts' registrations."""
         self.workers = Workers(self.deliver, workers)
         self.prober = Prober(source, self.deliver)
         """Runs the exec probes (``SERVICE_CHECK_EXEC``) of a running daemon on threads of its own."""
@@ -583,9 +586,10 @@ class Daemon:
             self.workers.post(partial(self._read, unless), partial(AgentRead, {}, 0))
 
     def _read(self, unless: int) -> AgentRead:
-        """On a worker: ``GET /v1/agent/services``, not parsed when its digest is ``unless``."""
+        """On a worker: ``GET /v1/agent/services``, filtered by the agent to this host's registrations (and
+        the forgotten hosts'), not parsed when its digest is ``unless``."""
         try:
-            digest, services = self.sink.read_services(unless)
+            digest, services = self.sink.read_services(unless, self._owned_filter)
         except ConsulError:
             self._consul_ops["read", "error"].inc()
             raise

@@ -17,6 +17,7 @@ import pytest
 
 from registrar.consul_sink import ConsulSink
 from registrar.docker_source import DockerSource
+from registrar.reconcile import owned_filter
 from registrar.settings import ConsulTarget, Settings
 from tests.integration.harness import Consul, ConsulAgent, run_cli, unique_host
 
@@ -87,6 +88,28 @@ def test_a_read_of_an_unchanged_agent_is_told_apart_by_its_digest(host: str, con
         assert changed != digest and services is not None and f"{host}:one:80" in services
     finally:
         consul.deregister(f"{host}:one:80")
+        sink.close()
+
+
+def test_a_filtered_read_holds_only_the_owned_hosts_registrations(host: str, consul: Consul) -> None:
+    """read_services(filter=owned_filter(hosts)): the agent answers registrar's registrations of those hosts
+    only, not a hand-made service nor another host's (the periodic read parses no one else's services)."""
+    meta = {"external-source": "registrar"}
+    services = {
+        f"{host}:mine:80": {**meta, "registrar-host": host},
+        f"{host}-old:gone:80": {**meta, "registrar-host": f"{host}-old"},
+        f"{host}-other:theirs:80": {**meta, "registrar-host": f"{host}-other"},
+        f"{host}-handmade": {"registrar-host": host},
+    }
+    for service_id, service_meta in services.items():
+        consul.register({"ID": service_id, "Name": "filtered", "Port": 80, "Meta": service_meta})
+    sink = ConsulSink(ConsulTarget())
+    try:
+        _, read = sink.read_services(filter=owned_filter((host, f"{host}-old")))
+        assert read is not None and sorted(read) == sorted([f"{host}:mine:80", f"{host}-old:gone:80"])
+    finally:
+        for service_id in services:
+            consul.deregister(service_id)
         sink.close()
 
 

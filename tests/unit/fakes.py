@@ -91,8 +91,8 @@ class MemoryConsul:
         self._check()
         return {k: {"ID": k, "Meta": v["Meta"]} for k, v in self.registered.items()}
 
-    def read_services(self, unless: int = 0) -> tuple[int, dict[str, Any] | None]:
-        services = self.services()
+    def read_services(self, unless: int = 0, filter: str = "") -> tuple[int, dict[str, Any] | None]:
+        services = self.services()  # ``filter`` ignored, as an agent older than 1.4 does: owned_services decides
         digest = hash(json.dumps(services, sort_keys=True))
         if digest == unless:
             self.unchanged_reads += 1

@@ -11,7 +11,7 @@ import registrar.reconcile
 from registrar.agent import AgentState
 from registrar.errors import ConsulError
 from registrar.model import Deregister, Health, Maintenance, Owned, Register, Service, write_key
-from registrar.reconcile import desired_state, kept_ids, owned_services, plan
+from registrar.reconcile import desired_state, kept_ids, owned_filter, owned_services, plan
 from tests.unit.payloads import payload
 
 
@@ -30,6 +30,18 @@ def test_owned_services_only_this_hosts() -> None:
     assert list(owned_services(agent, "vm")) == ["vm:smoke-web:80"]
     assert list(owned_services(agent, "other")) == ["other:web:80"]
     assert owned_services(agent, "nobody") == {}
+
+
+def test_owned_filter_asks_the_agent_for_these_hosts_registrations() -> None:
+    """The agent's filter (Consul's ``?filter=``) names registrar's Meta and each host; a host name it
+    cannot quote gets no filter (every service is read and owned_services decides alone)."""
+    assert owned_filter(("vm",)) == 'Meta["external-source"] == "registrar" and (Meta["registrar-host"] == "vm")'
+    assert owned_filter(("vm", "old-vm")) == (
+        'Meta["external-source"] == "registrar" and '
+        '(Meta["registrar-host"] == "vm" or Meta["registrar-host"] == "old-vm")'
+    )
+    assert owned_filter(('vm"x',)) == ""
+    assert owned_filter(("vm", "back\\slash")) == ""
 
 
 def test_plan_registers_missing_and_changed_and_deregisters_stale() -> None:
