@@ -6,6 +6,7 @@ the Consul agent returns and the services computed from containers; returns sort
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Mapping, Set
 from typing import Any
 
@@ -41,15 +42,19 @@ def owned_services(agent_services: Mapping[str, Any], host: str, instance: str =
     return owned
 
 
+_PLAIN_HOST = re.compile(r"[\w.:-]+")
+
+
 def owned_filter(hosts: Iterable[str]) -> str:
     """Consul's filter expression (``GET /v1/agent/services?filter=``, Consul 1.4+) for the registrations
     ``owned_services`` can own for these hosts (the instance is left to it); "" when a host name holds
-    a quote or a backslash, which the expression would need escaped: then every service is read.
+    anything but letters, digits, ``.``, ``_``, ``-`` and ``:`` (a quote would need escaping, and a
+    filter the agent refuses would fail every read): then every service is read.
 
     The agent sends only what the filter selects, so a read parses registrar's own services and not
     those of everything else registered on the same agent."""
     hosts = list(hosts)
-    if not hosts or any('"' in h or "\\" in h for h in hosts):
+    if not hosts or not all(_PLAIN_HOST.fullmatch(h) for h in hosts):
         return ""
     either = " or ".join(f'Meta["{META_HOST}"] == "{h}"' for h in hosts)
     return f'Meta["{META_SOURCE}"] == "{META_SOURCE_VALUE}" and ({either})'

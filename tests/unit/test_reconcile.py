@@ -42,6 +42,8 @@ def test_owned_filter_asks_the_agent_for_these_hosts_registrations() -> None:
     )
     assert owned_filter(('vm"x',)) == ""
     assert owned_filter(("vm", "back\\slash")) == ""
+    assert owned_filter(("vm", "new\nline")) == ""
+    assert owned_filter(("node_1.dc-a:x",)) != ""
 
 
 def test_plan_registers_missing_and_changed_and_deregisters_stale() -> None:
