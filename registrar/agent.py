@@ -10,6 +10,7 @@ write's result. No I/O happens here; the loop runs the writes on its workers.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Collection, Mapping, Set
 from dataclasses import dataclass, field
@@ -88,24 +89,53 @@ class AgentState:
     written_since_read: bool = False
     """A registration or deregistration is back (or a health update failed) since the last read was
     taken: the next read is parsed whatever its digest, and every service planned (an agent that
-    restarted may answer what it answered before that write)."""
+    restarted may answer what it answered before that write), unless the same agent process answers
+    (``start_read``)."""
+    read_opened: int = -1
+    """``ServiceSink.connections_opened`` before the last parsed read was sent (-1: none parsed yet)."""
+    read_at: float = -math.inf
+    """When the last parsed read was taken (``time.monotonic``)."""
+    written_lately: bool = False
+    """A registration or deregistration came back since the last read, parsed or not, was sent."""
+    parse_next: bool = False
+    """A health update failed: the next read is parsed (and every service planned), as after a restart."""
     _since_read: dict[str, Owned | None] = field(default_factory=dict)
     """Writes back since the read in flight was asked for (it may predate them): ID -> registered or None."""
 
-    def start_read(self) -> bool:
-        """Whether to start a read of the agent now (one at a time)."""
-        if self.reading:
-            return False
-        self.reading, self._since_read = True, {}
-        return True
+    def start_read(self, full: bool, now: float, every: float) -> tuple[int, int] | None:
+        """Start a read of the agent, unless one is out (None): what need not be parsed of its answer,
+        ``ServiceSink.read_services``'s ``unless`` and ``same_agent`` (``full``: parse any answer).
 
-    def read(self, services: Mapping[str, Any] | None, digest: int = 0) -> None:
-        """Take a read of the agent (None: it failed), with the writes back since it was asked for on top."""
+        ``unless``: the last parsed answer's digest, when nothing came back since that it lacks.
+        ``same_agent``: the ``connections_opened`` count of the last parsed read, when only registrar's
+        registrations and deregistrations came back since, and still come back (since the last read),
+        and that read is less than ``every`` seconds old. While no connection to the agent was opened
+        since that read, the agent is the process that answered it (a restart closes every connection):
+        the writes explain the answer, and ``actual`` holds them. A registration removed by someone else
+        while writes go on is found by the read parsed once they stop, or ``every`` seconds on.
+        """
+        if self.reading:
+            return None
+        lately, self.written_lately = self.written_lately, False
+        self.reading, self._since_read = True, {}
+        if full:
+            return 0, -1
+        unless = 0 if self.written_since_read else self.read_digest
+        trusted = lately and self.written_since_read and not self.parse_next and now - self.read_at < every
+        return unless, self.read_opened if trusted else -1
+
+    def read(
+        self, services: Mapping[str, Any] | None, digest: int = 0, opened: int = -1, at: float = -math.inf
+    ) -> None:
+        """Take a read of the agent (None: it failed), with the writes back since it was asked for on top.
+
+        ``opened``: ``ServiceSink.connections_opened`` before the read was sent; ``at``: now (monotonic)."""
         self.reading = False
         since, self._since_read = self._since_read, {}
         if services is None:
             return
-        self.plan_all, self.read_digest = True, digest
+        self.plan_all, self.read_digest, self.read_opened, self.read_at = True, digest, opened, at
+        self.parse_next = False
         self.written_since_read = bool(since)  # back while this read was out: maybe not in its answer
         self.actual = owned_services(services, self.hostname, self.instance)
         self.forgotten = {
@@ -123,16 +153,14 @@ class AgentState:
             else:
                 self.actual[service_id] = owned
 
-    def unless_digest(self) -> int:
-        """The digest for which the next read need not be parsed (0: parse it whatever it is)."""
-        return 0 if self.written_since_read else self.read_digest
-
     def read_unchanged(self) -> None:
-        """Take a read whose answer is the same as the last read's (``unless_digest``): nothing to do.
+        """Take a read that was not parsed (``start_read``'s ``unless`` or ``same_agent``): nothing to do.
 
-        No registration or deregistration came back between the two, so ``actual`` and ``forgotten``
-        are still what that answer makes, and every service was planned after that read
-        (``plan_all``). A write back while this read was out is in ``actual`` already."""
+        Either no registration or deregistration came back since the last parsed read, whose answer
+        this one is, or the same agent process answered and only registrar's writes came back: either
+        way ``actual`` and ``forgotten`` are what that read and the writes back since make, and every
+        service was planned after that read (``plan_all``). A write back while this read was out is in
+        ``actual`` already."""
         self.reading, self._since_read = False, {}
 
     def plan(self, desired: Mapping[str, Service], kept: Set[str], only: Collection[str] | None = None) -> list[Action]:
@@ -266,7 +294,7 @@ class AgentState:
                     return
                 if self.actual is not None:
                     self.actual.pop(service_id, None)
-                self.written_since_read = True
+                self.written_since_read = self.written_lately = True
                 if self.reading:
                     self._since_read[service_id] = None
                 self.forgotten.pop(service_id, None)
@@ -296,7 +324,7 @@ class AgentState:
             case HealthUpdate(health=health):
                 if error is not None:
                     log.warning("health_update_failed", check_id=health.check_id, error=str(error))
-                    self.written_since_read = True  # sent again after the next read, as after an agent restart
+                    self.written_since_read = self.parse_next = True  # sent again after the next read
                     return
                 before = self.health_sent.get(health.check_id)
                 self.health_sent[health.check_id] = health
@@ -309,7 +337,7 @@ class AgentState:
             owned = Owned(service.id, service.digest, service.container_id[:12])
             if self.actual is not None:
                 self.actual[service.id] = owned
-            self.written_since_read = True
+            self.written_since_read = self.written_lately = True
             if self.reading:
                 self._since_read[service.id] = owned
             self.maintenance.discard(service.id)  # replace-existing-checks dropped it; a drain puts it back

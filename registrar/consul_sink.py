@@ -116,10 +116,19 @@ class ConsulSink:
         """``GET /v1/agent/services``: every service registered with the agent, by ID."""
         return self.read_services()[1] or {}  # never None: no digest given, the answer is parsed
 
-    def read_services(self, unless: int = 0, filter: str = "") -> tuple[int, dict[str, Any] | None]:
+    @property
+    def connections_opened(self) -> int:
+        """Connections opened to the agent so far. An agent that restarted closed every connection to it:
+        while this count stands still, the agent answering is the process that answered before."""
+        return int(self.client.http.pool.opened)
+
+    def read_services(
+        self, unless: int = 0, filter: str = "", same_agent: int = -1
+    ) -> tuple[int, dict[str, Any] | None]:
         """``GET /v1/agent/services[?filter=...]``: (a digest of the answer's bytes, the services by ID, those
-        ``filter`` selects, Consul's expression, when given); the services are None when the digest is
-        ``unless`` (the same answer as the read that gave it: not parsed).
+        ``filter`` selects, Consul's expression, when given). The services are None, the answer not parsed,
+        when the digest is ``unless`` (the same answer as the read that gave it), or when
+        ``connections_opened`` is still ``same_agent`` after the answer (the same agent process answered).
 
         The daemon reads the agent every 3 s to notice an agent that lost its services; an answer the
         same as the last costs a hash instead of a JSON parse and a plan of every service. The request
@@ -131,7 +140,7 @@ class ConsulSink:
             path = "/v1/agent/services" + (f"?{urllib.parse.urlencode({'filter': filter})}" if filter else "")
             response = self.client.http.pool.request("GET", path, headers=self.client.prepare_headers(self.token))
             digest = hash(response.data)
-            if unless and response.status == 200 and digest == unless:
+            if response.status == 200 and ((unless and digest == unless) or same_agent == self.connections_opened):
                 return digest, None
             return digest, CB.json()(consul.base.Response(response.status, response.headers, response.data.decode()))
 

@@ -69,9 +69,11 @@ class AgentRead:
     """A read of the agent's services (``/v1/agent/services``) is back, or its error."""
 
     services: dict[str, Any] | None
-    """None: the answer is the same as the last read's (its digest is ``digest``)."""
+    """None: the answer was not parsed (``AgentState.read_unchanged``); its digest is ``digest``."""
     digest: int = 0
     error: Exception | None = None
+    opened: int = -1
+    """``ServiceSink.connections_opened`` before the read was sent."""
 
 
 @dataclass(frozen=True)

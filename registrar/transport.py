@@ -18,6 +18,7 @@ import http.client
 import re
 import socket
 import ssl
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 
@@ -153,6 +154,10 @@ class ConnectionPool:
         self._idle: deque[Connection] = deque()
         self._size = size
         self._closed = False
+        self._opening = threading.Lock()
+        self.opened = 0
+        """Connections opened so far. A server that restarted closed every connection to it, so while this
+        count stands still, every answer came from the server process that answered before."""
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
@@ -167,6 +172,8 @@ class ConnectionPool:
                     connection, reused = self._idle.pop(), True
             if connection is None:
                 connection = self._connect()
+                with self._opening:  # rare; a lost increment could bring the count back to one seen before
+                    self.opened += 1
             try:
                 response, keep = connection.request(method, path, body, headers)
             except STALE:

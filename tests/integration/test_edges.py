@@ -91,6 +91,27 @@ def test_a_read_of_an_unchanged_agent_is_told_apart_by_its_digest(host: str, con
         sink.close()
 
 
+def test_a_restarted_agent_is_answering_on_a_new_connection(own_consul: ConsulAgent) -> None:
+    """connections_opened stands still over reads of a running agent (kept-alive connections), and moves once
+    the agent restarted: how the daemon tells its own writes from a restart that lost them."""
+    own_consul.start()
+    sink = ConsulSink(ConsulTarget(port=ConsulAgent.PORTS["http"]))
+    try:
+        sink.read_services()
+        opened = sink.connections_opened
+        for _ in range(3):
+            sink.read_services()
+        assert sink.connections_opened == opened
+        assert sink.read_services(same_agent=opened)[1] is None, "not parsed: the same agent answered"
+        own_consul.stop()
+        own_consul.start()
+        _, services = sink.read_services(same_agent=opened)
+        assert services is not None, "parsed: a new connection"
+        assert sink.connections_opened > opened
+    finally:
+        sink.close()
+
+
 def test_a_filtered_read_holds_only_the_owned_hosts_registrations(host: str, consul: Consul) -> None:
     """read_services(filter=owned_filter(hosts)): the agent answers registrar's registrations of those hosts
     only, not a hand-made service nor another host's (the periodic read parses no one else's services)."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -196,7 +198,7 @@ def test_agent_that_lost_its_services_is_refilled(started: Any) -> None:
     docker, consul = MemoryDocker(payload("web")), MemoryConsul()
     daemon = started(docker, consul)
     step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
-    consul.registered.clear()
+    consul.restart()
     step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
 
 
@@ -211,7 +213,7 @@ class ForgetfulConsul(MemoryConsul):
         super().register(service)
         if self.forgets:
             self.forgets -= 1
-            self.registered.clear()
+            self.restart()
 
 
 def test_agent_that_lost_a_registration_made_since_its_last_read_is_refilled(started: Any) -> None:
@@ -228,11 +230,65 @@ def test_agent_that_lost_a_registration_made_since_its_last_read_is_refilled(sta
 def test_a_periodic_read_of_an_unchanged_agent_is_not_parsed(started: Any) -> None:
     """Once the agent holds what registrar wrote, the periodic reads find its answer unchanged (a digest)."""
     docker, consul = MemoryDocker(payload("web")), MemoryConsul()
-    daemon = started(docker, consul)
+    daemon = started(docker, consul, timing=Timing(consul_probe=0.05, consul_parse_every=0))
     step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
     writes = consul.writes
     step_until(daemon, lambda: consul.unchanged_reads >= 3)
     assert consul.writes == writes
+
+
+def settle(daemon: Daemon) -> None:
+    """Wait (5 s at most) until no inspect, read or write the daemon started is out (taken by its workers)."""
+    deadline = time.monotonic() + 5
+    while daemon.agent.reading or daemon.agent.in_flight or daemon.cache.inspecting:
+        assert time.monotonic() < deadline, "work still out after 5 s"
+        time.sleep(0.001)
+
+
+def read_agent(daemon: Daemon) -> None:
+    """Turn the loop once with the periodic read of the agent due, and wait until it is taken."""
+    daemon._next_probe = 0
+    daemon.step()
+    settle(daemon)
+
+
+def test_the_read_after_registrars_writes_is_not_parsed_the_one_after_a_quiet_interval_is(started: Any) -> None:
+    """A read sent after registrations came back, the agent the process that answered the last parsed read
+    (no connection opened since), is not parsed: registrar's own writes explain it. The read after an
+    interval with no write back is parsed."""
+    web, db = payload("web"), payload("multi")
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    daemon.timing = replace(FAST, consul_probe=3600)  # the reads below only
+    read_agent(daemon)
+    docker.containers[db["Id"]] = db
+    docker.emit("start", db["Id"])  # taken on the event thread: inspected and registered on a worker
+    consul.wait_for(lambda registered: len(registered) == 4)
+    settle(daemon)
+    parsed = consul.parsed_reads
+    read_agent(daemon)
+    assert consul.parsed_reads == parsed, "the read after the registrations"
+    read_agent(daemon)
+    assert consul.parsed_reads == parsed + 1, "the read after a quiet interval"
+
+
+def test_agent_restart_between_registrars_writes_is_found_by_the_next_read(started: Any) -> None:
+    """An agent that restarted while registrations were coming back is found by the next periodic read (a
+    new connection to it), not a quiet interval later: every registration comes back."""
+    web, db = payload("web"), payload("multi")
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    daemon.timing = replace(FAST, consul_probe=3600)
+    read_agent(daemon)
+    docker.containers[db["Id"]] = db
+    docker.emit("start", db["Id"])
+    consul.wait_for(lambda registered: len(registered) == 4)
+    settle(daemon)
+    consul.restart()
+    read_agent(daemon)
+    consul.wait_for(lambda registered: len(registered) == 4)
 
 
 def test_fingerprints_agree() -> None:

@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 import registrar.reconcile
 from registrar.agent import AgentState
 from registrar.errors import ConsulError
-from registrar.model import Deregister, Health, Maintenance, Owned, Register, Service, write_key
+from registrar.model import Deregister, Health, HealthUpdate, Maintenance, Owned, Register, Service, write_key
 from registrar.reconcile import desired_state, kept_ids, owned_filter, owned_services, plan
 from tests.unit.payloads import payload
 
@@ -99,6 +99,36 @@ def test_a_plan_of_every_service_forgets_the_docker_health_of_services_gone() ->
     agent.health_sent["vm:gone:80:docker-health"] = Health("vm:gone:80:docker-health", "passing", "ok")
     agent.writes({}, set(), set(), set(), set())
     assert agent.health_sent == {}
+
+
+def test_a_read_is_parsed_unless_its_answer_is_known_or_explained_by_registrars_writes() -> None:
+    """start_read's (unless, same_agent): the last digest while nothing came back since; the last parsed read's
+    connection count while registrations come back (since the last read too), for at most ``every``
+    seconds; neither after a quiet interval, a failed health update, or for a full reconcile."""
+    agent = AgentState("vm")
+    web = svc("vm:web:80")
+    assert agent.start_read(True, 100.0, 30.0) == (0, -1)
+    agent.read({}, digest=5, opened=2, at=100.0)
+    assert agent.start_read(False, 103.0, 30.0) == (5, -1), "nothing came back: the digest tells"
+    agent.read_unchanged()
+    agent.written(Register(web), None)
+    assert agent.start_read(False, 106.0, 30.0) == (0, 2), "a registration back: the same agent explains it"
+    agent.read_unchanged()
+    assert agent.start_read(False, 109.0, 30.0) == (0, -1), "no write since the last read: parsed"
+    agent.read_unchanged()
+    agent.written(Register(web), None)
+    assert agent.start_read(True, 110.0, 30.0) == (0, -1), "a full reconcile's read"
+    agent.read_unchanged()
+    agent.written(Register(web), None)
+    assert agent.start_read(False, 130.0, 30.0) == (0, -1), "30 s since the last parsed read"
+    agent.read({web.id: web.to_consul()}, digest=7, opened=3, at=130.0)
+    agent.written(Register(web), None)
+    assert agent.start_read(False, 133.0, 30.0) == (0, 3)
+    assert agent.start_read(False, 133.0, 30.0) is None, "one read at a time"
+    agent.read_unchanged()
+    agent.written(Register(web), None)
+    agent.written(HealthUpdate(Health("vm:web:80:docker-health", "passing", "ok")), ConsulError("refused"))
+    assert agent.start_read(False, 136.0, 30.0) == (0, -1), "a failed health update: parsed"
 
 
 def test_a_failed_maintenance_call_warns_only_while_its_service_is_registered() -> None:
