@@ -52,6 +52,8 @@ def start(variant: str, host: str, workdir: Path) -> Registrar:
     # checkout, every variant would run the checkout's package.
     os.chdir(directory)
     try:
+        # Compiled, as bench/run-ab.sh compiles the checkout's (deploy/up.sh): no variant compiles at start.
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "registrar"], check=True, capture_output=True)
         found = subprocess.run(
             [sys.executable, "-c", "import registrar; print(registrar.__file__)"], capture_output=True, text=True
         ).stdout.strip()
