@@ -50,6 +50,7 @@ from registrar.errors import ConsulError, ConsulRejected, DockerError
 from registrar.host_address import BadAddress, parse_spec, resolve
 from registrar.lifecycle import Backoff, Shutdown
 from registrar.messages import (
+    WAKE,
     AgentRead,
     Failed,
     Inspected,
@@ -450,10 +451,13 @@ class Daemon:
                     if self.shutdown.requested:
                         self.inbox.put(message)
                         return
+                    drain = self.cache.drain_deadline()
                     self._take(message, events, [])  # no errors: the message succeeded
                     if events:
                         for cid in self.cache.take(events, time.monotonic()):
                             self._inspect(cid)
+                    if self.cache.drain_deadline() not in (drain, None):
+                        self.inbox.put(WAKE)  # a drain began: the loop may sleep past its end otherwise
                     self._follow_changes()
                     writes = self._writes()
                     self._full_done_if_settled()

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from registrar.cache import cached_from_inspect, inspect_fingerprint, summary_fingerprint
 from registrar.daemon import Daemon, Timing
 from registrar.errors import DockerError
-from registrar.messages import RESYNC, Inspected, StreamFailed
+from registrar.messages import RESYNC, WAKE, Inspected, StreamFailed
 from registrar.model import DockerEvent, ExecResult, Service
 from registrar.settings import Settings
 from tests.unit.fakes import MemoryConsul, MemoryDocker
@@ -695,6 +695,33 @@ def test_a_container_that_survives_its_stop_signal_returns(started: Any, monkeyp
         step_until(daemon, lambda: any(e["event"] == "service_draining" for e in logs))
         step_until(daemon, lambda: any(e["event"] == "service_drain_ended" for e in logs))
     assert consul.in_maintenance == set() and "vm:rec-web:80" in consul.registered
+
+
+def test_a_drain_taken_on_the_event_thread_wakes_the_sleeping_loop_for_its_end(
+    started: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop signal taken on the event thread while the loop sleeps until its next deadline (an hour here):
+    the survivor leaves maintenance when its drain ends, not when the loop happens to wake."""
+    monkeypatch.setattr("registrar.cache.DRAIN_GRACE_SECONDS", 0.01)
+    web, docker, consul, daemon = registered_web(started, "SIGUSR1", timeout=0)
+    daemon.timing = replace(FAST, consul_probe=3600)
+    daemon._next_probe = time.monotonic() + 3600
+    done = threading.Event()
+
+    def turn() -> None:
+        while not done.is_set():
+            daemon.step()
+
+    turning = threading.Thread(target=turn)
+    turning.start()
+    try:
+        docker.emit("kill", web["Id"], signal="10")
+        consul.wait_for(lambda _: consul.in_maintenance == {"vm:rec-web:80"})
+        consul.wait_for(lambda _: consul.in_maintenance == set())
+    finally:
+        done.set()
+        daemon.inbox.put(WAKE)
+        turning.join(5)
 
 
 def test_kill_and_die_in_one_batch_just_deregister(started: Any) -> None:
