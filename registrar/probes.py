@@ -100,6 +100,11 @@ class Prober:
                 self.changed.wait(max(0.0, min(waiting) - now) if waiting else None)
 
     def _probe(self, service_id: str, container_id: str, probe: Probe) -> None:
+        with self.changed:
+            if self.probes.get(probe.check_id) != (service_id, container_id, probe):  # gone since it was due
+                self.running.discard(probe.check_id)
+                self.changed.notify()
+                return
         try:
             result = self.source.exec_probe(container_id, probe.args, probe.timeout, probe.output_max)
             health = result_health(probe, result.exit_code, result.output)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import queue
 import threading
@@ -156,3 +157,28 @@ class MemoryConsul:
     def wait_for(self, predicate: Any, timeout: float = 5.0) -> None:
         with self.changed:
             assert self.changed.wait_for(lambda: predicate(self.registered), timeout), self.registered
+
+
+class SlowDocker(MemoryDocker):
+    """Inspects of the containers in ``held`` wait until the test releases them (or 5 s pass)."""
+
+    def __init__(self, *containers: dict[str, Any]) -> None:
+        super().__init__(*containers)
+        self.held: dict[str, threading.Event] = {}
+        self.timed_out: list[str] = []
+
+    def start(self, c: dict[str, Any]) -> None:
+        self.containers[c["Id"]] = c
+        self.emit("start", c["Id"])
+
+    def hold(self, container_id: str) -> threading.Event:
+        self.held[container_id] = gate = threading.Event()
+        return gate
+
+    def inspect(self, container_id: str) -> dict[str, Any] | None:
+        found = copy.deepcopy(self.containers.get(container_id))  # the state when the inspect began
+        gate = self.held.get(container_id)
+        if gate is not None and not gate.wait(5):
+            self.timed_out.append(container_id)
+        self.inspects += 1
+        return found

@@ -1,0 +1,42 @@
+"""Fixtures of the unit tests: daemons on the in-memory fakes, closed after each test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from registrar.daemon import Daemon, Timing
+from registrar.settings import Settings
+from tests.unit.fakes import MemoryConsul, MemoryDocker
+from tests.unit.loop import FAST, S
+
+
+@pytest.fixture
+def one_shot() -> Iterator[Callable[..., Daemon]]:
+    """Daemons for one-shot work (sync, plan): their loop turns without the event stream; closed afterwards."""
+    made: list[Daemon] = []
+
+    def make(docker: MemoryDocker, consul: MemoryConsul, settings: Settings = S) -> Daemon:
+        made.append(Daemon(docker, consul, settings, timing=FAST))
+        return made[-1]
+
+    yield make
+    for daemon in made:
+        daemon.close()
+
+
+@pytest.fixture
+def started() -> Iterator[Callable[..., Daemon]]:
+    """Daemons started (subscribed) but not turning: the test turns them with step(); closed afterwards."""
+    made: list[Daemon] = []
+
+    def start(docker: MemoryDocker, consul: MemoryConsul, settings: Settings = S, timing: Timing = FAST) -> Daemon:
+        daemon = Daemon(docker, consul, settings, timing=timing)
+        daemon.start()
+        made.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in made:
+        daemon.close()

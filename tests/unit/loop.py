@@ -1,0 +1,77 @@
+"""What the loop tests share: settings, fast clocks, and turning a daemon's loop step by step."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+from registrar.daemon import Daemon, Timing
+from registrar.settings import Settings
+from tests.unit.fakes import MemoryConsul, MemoryDocker
+from tests.unit.payloads import container, payload
+
+S = Settings(hostname="vm")
+FAST = Timing(consul_probe=0.05, retry_first=0.01, retry_most=0.04, restart_first=0.01, restart_most=0.01)
+
+
+def stopped(c: dict[str, Any], code: int) -> dict[str, Any]:
+    c = copy.deepcopy(c)
+    c["State"].update({"Status": "exited", "Running": False, "ExitCode": code})
+    c["NetworkSettings"]["Ports"] = {}
+    return c
+
+
+def step_until(daemon: Daemon, predicate: Callable[[], object], steps: int = 200, settled: bool = True) -> None:
+    """Turn the loop until ``predicate`` holds (and, if ``settled``, every inspect and write started is back);
+    each step waits at most until the loop's next deadline."""
+
+    def done() -> bool:
+        busy = daemon.agent.in_flight or daemon.cache.inspecting
+        return bool(predicate()) and not (settled and busy)
+
+    for _ in range(steps):
+        if done():
+            return
+        daemon.step()
+    assert done(), f"not reached in {steps} steps"
+
+
+def stopping(c: dict[str, Any], stop_signal: str = "SIGTERM", timeout: int = 10) -> dict[str, Any]:
+    c = copy.deepcopy(c)
+    c["Config"].update({"StopSignal": stop_signal, "StopTimeout": timeout})
+    return c
+
+
+def settle(daemon: Daemon) -> None:
+    """Wait (5 s at most) until no inspect, read or write the daemon started is out (taken by its workers)."""
+    deadline = time.monotonic() + 5
+    while daemon.agent.reading or daemon.agent.in_flight or daemon.cache.inspecting:
+        assert time.monotonic() < deadline, "work still out after 5 s"
+        time.sleep(0.001)
+
+
+def named(base: str, name: str) -> dict[str, Any]:
+    c = container(base, name=name)
+    c["Id"] = (name * 64)[:64]
+    return c
+
+
+def registered_web(
+    started: Any, stop_signal: str = "SIGTERM", timeout: int = 10, settings: Settings = S
+) -> tuple[dict[str, Any], MemoryDocker, MemoryConsul, Daemon]:
+    """A started daemon with the web container (this stop signal and stop timeout) registered."""
+    web = stopping(payload("web"), stop_signal, timeout)
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul, settings)
+    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    return web, docker, consul, daemon
+
+
+def draining_web(started: Any) -> tuple[dict[str, Any], MemoryDocker, MemoryConsul, Daemon]:
+    """A started daemon with the web container registered, then drained by docker stop's kill."""
+    web, docker, consul, daemon = registered_web(started)
+    docker.emit("kill", web["Id"], signal="15")
+    step_until(daemon, lambda: consul.in_maintenance == {"vm:rec-web:80"})
+    return web, docker, consul, daemon
