@@ -175,7 +175,7 @@ def test_agent_that_lost_a_registration_made_since_its_last_read_is_refilled(sta
 def test_a_periodic_read_of_an_unchanged_agent_is_not_parsed(started: Any) -> None:
     """Once the agent holds what registrar wrote, the periodic reads find its answer unchanged (a digest)."""
     docker, consul = MemoryDocker(payload("web")), MemoryConsul()
-    daemon = started(docker, consul, timing=Timing(consul_probe=0.05, consul_parse_every=0))
+    daemon = started(docker, consul)
     step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
     writes = consul.writes
     step_until(daemon, lambda: consul.unchanged_reads >= 3)
