@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tests.integration.harness import Consul, ConsulAgent, run_cli
+from tests.integration.harness import Consul, ConsulAgent, run_cli, wait_until
 
 Run = Callable[..., Any]
 ROOT = "root-8d1e0f2a"
@@ -17,6 +17,9 @@ def acl_agent(agent: ConsulAgent) -> Consul:
     acl = f'acl {{ enabled = true, default_policy = "deny", tokens {{ master = "{ROOT}" }} }}'
     agent.configure(acl, Consul(agent.url, token=ROOT))
     agent.start()
+    # An agent that has just elected itself may still answer its ACL endpoints with a 500 (its ACL system
+    # not set up yet): create the policy once they answer.
+    wait_until(lambda: agent.client.session.get(agent.url + "/v1/acl/policies", timeout=5).ok, "Consul's ACLs")
     agent.client.put("/v1/acl/policy", {"Name": "registrar", "Rules": POLICY})
     return agent.client
 
