@@ -1,6 +1,6 @@
 """A/B: CPU per container start in one burst for variants of registrar and of the floor, side by side.
 
-    bench/run-ab.sh [--count 300] [--parallel 16] [--rounds 3] VARIANT...
+    bench/run-ab.sh [--count 300] [--parallel 16] [--rounds 3] [--samples 0] VARIANT...
 
 A variant is a directory holding a copy of the ``registrar`` package (run as ``python -m registrar
 run`` with that directory first on PYTHONPATH), optionally followed by ``@NAME=VALUE`` environment
@@ -9,7 +9,9 @@ its event thread). Every variant watches the same bursts on the engine and agent
 up, so the machine's load is the same for all of them; each round starts ``count`` containers,
 ``parallel`` at a time, waits until every variant has registered them all, reads each process's
 user and system CPU from /proc, then removes them. Prints each round and the median per start, and
-each variant against the first; asserts nothing.
+each variant against the first; asserts nothing. With ``--samples N``, first N containers are started
+and killed one at a time, all variants watching: start -> registered and die -> deregistered, p50
+and p99 of each (``--rounds 0`` skips the bursts).
 
 Sampling profiles (yappi, py-spy) put their own cost on every call and find costs of a few percent
 that are not there; a change is judged by this A/B instead (README, "Performance").
@@ -26,7 +28,7 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
-from bench.bench import TICKS, Bench, Registrar, registered_all, wait_until
+from bench.bench import TICKS, Bench, Registrar, pct, registered_all, wait_until
 
 FLOOR = Path(__file__).with_name("floor.py")
 
@@ -66,11 +68,25 @@ def start(variant: str, host: str, workdir: Path) -> Registrar:
         os.environ.update(saved)
 
 
+def latencies(bench: Bench, daemons: list[Registrar], variants: list[str], samples: int) -> None:
+    """Start -> registered and die -> deregistered, one container at a time, every variant watching."""
+    up, down = bench.lags_one_at_a_time(daemons, samples)
+    for what, lags in (("start -> registered", up), ("die -> deregistered", down)):
+        first = {q: pct(lags[daemons[0].host], q) for q in (50, 99)}
+        print(f"{what}, one at a time (n={samples}), ms:")
+        for daemon, variant in zip(daemons, variants, strict=True):
+            figures = "  ".join(
+                f"p{q} {pct(lags[daemon.host], q):5.1f} ({pct(lags[daemon.host], q) / first[q]:.2f}x)" for q in (50, 99)
+            )
+            print(f"  {variant:<40} {figures}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--parallel", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=0, help="one-at-a-time latency samples first (default 0: none)")
     parser.add_argument("variants", nargs="+")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,6 +95,10 @@ def main() -> None:
         try:
             for daemon, variant in zip(daemons, args.variants, strict=True):
                 wait_until(partial(daemon.find, "reconcile_done"), f"{variant} ready")
+            if args.samples:
+                latencies(bench, daemons, args.variants, args.samples)
+            if not args.rounds:
+                return
             per_start: dict[str, list[tuple[float, float]]] = {d.host: [] for d in daemons}
             for n in range(args.rounds):
                 before = {d.host: cpu(d.proc.pid) for d in daemons}
