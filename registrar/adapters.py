@@ -66,7 +66,8 @@ class ServiceSink(Protocol):
         self, unless: int = 0, filter: str = "", same_agent: int = -1
     ) -> tuple[int, dict[str, Any] | None]:
         """``GET /v1/agent/services``: (a digest of the answer, every service by ID, or those Consul's
-        ``filter`` expression selects: an agent may send more, as one older than 1.4 does); the services are
+        ``filter`` expression selects: an agent may send more, as one older than 1.4 does; of each service
+        its ``Meta`` at least, all the loop reads of it); the services are
         None, the answer not parsed, when the digest is ``unless`` (the answer that digest was made of), or
         when ``connections_opened`` is still ``same_agent`` after the answer."""
         ...
