@@ -62,14 +62,19 @@ class Workers:
             item = self._queue.get()
             if item is None:
                 return
-            work, failed = item
-            try:
-                message = work()
-            except Exception as e:  # reported to the loop, which decides (a Docker or Consul error is retried)
-                message = failed(e)
-            self.deliver(message)
-            with self._lock:
-                self._idle += 1
+            self._do(*item)
+            # Nothing of the last piece of work stays alive while the thread waits for the next (a
+            # read of 500 services held 0.3 MiB on an idle worker).
+            item = None
+
+    def _do(self, work: Callable[[], Message], failed: Callable[[Exception], Message]) -> None:
+        try:
+            message = work()
+        except Exception as e:  # reported to the loop, which decides (a Docker or Consul error is retried)
+            message = failed(e)
+        self.deliver(message)
+        with self._lock:
+            self._idle += 1
 
     def close(self) -> None:
         """Wait for the work in flight; drop what has not started."""

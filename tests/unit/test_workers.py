@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
+import weakref
 
-from registrar.messages import Message, Wake
+from registrar.messages import AgentRead, Message, Wake
 from registrar.workers import Workers
 
 
@@ -45,5 +47,27 @@ def test_a_failing_piece_of_work_delivers_its_failure_and_the_thread_goes_on() -
         assert delivered.get(timeout=5) == ("failed", "boom")
         workers.post(Wake, lambda e: Wake())
         assert isinstance(delivered.get(timeout=5), Wake)
+    finally:
+        workers.close()
+
+
+def test_an_idle_worker_holds_nothing_of_its_last_result() -> None:
+    """Once a worker has handed its result on and waits for work, nothing of that result stays alive
+    through it (a read of 500 services kept 0.3 MiB alive on an idle worker, measured)."""
+    delivered = threading.Event()
+    results: list[weakref.ref[Message]] = []
+
+    def deliver(message: Message) -> None:
+        results.append(weakref.ref(message))
+        delivered.set()
+
+    workers = Workers(deliver, size=1)
+    try:
+        workers.post(lambda: AgentRead({"a": {"Meta": {}}}, 1), lambda e: Wake())
+        assert delivered.wait(5)
+        deadline = time.monotonic() + 5
+        while results[0]() is not None and time.monotonic() < deadline:
+            delivered.wait(0.01)  # the worker is on its way back to the queue
+        assert results[0]() is None, "the idle worker keeps its last result alive"
     finally:
         workers.close()
