@@ -364,10 +364,11 @@ def run(**params: Any) -> None:
     sys.exit(ExitCode.OK)
 
 
-MALLOC_ARENAS = 2
-"""glibc's malloc arenas for the daemon (its default is 8 per core). registrar's threads mostly wait on
-sockets, and an arena of their own per thread costs resident memory (1-2 MiB in the README's
-figures) for no speed."""
+MALLOC_ARENAS = 1
+"""glibc's malloc arenas for the daemon (its default is 8 per core). registrar's threads allocate
+while they hold the GIL, so a second arena buys no parallelism, and each arena keeps freed memory of
+its own: with one, 50 -> 500 containers grew the process by 1.6-1.7 MiB against 2.2-2.6 with two,
+for the same CPU per start (bench/ab.py, README "Performance")."""
 
 
 def limit_malloc_arenas() -> None:
