@@ -137,7 +137,13 @@ class AgentState:
         self.plan_all, self.read_digest, self.read_opened, self.read_at = True, digest, opened, at
         self.parse_next = False
         self.written_since_read = bool(since)  # back while this read was out: maybe not in its answer
-        self.actual = owned_services(services, self.hostname, self.instance)
+        known, self.actual = self.actual or {}, {}
+        for service_id, found in owned_services(services, self.hostname, self.instance).items():
+            was = known.get(service_id)
+            if was is not None and was == found:  # kept as known, the answer's copy let go (0.1 MiB at 500)
+                self.actual[was.id] = was
+            else:
+                self.actual[service_id] = found
         self.forgotten = {
             i: "its host is forgotten (--forget-host)"
             for host in self.forget_hosts

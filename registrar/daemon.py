@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import queue
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -127,6 +129,7 @@ class Daemon:
         metrics: Metrics | None = None,
         shutdown: Shutdown | None = None,
         workers: int = 8,
+        trim: Callable[[], object] | None = None,
     ) -> None:
         self.source, self.sink, self.settings = source, sink, settings
         self.timing = t = timing or Timing()
@@ -142,6 +145,11 @@ class Daemon:
         self.workers = Workers(self.deliver, workers)
         self.prober = Prober(source, self.deliver)
         """Runs the exec probes (``SERVICE_CHECK_EXEC``) of a running daemon on threads of its own."""
+        self.trim = trim
+        """Gives the allocator's free memory back to the system (``malloc_trim``), a few seconds after each
+        parsed read of the agent (at rest after a burst, after a full reconcile): what a burst and the parse
+        of every service left free (0.3 MiB at 500 containers)."""
+        self._trimmed_after = -math.inf
         self.shutdown = shutdown or Shutdown()
         self.shutdown.wake_also(self.inbox)
         self.stopping = threading.Event()
@@ -302,6 +310,9 @@ class Daemon:
         if probe:
             self._next_probe = now + self.timing.consul_probe
             self._ping_docker_if_idle(now)  # a request: never under the lock
+            if self.trim is not None and self.agent.read_at != self._trimmed_after:
+                self._trimmed_after = self.agent.read_at
+                self.trim()
         with self.lock:
             self._turn(messages, probe, now)
         self._post(self._due_writes)

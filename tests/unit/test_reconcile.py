@@ -10,13 +10,37 @@ from structlog.testing import capture_logs
 import registrar.reconcile
 from registrar.agent import AgentState
 from registrar.errors import ConsulError
-from registrar.model import Deregister, Health, HealthUpdate, Maintenance, Owned, Register, Service, write_key
+from registrar.model import (
+    META_CONTAINER,
+    META_DIGEST,
+    META_HOST,
+    META_SOURCE,
+    META_SOURCE_VALUE,
+    Deregister,
+    Health,
+    HealthUpdate,
+    Maintenance,
+    Owned,
+    Register,
+    Service,
+    write_key,
+)
 from registrar.reconcile import desired_state, kept_ids, owned_filter, owned_services, plan
 from tests.unit.payloads import payload
 
 
 def svc(service_id: str, tags: tuple[str, ...] = (), container: str = "c1") -> Service:
     return Service(id=service_id, name="web", port=80, tags=tags, container_id=container, container_name=container)
+
+
+def meta(service: Service) -> dict[str, str]:
+    """The Meta registrar gives this service on the agent (as a read finds it)."""
+    return {
+        META_SOURCE: META_SOURCE_VALUE,
+        META_HOST: "vm",
+        META_DIGEST: service.digest,
+        META_CONTAINER: service.container_id[:12],
+    }
 
 
 def owned(service: Service) -> Owned:
@@ -129,6 +153,22 @@ def test_a_read_is_parsed_unless_its_answer_is_known_or_explained_by_registrars_
     agent.written(Register(web), None)
     agent.written(HealthUpdate(Health("vm:web:80:docker-health", "passing", "ok")), ConsulError("refused"))
     assert agent.start_read(False, 136.0, 30.0) == (0, -1), "a failed health update: parsed"
+
+
+def test_a_read_keeps_the_registrations_it_knew_and_takes_what_changed() -> None:
+    """A parsed read keeps each registration ``actual`` holds already, the same object (the answer's copy
+    is let go: 0.1 MiB at 500 services), and takes the answer's where it differs."""
+    agent = AgentState("vm")
+    web, db = svc("vm:web:80"), svc("vm:db:80", container="c2")
+    agent.read({})
+    agent.written(Register(web), None)
+    agent.written(Register(db), None)
+    known = agent.actual
+    assert known is not None
+    changed = svc("vm:db:80", tags=("new",), container="c2")
+    agent.read({s.id: {"Meta": meta(s)} for s in (web, changed)})
+    assert agent.actual is not None and agent.actual[web.id] is known[web.id]
+    assert agent.actual[db.id] == owned(changed) != known[db.id]
 
 
 def test_a_failed_maintenance_call_warns_only_while_its_service_is_registered() -> None:
