@@ -368,7 +368,7 @@ MALLOC_ARENAS = 1
 """glibc's malloc arenas for the daemon (its default is 8 per core). registrar's threads allocate
 while they hold the GIL, so a second arena buys no parallelism, and each arena keeps freed memory of
 its own: with one, 50 -> 500 containers grew the process by 1.6-1.7 MiB against 2.2-2.6 with two,
-for the same CPU per start (bench/ab.py, README "Performance")."""
+for the same CPU per start (README, "Performance": what is not met, memory)."""
 
 
 def limit_malloc_arenas() -> Callable[[], object] | None:
@@ -381,6 +381,7 @@ def limit_malloc_arenas() -> Callable[[], object] | None:
         libc = ctypes.CDLL("libc.so.6")
         if not os.environ.get("MALLOC_ARENA_MAX"):
             libc.mallopt(-8, MALLOC_ARENAS)  # -8: M_ARENA_MAX
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
         return partial(libc.malloc_trim, 0)
     except (OSError, AttributeError):
         return None

@@ -4,7 +4,8 @@ Every write is a public call of py-consul's API (``agent.service.register`` and 
 ``agent.check.ttl_pass``), which decides on HTTP status codes: a 404 on a deregistration means the
 service is gone already; any other failure raises. The read of the agent's services
 (``read_services``) sends ``agent.services``'s request itself, to hash the answer's bytes before
-they are parsed, and hands the answer to py-consul's callback. The token travels
+they are parsed (and to keep only each service's Meta as they are); an answer other than a 200 is
+judged by py-consul's callback. The token travels
 only in the X-Consul-Token header. Every library error is translated to ConsulError here.
 
 py-consul's requests-based client is swapped, through the extension point py-consul offers for its
@@ -136,8 +137,8 @@ class ConsulSink:
         same as the last costs a hash instead of a JSON parse and a plan of every service. Of each service
         only its Meta is kept as the answer is parsed: all the loop reads (``reconcile.owned_services``);
         the whole of 500 services held 1.7 MiB at the parse's peak, and the process kept most of it.
-        The request is the one py-consul's ``agent.services`` sends, its answer judged by py-consul's callback.
-        """
+        The request is the one py-consul's ``agent.services`` sends; an answer other than a 200 is judged
+        by py-consul's callback (a 404: None; any other status raises)."""
         return self._read(unless, filter, same_agent, _meta_only)
 
     def _read(

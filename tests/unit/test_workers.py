@@ -67,7 +67,7 @@ def test_an_idle_worker_holds_nothing_of_its_last_result() -> None:
         assert delivered.wait(5)
         deadline = time.monotonic() + 5
         while results[0]() is not None and time.monotonic() < deadline:
-            delivered.wait(0.01)  # the worker is on its way back to the queue
+            time.sleep(0.01)  # the worker is on its way back to the queue
         assert results[0]() is None, "the idle worker keeps its last result alive"
     finally:
         workers.close()
