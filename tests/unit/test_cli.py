@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from registrar import __version__
-from registrar.cli import build_settings, cli, main, run, sync
+from registrar.cli import build_settings, cli, limit_malloc_arenas, main, run, sync
 from registrar.settings import ConsulTarget, Settings
 from tests.unit.fakes import MemoryConsul, MemoryDocker
 from tests.unit.payloads import payload
@@ -276,3 +276,11 @@ def test_explain_docker_unreachable_is_exit_4(tmp_path: Any) -> None:
     assert result.exit_code == 4, result.output
     assert result.output.startswith("registrar: gave up after 1 attempt(s): cannot reach the Docker engine")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_daemon_gets_glibcs_malloc_trim() -> None:
+    """On glibc (this machine, the image), ``registrar run`` hands the daemon ``malloc_trim(0)``, which
+    answers 0 or 1 (whether memory went back to the system)."""
+    trim = limit_malloc_arenas()
+    assert trim is not None, "no malloc_trim from glibc"
+    assert trim() in (0, 1)
