@@ -310,6 +310,8 @@ class Daemon:
         if probe:
             self._next_probe = now + self.timing.consul_probe
             self._ping_docker_if_idle(now)  # a request: never under the lock
+            # read_at is written where the read is taken (a worker, under the lock): read here without
+            # the lock, a stale value only moves the trim to the next tick.
             if self.trim is not None and self.agent.read_at != self._trimmed_after:
                 self._trimmed_after = self.agent.read_at
                 self.trim()
