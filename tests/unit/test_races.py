@@ -126,17 +126,26 @@ class SlowRead(MemoryConsul):
         return snapshot
 
 
+def start_during_a_listing(
+    daemon: Daemon, docker: SlowListing, consul: MemoryConsul, web: dict[str, Any]
+) -> threading.Event:
+    """Ask for a full reconcile, start ``web`` once its listing has taken its snapshot, and turn the loop
+    until ``web`` is registered (as vm:new:80): the listing's gate, still shut."""
+    docker.listing_gate = gate = threading.Event()
+    daemon.inbox.put(RESYNC)
+    step_until(daemon, docker.snapshot_taken.is_set, settled=False)
+    docker.start(web)
+    step_until(daemon, lambda: "vm:new:80" in consul.registered, settled=False)
+    return gate
+
+
 def test_a_listing_older_than_a_start_does_not_forget_that_container(started: Any) -> None:
     """A container started while a listing is in flight stays registered when the (older) listing is back."""
     web = named("web", "new")
     docker, consul = SlowListing(), MemoryConsul()
     daemon = started(docker, consul)
     step_until(daemon, daemon.ready.is_set)
-    docker.listing_gate = gate = threading.Event()
-    daemon.inbox.put(RESYNC)
-    step_until(daemon, docker.snapshot_taken.is_set, settled=False)
-    docker.start(web)
-    step_until(daemon, lambda: "vm:new:80" in consul.registered, settled=False)
+    gate = start_during_a_listing(daemon, docker, consul, web)
     gate.set()
     step_until(daemon, lambda: not daemon.cache.listing)
     daemon.inbox.put(RESYNC)
@@ -154,11 +163,7 @@ def test_a_listing_that_saw_a_container_before_its_start_does_not_deregister_it(
     daemon = started(docker, consul)
     step_until(daemon, daemon.ready.is_set)
     docker.containers[web["Id"]] = created
-    docker.listing_gate = gate = threading.Event()
-    daemon.inbox.put(RESYNC)
-    step_until(daemon, docker.snapshot_taken.is_set, settled=False)
-    docker.start(web)
-    step_until(daemon, lambda: "vm:new:80" in consul.registered, settled=False)
+    gate = start_during_a_listing(daemon, docker, consul, web)
     writes = consul.writes
     docker.listing_gate = None
     gate.set()
