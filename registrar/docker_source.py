@@ -132,12 +132,31 @@ class DockerSource:
         return str(self._call("reading docker info", self.api.info)["Name"])
 
     def list_containers(self) -> list[dict[str, Any]]:
-        """Summaries of all containers (``GET /containers/json?all=1``, with ``--filter label=``'s), one request."""
+        """Summaries of all containers (``GET /containers/json?all=1``, with ``--filter label=``'s), one request.
+
+        On a unix socket each summary keeps only what ``summary_only`` keeps, as it is parsed."""
         filters = {"label": self.labels} if self.labels else None
+        if self._pool is not None:
+            return self._list_on_socket(self._pool, filters)
         result: list[dict[str, Any]] = self._call(
             "listing containers", lambda: self.api.containers(all=True, filters=filters)
         )
         return result
+
+    def _list_on_socket(self, pool: ConnectionPool, filters: dict[str, list[str]] | None) -> list[dict[str, Any]]:
+        """``GET /v<api>/containers/json`` through the pool: the whole answer of 500 containers (0.5 MB of
+        JSON) parsed whole peaked at 2.5 MiB of Python objects, and the allocator kept 0.5 MiB of it."""
+        what = f"listing containers at {self.where}"
+        query = urllib.parse.urlencode({"all": 1, **({"filters": json.dumps(filters)} if filters else {})})
+        try:
+            response = pool.request("GET", f"/v{self.api.api_version}/containers/json?{query}")
+            status = response.status
+            body = json.loads(response.data, object_hook=summary_only) if status == 200 else _json(response.data)
+        except (http.client.HTTPException, OSError, ValueError) as e:
+            raise DockerError(f"{what}: {_reason(e)}") from None
+        if status != 200 or not isinstance(body, list):
+            raise DockerError(f"{what}: the engine answered {status} ({_message(body)})")
+        return body
 
     def inspect(self, container_id: str) -> dict[str, Any] | None:
         """``docker inspect``, or None when the container is gone."""
@@ -495,6 +514,23 @@ def is_podman(version: Any) -> bool:
     return isinstance(components, list) and any(
         "podman" in str(c.get("Name", "")).lower() for c in components if isinstance(c, dict)
     )
+
+
+SUMMARY_FIELDS = ("Id", "Names", "State", "Status", "Ports", "NetworkSettings")
+"""What registrar reads of a container's summary in a listing: its ID, and what
+``registrar.cache.summary_fingerprint`` reads (of each network, only ``IPAddress``)."""
+
+
+def summary_only(obj: dict[str, Any]) -> dict[str, Any]:
+    """``json.loads``'s object_hook for ``GET /containers/json``: a summary (an object with an ``Id`` and a
+    list of ``Names``) keeps ``SUMMARY_FIELDS``, a network endpoint (an object with a string ``NetworkID``)
+    its ``IPAddress``; any other object is kept whole (the hook sees each object before the one that holds it,
+    so the labels, mounts and host config of a summary are dropped with it)."""
+    if isinstance(obj.get("Names"), list) and "Id" in obj:
+        return {key: obj[key] for key in SUMMARY_FIELDS if key in obj}
+    if isinstance(obj.get("NetworkID"), str) and "IPAddress" in obj:
+        return {"IPAddress": obj["IPAddress"]}
+    return obj
 
 
 def _json(body: bytes) -> Any:

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from registrar.cache import summary_fingerprint
 from registrar.consul_sink import ConsulSink
 from registrar.docker_source import DockerSource, from_message
 from registrar.errors import DockerError
@@ -82,11 +83,12 @@ def events_of(engine: str, then: str = "end") -> Stream:
 class Scripted(socketserver.BaseServer):
     """What the stand-in engine answers and what it saw: ``/version`` (the recorded answer of ``kind``),
     the event stream (``stream``), OK for ``/_ping``, 404 for a container, ``{}`` for Consul's
-    ``/v1/agent/services``."""
+    ``/v1/agent/services``, ``listing`` (none by default) for ``/containers/json``."""
 
     def __init__(self, kind: str, stream: Stream) -> None:
         self.version = payload("versions")[kind]
         self.stream = stream
+        self.listing: Any = []
         self.requests: list[str] = []
         self.connections = 0
         self.changed = threading.Condition()
@@ -152,7 +154,7 @@ class Handler(socketserver.StreamRequestHandler):
             elif path == "/v1/agent/services":
                 self.answer(200, {})
             elif path.endswith("/containers/json"):
-                self.answer(200, [])
+                self.answer(200, self.server.listing)
             else:
                 self.answer(404, {"message": f"No such container: {path}"})
 
@@ -320,6 +322,31 @@ def test_with_internal_docker_is_asked_for_network_changes_too(serve: Any, conne
     list(connect(engine, internal=True).events())
     events = sorted(WATCHED_EVENTS + NETWORK_EVENTS)
     assert engine.subscriptions() == [{"type": ["container", "network"], "event": events}]
+
+
+def test_a_listing_keeps_only_what_its_fingerprint_reads(serve: Any, connect: Any) -> None:
+    """A listing (recorded from Docker 20.10: a container with ports, an exited one, a healthy one) keeps of
+    each container the fields its fingerprint reads, and gives the fingerprints the whole entries give: the
+    rest (labels, mounts, host config, each network's 13 fields) is let go as it is parsed."""
+    recorded = payload("listing")
+    engine = serve("docker", events_of("docker"))
+    engine.listing = recorded
+    listed = connect(engine).list_containers()
+    assert [summary_fingerprint(s) for s in listed] == [summary_fingerprint(s) for s in recorded]
+    assert [s["Id"] for s in listed] == [s["Id"] for s in recorded]
+    assert {key for s in listed for key in s} == {"Id", "Names", "State", "Status", "Ports", "NetworkSettings"}
+    networks = [n for s in listed for n in s["NetworkSettings"]["Networks"].values()]
+    assert networks and all(n.keys() == {"IPAddress"} for n in networks)
+
+
+def test_a_listing_that_is_no_list_of_containers_is_a_docker_error(serve: Any, connect: Any) -> None:
+    """A listing answered with something else than a JSON list raises DockerError naming the listing."""
+    engine = serve("docker", events_of("docker"))
+    source = connect(engine)
+    for answer in ({"message": "engine is busy"}, "not json ["):
+        engine.listing = answer
+        with pytest.raises(DockerError, match=r"^listing containers at unix://.*: "):
+            source.list_containers()
 
 
 def test_label_filters_are_asked_of_the_engine(serve: Any, connect: Any) -> None:
