@@ -35,6 +35,19 @@ STALE = (ConnectionResetError, BrokenPipeError)
 #: Bytes read from the socket at a time (a Docker inspect is 8-12 KiB).
 READ_SIZE = 16384
 
+_BUFFERS: deque[memoryview] = deque()
+"""The buffers ``recv_into`` fills, each used by one request at a time: as many as requests were ever in
+flight at once (8 workers: 8), where one a connection held 16 (8 to Docker, 8 to Consul), and a fresh bytes
+object per read, shrunk to what came, cost the allocator system calls."""
+
+
+def _take_buffer() -> memoryview:
+    try:
+        return _BUFFERS.pop()  # atomic: no lock
+    except IndexError:
+        return memoryview(bytearray(READ_SIZE))
+
+
 #: What a request line or a header must not hold (as ``http.client`` refuses: no header injection).
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 _UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
@@ -103,9 +116,6 @@ class Connection:
 
     def __init__(self, sock: socket.socket, host: str) -> None:
         self.sock, self.host = sock, host
-        self._buffer = memoryview(bytearray(READ_SIZE))
-        """What each ``recv_into`` fills: one buffer for the connection's life (a fresh bytes object per
-        read, shrunk to what came, costs the allocator system calls)."""
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
@@ -123,18 +133,21 @@ class Connection:
         self.sock.sendall("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + (body or b""))
         reading = _Reading()
         received = False
-        buffer = self._buffer
-        while not reading.complete:
-            size = self.sock.recv_into(buffer)
-            if not size:
-                if not received:
-                    raise http.client.RemoteDisconnected("the server closed the connection without an answer")
-                raise http.client.IncompleteRead(b"".join(reading.body))
-            received = True
-            try:
-                reading.parser.feed_data(buffer[:size])
-            except httptools.HttpParserError as e:
-                raise http.client.HTTPException(f"the answer is no valid HTTP ({e})") from None
+        buffer = _take_buffer()
+        try:
+            while not reading.complete:
+                size = self.sock.recv_into(buffer)
+                if not size:
+                    if not received:
+                        raise http.client.RemoteDisconnected("the server closed the connection without an answer")
+                    raise http.client.IncompleteRead(b"".join(reading.body))
+                received = True
+                try:
+                    reading.parser.feed_data(buffer[:size])
+                except httptools.HttpParserError as e:
+                    raise http.client.HTTPException(f"the answer is no valid HTTP ({e})") from None
+        finally:
+            _BUFFERS.append(buffer)  # httptools hands on copies: nothing refers to the buffer any more
         del reading.parser  # the parser and its callbacks refer to each other: no cycle left for the collector
         return Response(reading.status, reading.headers, b"".join(reading.body)), reading.keep
 
