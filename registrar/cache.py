@@ -36,7 +36,8 @@ DRAIN_GRACE_SECONDS = 1.0
 class Cached:
     """What registrar last learned of one container."""
 
-    fingerprint: str
+    fingerprint: int
+    """``summary_fingerprint``'s or ``inspect_fingerprint``'s; 0: none (inspect at the next listing)."""
     name: str
     services: tuple[Service, ...]
     keep: bool = False
@@ -74,7 +75,7 @@ def keeps(settings: Settings, name: str, exit_code: int | None) -> bool:
 def cached_from_inspect(
     container: Mapping[str, Any],
     settings: Settings,
-    fingerprint: str = "",
+    fingerprint: int = 0,
     owner: Mapping[str, Any] | None = None,
 ) -> Cached:
     """What the cache keeps of a ``docker inspect`` payload, with its bad labels and why it yields
@@ -106,8 +107,9 @@ _EXITED = re.compile(r"Exited \((-?\d+)\)")
 _HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 
 
-def summary_fingerprint(summary: Mapping[str, Any]) -> str:
-    """What can change in a container without a new ID, read from a ``/containers/json`` entry."""
+def summary_fingerprint(summary: Mapping[str, Any]) -> int:
+    """What can change in a container without a new ID, read from a ``/containers/json`` entry: a hash
+    (an int of 32 bytes where its text took 150, for every container the cache holds)."""
     status = str(summary.get("Status") or "")
     exited = _EXITED.search(status)
     health = _HEALTH.search(status)
@@ -121,19 +123,19 @@ def summary_fingerprint(summary: Mapping[str, Any]) -> str:
         for p in summary.get("Ports") or ()
     )
     networks = (summary.get("NetworkSettings") or {}).get("Networks") or {}
-    return repr(
+    return hash(
         (
             summary.get("State"),
             exited.group(1) if exited else "",
             health.group(1).replace("health: ", "") if health else "",
-            ports,
-            sorted((n, (v or {}).get("IPAddress") or "") for n, v in networks.items()),
-            sorted(summary.get("Names") or []),
+            tuple(ports),
+            tuple(sorted((n, (v or {}).get("IPAddress") or "") for n, v in networks.items())),
+            tuple(sorted(summary.get("Names") or [])),
         )
     )
 
 
-def inspect_fingerprint(container: Mapping[str, Any]) -> str:
+def inspect_fingerprint(container: Mapping[str, Any]) -> int:
     """The same fingerprint as summary_fingerprint, read from ``docker inspect``."""
     state = container.get("State") or {}
     settings = container.get("NetworkSettings") or {}
@@ -144,14 +146,14 @@ def inspect_fingerprint(container: Mapping[str, Any]) -> str:
             ports.append((int(number), proto, str(b.get("HostIp") or ""), int(b.get("HostPort") or 0)))
     status = state.get("Status")
     health = ((state.get("Health") or {}).get("Status") or "") if status == "running" else ""
-    return repr(
+    return hash(
         (
             status,
             str(state.get("ExitCode", "")) if status == "exited" else "",
             health,
-            sorted(ports),
-            sorted((n, (v or {}).get("IPAddress") or "") for n, v in (settings.get("Networks") or {}).items()),
-            ["/" + container_name(container)],
+            tuple(sorted(ports)),
+            tuple(sorted((n, (v or {}).get("IPAddress") or "") for n, v in (settings.get("Networks") or {}).items())),
+            ("/" + container_name(container),),
         )
     )
 
@@ -365,7 +367,7 @@ class ContainerCache:
         elif event.action == "die":
             previous = self.containers.get(event.container_id)
             name = event.name or (previous.name if previous else "")
-            self.remember(event.container_id, Cached("", name, (), keeps(self.settings, name, event.exit_code)))
+            self.remember(event.container_id, Cached(0, name, (), keeps(self.settings, name, event.exit_code)))
         elif self.to_inspect(event.container_id):
             return [event.container_id]
         return []
@@ -375,7 +377,7 @@ class ContainerCache:
     def inspect_all_again(self) -> None:
         """Forget every fingerprint, so the next listing inspects every container (a setting that
         every service depends on changed, such as the host address ``--ip eth1`` names)."""
-        self.containers = {cid: replace(cached, fingerprint="") for cid, cached in self.containers.items()}
+        self.containers = {cid: replace(cached, fingerprint=0) for cid, cached in self.containers.items()}
         for cid in self.inspecting:  # an inspect in flight was built with the old setting
             if self._after.get(cid) is None:
                 self._after[cid] = INSPECT_AGAIN
@@ -387,7 +389,7 @@ class ContainerCache:
         self.listing, self._since_listing = True, set()
         return True
 
-    def listed(self, summaries: list[dict[str, Any]] | None) -> list[tuple[str, str]]:
+    def listed(self, summaries: list[dict[str, Any]] | None) -> list[tuple[str, int]]:
         """Take a listing (None: it failed); returns (container ID, fingerprint) of each container to inspect.
 
         A container whose fingerprint is unchanged is not inspected again. One that is gone is

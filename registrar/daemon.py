@@ -581,12 +581,12 @@ class Daemon:
 
     # Work for the workers ----------------------------------------------------------------------
 
-    def _inspect(self, container_id: str, fingerprint: str = "") -> None:
+    def _inspect(self, container_id: str, fingerprint: int = 0) -> None:
         """Inspect a container on a worker (the cache has marked it in flight)."""
         self.calls["docker_inspect"] += 1
         self.workers.post(partial(self._inspected, container_id, fingerprint), partial(Inspected, container_id, None))
 
-    def _inspected(self, container_id: str, fingerprint: str) -> Inspected:
+    def _inspected(self, container_id: str, fingerprint: int) -> Inspected:
         """On a worker: inspect and translate."""
         container = self.source.inspect(container_id)
         if container is None:

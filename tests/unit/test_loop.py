@@ -730,7 +730,7 @@ def test_an_inspect_in_flight_when_the_address_changes_is_made_again(
     daemon.inbox.put(RESYNC)
     step_until(daemon, lambda: daemon.cache.listing, settled=False)
     inspect_gate.set()  # the inspect built with the old address is back before the listing
-    step_until(daemon, lambda: daemon.cache.containers[web["Id"]].fingerprint != "" and not daemon.cache.inspecting)
+    step_until(daemon, lambda: daemon.cache.containers[web["Id"]].fingerprint != 0 and not daemon.cache.inspecting)
     listing_gate.set()
     step_until(daemon, lambda: address() == "10.5.0.8")
 

@@ -54,6 +54,6 @@ def test_desired_state_kept_one_container_at_a_time_equals_it_computed_anew(
     cache = ContainerCache(Settings(hostname="h"))
     for (cid, name, ids, port), gone in steps:
         services = tuple(Service(i, i, port, container_id=cid, container_name=name + cid) for i in ids)
-        cache.remember(cid, None if gone else Cached("", name + cid, services))
+        cache.remember(cid, None if gone else Cached(0, name + cid, services))
     ordered = sorted(cache.containers.values(), key=lambda c: c.name)
     assert cache.desired == desired_state(c.services for c in ordered)[0]
