@@ -32,7 +32,6 @@ from registrar.model import (
     TtlPass,
     Write,
     health_check_id,
-    short_id,
     write_key,
 )
 from registrar.reconcile import forget_plan, kept_ids, owned_services, plan
@@ -341,7 +340,7 @@ class AgentState:
     def _registered(self, service: Service, error: ConsulError | None) -> None:
         self.replan.add(service.id)
         if error is None:
-            owned = Owned(service.id, service.digest, short_id(service.container_id))
+            owned = Owned(service.id, service.digest, service.container_id[:12])
             if self.actual is not None:
                 self.actual[service.id] = owned
             self.written_since_read = self.written_lately = True

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +20,6 @@ META_DIGEST = "registrar-digest"
 META_INSTANCE = "registrar-instance"
 """Set only under ``--instance``: a registration without it belongs to the registrar without one."""
 OWNERSHIP_KEYS = (META_SOURCE, META_HOST, META_CONTAINER, META_DIGEST, META_INSTANCE)
-
-
-def short_id(container_id: str) -> str:
-    """The first 12 characters of a container ID, as Docker prints it and Meta ``registrar-container``
-    holds it (interned: the Meta and what the agent's state keeps of each registration share it)."""
-    return sys.intern(container_id[:12])
 
 
 @dataclass(frozen=True, slots=True)

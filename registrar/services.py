@@ -6,9 +6,7 @@ are returned for the caller to log, one per bad key, each naming the container a
 
 from __future__ import annotations
 
-import functools
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +25,6 @@ from registrar.model import (
     Service,
     Tagged,
     health_check_id,
-    short_id,
 )
 from registrar.settings import Settings, ip_address_of
 
@@ -105,17 +102,8 @@ class Traced:
 
 
 def container_name(container: Mapping[str, Any]) -> str:
-    """The container's name without Docker's leading slash (interned: the cache and each of the
-    container's services hold the same string)."""
-    return sys.intern(str(container.get("Name") or "").lstrip("/") or short_id(str(container.get("Id", ""))))
-
-
-@functools.lru_cache(maxsize=512)
-def meta_pair(key: str, value: str) -> tuple[str, str]:
-    """One ``(key, value)`` of a service's Meta, the same tuple for each service that has it (most do: the
-    ownership keys, the image, compose's labels): 56 bytes a pair a service, held once. The cache is
-    bounded: a pair of one container only (its ID) passes through it."""
-    return key, value
+    """The container's name without Docker's leading slash."""
+    return str(container.get("Name") or "").lstrip("/") or str(container.get("Id", ""))[:12]
 
 
 def is_pod_infra(container: Mapping[str, Any]) -> bool:
@@ -128,7 +116,7 @@ def is_pod_infra(container: Mapping[str, Any]) -> bool:
 def image_base_name(image: str) -> str:
     """``registry:5000/gliderlabs/foo:1@sha256:..`` -> ``foo``."""
     base = image.split("@", 1)[0].rsplit("/", 1)[-1]
-    return sys.intern(base.split(":", 1)[0])  # interned: the default service name of all the image's containers
+    return base.split(":", 1)[0]
 
 
 def is_running(container: Mapping[str, Any]) -> bool:
@@ -518,8 +506,7 @@ class _Builder:
         compose project and service), each where the one before did not set the key, within Consul's
         64 keys; then a swarm task's ``SWARM_META`` and the ownership keys, which nothing replaces."""
         out: dict[str, str] = {}
-        ownership = {META_SOURCE: META_SOURCE_VALUE, META_HOST: self.settings.hostname}
-        ownership[META_CONTAINER] = short_id(self.cid)
+        ownership = {META_SOURCE: META_SOURCE_VALUE, META_HOST: self.settings.hostname, META_CONTAINER: self.cid[:12]}
         if self.settings.instance:
             ownership[META_INSTANCE] = self.settings.instance
         swarm = {key: str(self.labels[label]) for key, label in SWARM_META if self.labels.get(label)}
@@ -544,7 +531,7 @@ class _Builder:
                 out[key] = text
         out.update(swarm)
         out.update(ownership)
-        return tuple(sorted(meta_pair(key, value) for key, value in out.items()))
+        return tuple(sorted(out.items()))
 
 
 def services_from_container(
