@@ -37,8 +37,8 @@ READ_SIZE = 16384
 
 _BUFFERS: deque[memoryview] = deque()
 """The buffers ``recv_into`` fills, each used by one request at a time: as many as requests were ever in
-flight at once (8 workers: 8), where one a connection held 16 (8 to Docker, 8 to Consul), and a fresh bytes
-object per read, shrunk to what came, cost the allocator system calls."""
+flight at once (8 workers: 8). A buffer per kept connection made 16 (8 to Docker, 8 to Consul); a fresh
+bytes object per read, shrunk to what came, cost the allocator system calls."""
 
 
 def _take_buffer() -> memoryview:
