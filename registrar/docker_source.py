@@ -1,11 +1,12 @@
 """The Docker adapter: lists, inspects and streams events. Decides nothing.
 
 Uses docker-py's low-level APIClient (one keep-alive session); on a unix socket, the hot call,
-``inspect``, goes through keep-alive ``http.client`` connections of its own instead
-(registrar.transport), and so does the ``/version`` request that agrees on the API version and
-tells a Podman service from a Docker engine. On a unix socket the event stream is read with the
-standard library (``http.client``, one ``json.loads`` a line) instead of docker-py's reader, which
-reads a byte at a time. Every call made here is a read:
+``inspect``, goes through keep-alive connections of registrar's own instead (registrar.transport),
+and so do the listing (parsed keeping only what registrar reads: ``summary_only``) and the
+``/version`` request that agrees on the API version and tells a Podman service from a Docker engine.
+On a unix socket the event stream is read with the standard library (``http.client``, one
+``json.loads`` a line) instead of docker-py's reader, which reads a byte at a time. Every call made
+here is a read:
 ``GET /version``, ``/_ping``, ``/info``, ``/containers/json``, ``/containers/<id>/json`` and ``/events``,
 so registrar can run behind a read-only Docker socket proxy, but for exec probes (``exec_probe``:
 ``POST /containers/<id>/exec``, ``POST /exec/<id>/start``, ``GET /exec/<id>/json``), which only a
