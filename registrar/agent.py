@@ -139,11 +139,8 @@ class AgentState:
         self.written_since_read = bool(since)  # back while this read was out: maybe not in its answer
         known, self.actual = self.actual or {}, {}
         for service_id, found in owned_services(services, self.hostname, self.instance).items():
-            was = known.get(service_id)
-            if was is not None and was == found:  # kept as known, the answer's copy let go (0.1 MiB at 500)
-                self.actual[was.id] = was
-            else:
-                self.actual[service_id] = found
+            was = known.get(service_id)  # an equal one known is kept, the answer's copy let go (0.1 MiB at 500)
+            self.actual[service_id] = was if was == found else found
         self.forgotten = {
             i: "its host is forgotten (--forget-host)"
             for host in self.forget_hosts

@@ -149,15 +149,23 @@ class DockerSource:
         JSON) parsed whole peaked at 2.5 MiB of Python objects, and the allocator kept 0.5 MiB of it."""
         what = f"listing containers at {self.where}"
         query = urllib.parse.urlencode({"all": 1, **({"filters": json.dumps(filters)} if filters else {})})
-        try:
-            response = pool.request("GET", f"/v{self.api.api_version}/containers/json?{query}")
-            status = response.status
-            body = json.loads(response.data, object_hook=summary_only) if status == 200 else _json(response.data)
-        except (http.client.HTTPException, OSError, ValueError) as e:
-            raise DockerError(f"{what}: {_reason(e)}") from None
+        path = f"/v{self.api.api_version}/containers/json?{query}"
+        status, body = self._get_on_socket(pool, what, path, summary_only)
         if status != 200 or not isinstance(body, list):
             raise DockerError(f"{what}: the engine answered {status} ({_message(body)})")
         return body
+
+    def _get_on_socket(
+        self, pool: ConnectionPool, what: str, path: str, hook: Callable[[dict[str, Any]], Any] | None = None
+    ) -> tuple[int, Any]:
+        """``GET path`` through the pool: the status and the answer parsed (``hook``: ``json.loads``'s
+        object_hook, for a 200). Raises DockerError naming ``what``."""
+        try:
+            response = pool.request("GET", path)
+            hook = hook if response.status == 200 else None
+            return response.status, json.loads(response.data or b"null", object_hook=hook)
+        except (http.client.HTTPException, OSError, ValueError) as e:
+            raise DockerError(f"{what}: {_reason(e)}") from None
 
     def inspect(self, container_id: str) -> dict[str, Any] | None:
         """``docker inspect``, or None when the container is gone."""
@@ -174,11 +182,7 @@ class DockerSource:
     def _inspect_on_socket(self, pool: ConnectionPool, container_id: str) -> dict[str, Any] | None:
         """``GET /v<api>/containers/<id>/json`` through the pool, on the API version docker-py agreed."""
         what = f"inspecting container {container_id[:12]} at {self.where}"
-        try:
-            response = pool.request("GET", f"/v{self.api.api_version}/containers/{container_id}/json")
-            status, body = response.status, json.loads(response.data or b"null")
-        except (http.client.HTTPException, OSError, ValueError) as e:
-            raise DockerError(f"{what}: {_reason(e)}") from None
+        status, body = self._get_on_socket(pool, what, f"/v{self.api.api_version}/containers/{container_id}/json")
         if status == 404:
             return None
         if status != 200 or not isinstance(body, dict):
