@@ -1,12 +1,12 @@
 """The Docker adapter: lists, inspects and streams events. Decides nothing.
 
-Uses docker-py's low-level APIClient (one keep-alive session); on a unix socket, the hot call,
-``inspect``, goes through keep-alive connections of registrar's own instead (registrar.transport),
-and so do the listing (parsed keeping only what registrar reads: ``summary_only``) and the
-``/version`` request that agrees on the API version and tells a Podman service from a Docker engine.
-On a unix socket the event stream is read with the standard library (``http.client``, one
-``json.loads`` a line) instead of docker-py's reader, which reads a byte at a time. Every call made
-here is a read:
+On a unix socket every request goes through keep-alive connections of registrar's own
+(registrar.transport): the ``/version`` request that agrees on the API version and tells a Podman
+service from a Docker engine, the ping, ``docker info``, the listing (parsed keeping only what registrar
+reads: ``summary_only``) and the hot call, ``inspect``; the event stream is read with the standard
+library (``http.client``, one ``json.loads`` a line). docker-py is not imported there (it costs 1.7 MiB
+and ~30 ms of each start). On any other DOCKER_HOST (TCP, with or without TLS) docker-py's low-level
+APIClient does it all (one keep-alive session). Every call made here is a read:
 ``GET /version``, ``/_ping``, ``/info``, ``/containers/json``, ``/containers/<id>/json`` and ``/events``,
 so registrar can run behind a read-only Docker socket proxy, but for exec probes (``exec_probe``:
 ``POST /containers/<id>/exec``, ``POST /exec/<id>/start``, ``GET /exec/<id>/json``), which only a
@@ -24,10 +24,6 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
-
-import docker
-import docker.errors
-import requests
 
 from registrar.errors import ConfigError, DockerError
 from registrar.model import NETWORK_EVENTS, WATCHED_EVENTS, DockerEvent, ExecResult
@@ -62,13 +58,8 @@ class DockerSource:
     """Talks to one Docker engine (or Podman's Docker-compatible API)."""
 
     def __init__(self, settings: Settings, environ: Mapping[str, str], timeout: float = 10.0) -> None:
-        try:
-            kwargs: dict[str, Any] = docker.utils.kwargs_from_env(environment=dict(environ))
-        except docker.errors.DockerException as e:
-            raise ConfigError(f"Docker TLS settings (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH): {e}") from None
-        if settings.docker_host:
-            kwargs["base_url"] = settings.docker_host
-        self.where = str(kwargs.get("base_url") or "unix:///var/run/docker.sock")
+        self.where = settings.docker_host or environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        """The engine's address: ``--docker-host``, else DOCKER_HOST, else Docker's default socket."""
         self.timeout = timeout
         self.labels = [value for kind, value in settings.filters if kind == "label"]
         """``--filter label=...``, asked of the engine too: the containers the filters leave out are not
@@ -85,29 +76,47 @@ class DockerSource:
         self._probes_cancelled = False
         self._pool: ConnectionPool | None = None
         self._socket_path = ""
-        version: Any = None
+        self.api: Any = None
+        """docker-py's APIClient, off a unix socket only."""
         if self.where.startswith("unix://"):
             self._socket_path = "/" + self.where.removeprefix("unix://").lstrip("/")
             self._pool = unix_pool(self._socket_path, timeout)
-        try:
-            if self._pool is not None:
-                # /version through the pool (docker-py's "auto" leaves the socket of a failed connect
-                # to the garbage collector), then docker-py is told the version the engine offers.
+            try:
                 version = self._version_on_socket(self._pool)
                 api_version = str(version.get("ApiVersion") or "") if isinstance(version, dict) else ""
                 if not api_version:
                     raise DockerError("the answer to GET /version has no ApiVersion")
-                self.api = docker.APIClient(version=api_version, timeout=timeout, max_pool_size=16, **kwargs)
-            else:
-                self.api = docker.APIClient(version="auto", timeout=timeout, max_pool_size=16, **kwargs)
-                version = self.api.version(api_version=False)
-        except (DockerError, docker.errors.DockerException, requests.RequestException, OSError) as e:
+            except (DockerError, OSError) as e:
+                self.close()
+                raise DockerError(f"cannot reach the Docker engine at {self.where}: {_reason(e)}") from None
+        else:
+            version, api_version = self._connect_docker_py(settings, environ, timeout)
+        self.api_version = api_version
+        """The API version the engine offers (its ``/version`` ApiVersion), in every request's path."""
+        self.podman = is_podman(version)
+        """Podman's Docker-compatible API (its ``/version`` names a "Podman Engine" component)."""
+
+    def _connect_docker_py(self, settings: Settings, environ: Mapping[str, str], timeout: float) -> tuple[Any, str]:
+        """docker-py's APIClient on the engine (TLS from DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, as the
+        docker CLI reads them), agreeing on the engine's API version: its ``/version`` answer and that version."""
+        import docker
+        import docker.errors
+        import requests
+
+        try:
+            kwargs: dict[str, Any] = docker.utils.kwargs_from_env(environment=dict(environ))
+        except docker.errors.DockerException as e:
+            raise ConfigError(f"Docker TLS settings (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH): {e}") from None
+        kwargs["base_url"] = self.where
+        try:
+            self.api = docker.APIClient(version="auto", timeout=timeout, max_pool_size=16, **kwargs)
+            version = self.api.version(api_version=False)
+        except (docker.errors.DockerException, requests.RequestException, OSError) as e:
             self.close()
             raise DockerError(f"cannot reach the Docker engine at {self.where}: {_reason(e)}") from None
         # No per-request proxy/.netrc look-ups: they cost ~0.3 ms a call and the engine is no web site.
         self.api.trust_env = False
-        self.podman = is_podman(version)
-        """Podman's Docker-compatible API (its ``/version`` names a "Podman Engine" component)."""
+        return version, str(self.api.api_version)
 
     def _version_on_socket(self, pool: ConnectionPool) -> Any:
         try:
@@ -120,17 +129,37 @@ class DockerSource:
         return body
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """A docker-py call (off a unix socket); its library's errors become DockerError naming ``what``."""
+        import docker.errors
+        import requests
+
         try:
             return fn()
         except (docker.errors.DockerException, requests.RequestException, OSError) as e:
             raise DockerError(f"{what} at {self.where}: {_reason(e)}") from None
 
     def ping(self) -> None:
-        self._call("pinging the Docker engine", self.api.ping)
+        """``GET /_ping``; raises DockerError unless the engine answers OK."""
+        if self._pool is None:
+            self._call("pinging the Docker engine", self.api.ping)
+            return
+        what = f"pinging the Docker engine at {self.where}"
+        try:
+            response = self._pool.request("GET", self._path("/_ping"))  # a 200 says "OK", in plain text
+        except (http.client.HTTPException, OSError) as e:
+            raise DockerError(f"{what}: {_reason(e)}") from None
+        if response.status != 200:
+            raise DockerError(f"{what}: the engine answered {response.status} ({_message(_json(response.data))})")
 
     def host_name(self) -> str:
-        """The engine's host name (``docker info`` Name)."""
-        return str(self._call("reading docker info", self.api.info)["Name"])
+        """The engine's host name (``docker info`` Name); raises DockerError."""
+        if self._pool is None:
+            return str(self._call("reading docker info", self.api.info)["Name"])
+        what = f"reading docker info at {self.where}"
+        status, body = self._get_on_socket(self._pool, what, self._path("/info"))
+        if status != 200 or not isinstance(body, dict) or "Name" not in body:
+            raise DockerError(f"{what}: the engine answered {status} ({_message(body)})")
+        return str(body["Name"])
 
     def list_containers(self) -> list[dict[str, Any]]:
         """Summaries of all containers (``GET /containers/json?all=1``, with ``--filter label=``'s), one request.
@@ -149,7 +178,7 @@ class DockerSource:
         JSON) parsed whole peaked at 2.5 MiB of Python objects, and the allocator kept 0.5 MiB of it."""
         what = f"listing containers at {self.where}"
         query = urllib.parse.urlencode({"all": 1, **({"filters": json.dumps(filters)} if filters else {})})
-        path = f"/v{self.api.api_version}/containers/json?{query}"
+        path = self._path(f"/containers/json?{query}")
         status, body = self._get_on_socket(pool, what, path, summary_only)
         if status != 200 or not isinstance(body, list):
             raise DockerError(f"{what}: the engine answered {status} ({_message(body)})")
@@ -171,18 +200,21 @@ class DockerSource:
         """``docker inspect``, or None when the container is gone."""
         if self._pool is not None:
             return self._inspect_on_socket(self._pool, container_id)
-        try:
-            result: dict[str, Any] = self.api.inspect_container(container_id)
-        except docker.errors.NotFound:
-            return None
-        except (docker.errors.DockerException, requests.RequestException, OSError) as e:
-            raise DockerError(f"inspecting container {container_id[:12]} at {self.where}: {_reason(e)}") from None
-        return result
+        import docker.errors
+
+        def inspect() -> dict[str, Any] | None:
+            try:
+                result: dict[str, Any] = self.api.inspect_container(container_id)
+            except docker.errors.NotFound:
+                return None
+            return result
+
+        return self._call(f"inspecting container {container_id[:12]}", inspect)
 
     def _inspect_on_socket(self, pool: ConnectionPool, container_id: str) -> dict[str, Any] | None:
         """``GET /v<api>/containers/<id>/json`` through the pool, on the API version docker-py agreed."""
         what = f"inspecting container {container_id[:12]} at {self.where}"
-        status, body = self._get_on_socket(pool, what, f"/v{self.api.api_version}/containers/{container_id}/json")
+        status, body = self._get_on_socket(pool, what, self._path(f"/containers/{container_id}/json"))
         if status == 404:
             return None
         if status != 200 or not isinstance(body, dict):
@@ -260,7 +292,7 @@ class DockerSource:
                     sock.shutdown(socket.SHUT_RDWR)
 
     def _path(self, path: str) -> str:
-        return f"/v{self.api.api_version}{path}"
+        return f"/v{self.api_version}{path}"
 
     def _json_call(self, what: str, method: str, path: str, body: bytes | None, deadline: float) -> dict[str, Any]:
         """One of a probe's requests (create, inspect), answered before the probe's deadline."""
@@ -316,7 +348,7 @@ class DockerSource:
                 raise DockerError(f"{what}: the adapter is closed")
             self._stream = event_stream  # from now on close_events() reaches it, even while it opens
         try:
-            event_stream.open(f"/v{self.api.api_version}/events?{query}", what)
+            event_stream.open(self._path(f"/events?{query}"), what)
         except DockerError:
             self._forget(event_stream)
             raise
@@ -337,6 +369,10 @@ class DockerSource:
             self._forget(stream)
 
     def _read(self, stream: Any) -> Iterator[DockerEvent]:
+        """docker-py's event stream (off a unix socket)."""
+        import docker.errors
+        import requests
+
         try:
             for message in stream:
                 event = from_message(message)
