@@ -65,7 +65,7 @@ from registrar.messages import (
     WatcherExited,
     Written,
 )
-from registrar.metrics import Metrics
+from registrar.metrics import Metrics, NoMetrics
 from registrar.model import (
     HEALTH_REFRESH_SECONDS,
     NETWORK_EVENTS,
@@ -133,7 +133,8 @@ class Daemon:
     ) -> None:
         self.source, self.sink, self.settings = source, sink, settings
         self.timing = t = timing or Timing()
-        self.metrics = metrics or Metrics()
+        self.metrics: Metrics | NoMetrics = metrics or (Metrics() if settings.metrics_addr else NoMetrics())
+        """What the metrics endpoint serves; counted only when there is one (``--metrics-addr``)."""
         self.inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self.lock = threading.Lock()
         """Guards the state (cache, agent, the loop's flags) wherever a message is taken; never held

@@ -3,20 +3,23 @@
 One registry per daemon (no process-global state), served with the standard library's HTTP
 server: ``/metrics`` (Prometheus text format), ``/healthz`` (the loop turns and the Docker event
 thread runs, neither failing again and again) and ``/readyz`` (the first reconcile is done and
-Docker and Consul answer). No metric has a per-container label.
+Docker and Consul answer). No metric has a per-container label. A daemon whose metrics nothing
+serves (no ``--metrics-addr``) counts nothing (``NoMetrics``): prometheus_client and ``http.server``
+are imported only by a daemon that serves them (1.4 MiB and ~20 ms of each start).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from registrar import __version__
+
+if TYPE_CHECKING:
+    from http.server import BaseHTTPRequestHandler
 
 log = structlog.get_logger("registrar")
 
@@ -25,6 +28,8 @@ class Metrics:
     """The daemon's metrics, in a registry of their own."""
 
     def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = CollectorRegistry()
         r = self.registry
         self.events = Counter("registrar_docker_events", "Docker container events received.", ["action"], registry=r)
@@ -47,10 +52,37 @@ class Metrics:
         self.build.labels(version=__version__).set(1)
 
 
+class Uncounted:
+    """A metric nobody reads: takes prometheus_client's calls (``labels``, ``inc``, ``set``, ``observe``)
+    and keeps nothing."""
+
+    def labels(self, *values: str) -> Uncounted:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+
+class NoMetrics:
+    """The metrics of a daemon that serves none (no ``--metrics-addr``): each is Uncounted."""
+
+    def __init__(self) -> None:
+        self.events = self.consul_ops = self.reconcile = self.probe_runs = Uncounted()
+        self.services = self.docker_up = self.consul_up = self.events
+
+
 class HealthServer:
     """Serves /metrics, /healthz and /readyz on ``addr`` (host:port) in a background thread."""
 
     def __init__(self, addr: str, metrics: Metrics, unhealthy: Callable[[], str], not_ready: Callable[[], str]) -> None:
+        from http.server import ThreadingHTTPServer
+
         host, _, port = addr.rpartition(":")
         handler = _handler(metrics, unhealthy, not_ready)
         self.server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), handler)
@@ -70,6 +102,10 @@ class HealthServer:
 def _handler(
     metrics: Metrics, unhealthy: Callable[[], str], not_ready: Callable[[], str]
 ) -> type[BaseHTTPRequestHandler]:
+    from http.server import BaseHTTPRequestHandler
+
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]

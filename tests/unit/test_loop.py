@@ -276,10 +276,11 @@ def test_hung_stream_is_replaced_and_relisted(started: Any) -> None:
 
 
 def test_metrics_and_readiness(started: Any) -> None:
-    """Metrics count events and Consul operations; readiness follows the first reconcile and Consul."""
+    """With a metrics address, metrics count events and Consul operations; readiness follows the first
+    reconcile and Consul."""
     web = payload("web")
     docker, consul = MemoryDocker(), MemoryConsul()
-    daemon = started(docker, consul)
+    daemon = started(docker, consul, replace(S, metrics_addr="127.0.0.1:9102"))
     assert daemon.not_ready() == "initial reconcile not done yet"
     step_until(daemon, daemon.ready.is_set)
     docker.containers[web["Id"]] = web
