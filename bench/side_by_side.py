@@ -40,9 +40,10 @@ from bench.bench import Bench, Registrar, pct, registered_all, wait_until
 HERE = Path(__file__).resolve().parent
 STANDIN = HERE.parent / "build" / "standin"
 FLOOR = HERE / "floor.py"
-LIBRARIES = "docker,requests,consul.base,structlog,prometheus_client,click"
+LIBRARIES = "requests,consul.base,structlog,click"
 """The libraries ``registrar run`` imports before its first request: what the floor imports first for
-the cold-start row that measures their cost (``floor.py -import``)."""
+the cold-start row that measures their cost (``floor.py -import``). Not docker-py (imported only for a
+TCP DOCKER_HOST) nor prometheus_client (only with ``--metrics-addr``)."""
 
 Target = tuple[str, float]
 """A target against another daemon: ("floor" or "Go", the largest ratio registrar may have to it).
