@@ -90,13 +90,13 @@ class DockerSource:
                 self.close()
                 raise DockerError(f"cannot reach the Docker engine at {self.where}: {_reason(e)}") from None
         else:
-            version, api_version = self._connect_docker_py(settings, environ, timeout)
+            version, api_version = self._connect_docker_py(environ, timeout)
         self.api_version = api_version
         """The API version the engine offers (its ``/version`` ApiVersion), in every request's path."""
         self.podman = is_podman(version)
         """Podman's Docker-compatible API (its ``/version`` names a "Podman Engine" component)."""
 
-    def _connect_docker_py(self, settings: Settings, environ: Mapping[str, str], timeout: float) -> tuple[Any, str]:
+    def _connect_docker_py(self, environ: Mapping[str, str], timeout: float) -> tuple[Any, str]:
         """docker-py's APIClient on the engine (TLS from DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, as the
         docker CLI reads them), agreeing on the engine's API version: its ``/version`` answer and that version."""
         import docker
@@ -212,7 +212,7 @@ class DockerSource:
         return self._call(f"inspecting container {container_id[:12]}", inspect)
 
     def _inspect_on_socket(self, pool: ConnectionPool, container_id: str) -> dict[str, Any] | None:
-        """``GET /v<api>/containers/<id>/json`` through the pool, on the API version docker-py agreed."""
+        """``GET /v<api>/containers/<id>/json`` through the pool, on the engine's API version."""
         what = f"inspecting container {container_id[:12]} at {self.where}"
         status, body = self._get_on_socket(pool, what, self._path(f"/containers/{container_id}/json"))
         if status == 404:
