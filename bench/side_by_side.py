@@ -40,10 +40,11 @@ from bench.bench import Bench, Registrar, pct, registered_all, wait_until
 HERE = Path(__file__).resolve().parent
 STANDIN = HERE.parent / "build" / "standin"
 FLOOR = HERE / "floor.py"
-LIBRARIES = "requests,consul.base,structlog,click"
+LIBRARIES = "requests,consul.base,structlog,click,prometheus_client,http.server"
 """The libraries ``registrar run`` imports before its first request: what the floor imports first for
-the cold-start row that measures their cost (``floor.py -import``). Not docker-py (imported only for a
-TCP DOCKER_HOST) nor prometheus_client (only with ``--metrics-addr``)."""
+the cold-start row that measures their cost (``floor.py -import``). prometheus_client and http.server
+because the metrics are on by default (as the bench runs registrar); not docker-py (imported only for
+a TCP DOCKER_HOST)."""
 
 Target = tuple[str, float]
 """A target against another daemon: ("floor" or "Go", the largest ratio registrar may have to it).

@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import structlog
@@ -29,6 +29,10 @@ from registrar.lifecycle import ExitCode, Shutdown, capture_signals, retry_at_st
 from registrar.model import OWNERSHIP_KEYS, Deregister, Register
 from registrar.services import FILTER_KINDS, MAX_META_KEYS, MAX_META_VALUE, META_KEY
 from registrar.settings import DEREGISTER_MODES, Settings, parse_registry_uri
+
+if TYPE_CHECKING:
+    from registrar.daemon import Daemon
+    from registrar.metrics import HealthServer
 
 log = structlog.get_logger("registrar")
 COMMANDS = ("run", "sync", "plan", "explain")
@@ -383,11 +387,11 @@ def limit_malloc_arenas() -> Callable[[], object] | None:
         return None
 
 
-def _serve_health(addr: str, daemon: Any) -> Any:
+def _serve_health(addr: str, daemon: Daemon) -> HealthServer | None:
     """Start the metrics/health server; a taken port is logged, and registrar runs on without it."""
-    from registrar.metrics import HealthServer
+    from registrar.metrics import HealthServer, Metrics
 
-    if not addr:
+    if not addr or not isinstance(daemon.metrics, Metrics):  # the daemon counts when there is an address
         return None
     try:
         server = HealthServer(addr, daemon.metrics, daemon.unhealthy, daemon.not_ready)

@@ -5,12 +5,13 @@ On a unix socket every request goes through keep-alive connections of registrar'
 service from a Docker engine, the ping, ``docker info``, the listing (parsed keeping only what registrar
 reads: ``summary_only``) and the hot call, ``inspect``; the event stream is read with the standard
 library (``http.client``, one ``json.loads`` a line). docker-py is not imported there (it costs 1.7 MiB
-and ~30 ms of each start). On any other DOCKER_HOST (TCP, with or without TLS) docker-py's low-level
-APIClient does it all (one keep-alive session). Every call made here is a read:
-``GET /version``, ``/_ping``, ``/info``, ``/containers/json``, ``/containers/<id>/json`` and ``/events``,
-so registrar can run behind a read-only Docker socket proxy, but for exec probes (``exec_probe``:
-``POST /containers/<id>/exec``, ``POST /exec/<id>/start``, ``GET /exec/<id>/json``), which only a
-container's ``SERVICE_CHECK_EXEC`` asks for. Library errors become DockerError here.
+and ~30 ms of each start). On any other DOCKER_HOST (``tcp://`` with or without TLS, ``ssh://``,
+docker-py's ``http+unix://``) docker-py's low-level APIClient does it all (one keep-alive session).
+Every call made here is a read: ``GET /version``, ``/_ping``, ``/info``, ``/containers/json``,
+``/containers/<id>/json`` and ``/events``, so registrar can run behind a read-only Docker socket
+proxy, but for exec probes (``exec_probe``: ``POST /containers/<id>/exec``, ``POST /exec/<id>/start``,
+``GET /exec/<id>/json``), which only a container's ``SERVICE_CHECK_EXEC`` asks for. Library errors
+become DockerError here.
 """
 
 from __future__ import annotations
@@ -104,10 +105,10 @@ class DockerSource:
         import requests
 
         try:
-            kwargs: dict[str, Any] = docker.utils.kwargs_from_env(environment=dict(environ))
+            # DOCKER_HOST set: docker-py reads an empty mapping as "use os.environ".
+            kwargs: dict[str, Any] = docker.utils.kwargs_from_env(environment={**environ, "DOCKER_HOST": self.where})
         except docker.errors.DockerException as e:
             raise ConfigError(f"Docker TLS settings (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH): {e}") from None
-        kwargs["base_url"] = self.where
         try:
             self.api = docker.APIClient(version="auto", timeout=timeout, max_pool_size=16, **kwargs)
             version = self.api.version(api_version=False)
@@ -157,8 +158,10 @@ class DockerSource:
             return str(self._call("reading docker info", self.api.info)["Name"])
         what = f"reading docker info at {self.where}"
         status, body = self._get_on_socket(self._pool, what, self._path("/info"))
-        if status != 200 or not isinstance(body, dict) or "Name" not in body:
+        if status != 200 or not isinstance(body, dict):
             raise DockerError(f"{what}: the engine answered {status} ({_message(body)})")
+        if "Name" not in body:
+            raise DockerError(f"{what}: the answer has no Name")
         return str(body["Name"])
 
     def list_containers(self) -> list[dict[str, Any]]:
@@ -396,17 +399,16 @@ class DockerSource:
                 stream.close()
 
     def close(self) -> None:
-        """Close the event stream, the probes' and the inspect pool's connections and docker-py's
-        session; idempotent."""
+        """Close the event stream, the probes' and the pool's connections and docker-py's session (TCP);
+        idempotent."""
         with self._lock:
             self._closed = True
         self.cancel_probes()
         self.close_events()
         if self._pool is not None:
             self._pool.close()
-        api = getattr(self, "api", None)
-        if api is not None:
-            api.close()
+        if self.api is not None:
+            self.api.close()
 
 
 JSON_HEADERS = {"Content-Type": "application/json"}

@@ -11,6 +11,7 @@ import gc
 import io
 import json
 import queue
+import re
 import socketserver
 import subprocess
 import sys
@@ -84,13 +85,16 @@ def events_of(engine: str, then: str = "end") -> Stream:
 
 class Scripted(socketserver.BaseServer):
     """What the stand-in engine answers and what it saw: ``/version`` (the recorded answer of ``kind``),
-    the event stream (``stream``), OK for ``/_ping``, 404 for a container, ``{}`` for Consul's
-    ``/v1/agent/services``, ``listing`` (none by default) for ``/containers/json``."""
+    the event stream (``stream``), OK for ``/_ping`` (or ``ping_status``), ``info`` for ``/info``, 404 for
+    a container, ``{}`` for Consul's ``/v1/agent/services``, ``listing`` (none by default) for
+    ``/containers/json``."""
 
     def __init__(self, kind: str, stream: Stream) -> None:
         self.version = payload("versions")[kind]
         self.stream = stream
         self.listing: Any = []
+        self.ping_status = 200
+        self.info: Any = {"Name": "stand-in"}
         self.requests: list[str] = []
         self.connections = 0
         self.changed = threading.Condition()
@@ -152,9 +156,10 @@ class Handler(socketserver.StreamRequestHandler):
             if path == "/version":
                 self.answer(200, self.server.version)
             elif path.endswith("/_ping"):
-                self.answer(200, "OK")
+                ok = self.server.ping_status == 200
+                self.answer(self.server.ping_status, "OK" if ok else {"message": "engine shutting down"})
             elif path.endswith("/info"):
-                self.answer(200, {"Name": "stand-in"})
+                self.answer(200, self.server.info)
             elif path == "/v1/agent/services":
                 self.answer(200, {})
             elif path.endswith("/containers/json"):
@@ -588,6 +593,21 @@ print("imported:", sorted(m for m in ("docker", "prometheus_client", "http.serve
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == ["stand-in [] None start", "imported: []"]
+
+
+def test_a_refused_ping_or_an_info_without_name_names_the_engine(serve: Any, connect: Any) -> None:
+    """On a unix socket, a ping the engine refuses and a ``docker info`` without a Name are DockerErrors
+    that name the engine and what it answered (the start waits and retries on them)."""
+    engine = serve("docker", events_of("docker"))
+    source = connect(engine)
+    engine.ping_status, engine.info = 500, {"ID": "stand-in"}
+    where = re.escape(f"unix://{engine.server_address}")
+    with pytest.raises(
+        DockerError, match=rf"^pinging the Docker engine at {where}: the engine answered 500 \(engine shutting down\)$"
+    ):
+        source.ping()
+    with pytest.raises(DockerError, match=rf"^reading docker info at {where}: the answer has no Name$"):
+        source.host_name()
 
 
 def test_consul_sink_close_closes_its_connections(serve: Any) -> None:
