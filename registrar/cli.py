@@ -16,7 +16,6 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -332,14 +331,13 @@ def run(**params: Any) -> None:
     """Run the daemon: reconcile at start, then follow Docker events until SIGTERM/SIGINT."""
     from registrar.daemon import Daemon
 
-    trim = limit_malloc_arenas()
     shutdown = Shutdown()
     with capture_signals(shutdown):
         connected = _connect(params, shutdown)
         if connected is None:  # stopped while waiting for Docker or Consul
             sys.exit(ExitCode.OK)
         settings, source, sink = connected
-        daemon = Daemon(source, sink, settings, shutdown=shutdown, trim=trim)
+        daemon = Daemon(source, sink, settings, shutdown=shutdown)
         s = settings
         # What start-up made (modules, clients) lives as long as the process: the collector skips it
         # from now on, so a full collection during a burst walks only what the daemon made since. No
@@ -362,29 +360,6 @@ def run(**params: Any) -> None:
             source.close()
             sink.close()
     sys.exit(ExitCode.OK)
-
-
-MALLOC_ARENAS = 1
-"""glibc's malloc arenas for the daemon (its default is 8 per core). registrar's threads allocate
-while they hold the GIL, so a second arena buys no parallelism, and each arena keeps freed memory of
-its own: with one, 50 -> 500 containers grew the process by 1.6-1.7 MiB against 2.2-2.6 with two,
-for the same CPU per start (README, "Performance": what is not met, memory)."""
-
-
-def limit_malloc_arenas() -> Callable[[], object] | None:
-    """``mallopt(M_ARENA_MAX, MALLOC_ARENAS)`` before any thread starts (unless ``MALLOC_ARENA_MAX`` is set
-    in the environment: glibc took it already); glibc's ``malloc_trim(0)``, for the daemon to give free
-    memory back now and then. Nothing, and None, where libc is not glibc (musl has no arenas to limit)."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        if not os.environ.get("MALLOC_ARENA_MAX"):
-            libc.mallopt(-8, MALLOC_ARENAS)  # -8: M_ARENA_MAX
-        libc.malloc_trim.argtypes = [ctypes.c_size_t]
-        return partial(libc.malloc_trim, 0)
-    except (OSError, AttributeError):
-        return None
 
 
 def _serve_health(addr: str, daemon: Daemon) -> HealthServer | None:
@@ -529,12 +504,34 @@ def _describe(s: Any) -> str:
     return " ".join(words)
 
 
+def command_first(args: list[str]) -> list[str]:
+    """The command line with its command first: options given before the command move after it
+    (``--log-level debug sync URI`` is ``sync --log-level debug URI``), and a line without a command
+    runs the daemon (``-ip 10.0.0.1 consul://...``, as registrator is invoked). An option's value is
+    never taken for the command (``--hostname plan`` names a host)."""
+    if args and args[0] in ("-h", "--help", "--version"):
+        return args
+    takes_value = {
+        name
+        for command in cli.commands.values()
+        for param in command.params
+        if isinstance(param, click.Option) and not param.is_flag
+        for name in param.opts
+    }
+    at = 0
+    while at < len(args):
+        word = args[at]
+        if word == "--" or not word.startswith("-"):
+            break
+        at += 2 if word in takes_value else 1  # ``--ip=X`` is one word
+    if at < len(args) and args[at] in COMMANDS:
+        return [args[at], *args[:at], *args[at + 1 :]]
+    return ["run", *args]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point; a command line without a command means ``run`` (registrator style)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    first = args[0] if args else ""
-    if first not in COMMANDS and first not in ("-h", "--help", "--version"):
-        args.insert(0, "run")
+    args = command_first(list(sys.argv[1:] if argv is None else argv))
     try:
         code = cli.main(args=args, prog_name="registrar", standalone_mode=False)
     except click.UsageError as e:  # a bad option or value: one line, not click's usage block

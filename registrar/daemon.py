@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -85,7 +83,7 @@ from registrar.reconcile import owned_filter
 from registrar.services import container_name, network_owner
 from registrar.settings import Settings
 from registrar.watcher import EventWatcher
-from registrar.workers import Workers
+from registrar.workers import WORKERS, Workers
 
 log = structlog.get_logger("registrar")
 
@@ -128,8 +126,7 @@ class Daemon:
         timing: Timing | None = None,
         metrics: Metrics | None = None,
         shutdown: Shutdown | None = None,
-        workers: int = 8,
-        trim: Callable[[], object] | None = None,
+        workers: int = WORKERS,
     ) -> None:
         self.source, self.sink, self.settings = source, sink, settings
         self.timing = t = timing or Timing()
@@ -146,11 +143,6 @@ class Daemon:
         self.workers = Workers(self.deliver, workers)
         self.prober = Prober(source, self.deliver)
         """Runs the exec probes (``SERVICE_CHECK_EXEC``) of a running daemon on threads of its own."""
-        self.trim = trim
-        """Gives the allocator's free memory back to the system (``malloc_trim``), a few seconds after each
-        parsed read of the agent (at rest after a burst, after a full reconcile): what a burst and the parse
-        of every service left free (0.3 MiB at 500 containers)."""
-        self._trimmed_after = -math.inf
         self.shutdown = shutdown or Shutdown()
         self.shutdown.wake_also(self.inbox)
         self.stopping = threading.Event()
@@ -311,11 +303,6 @@ class Daemon:
         if probe:
             self._next_probe = now + self.timing.consul_probe
             self._ping_docker_if_idle(now)  # a request: never under the lock
-            # read_at is written where the read is taken (a worker, under the lock): read here without
-            # the lock, a stale value only moves the trim to the next tick.
-            if self.trim is not None and self.agent.read_at != self._trimmed_after:
-                self._trimmed_after = self.agent.read_at
-                self.trim()
         with self.lock:
             self._turn(messages, probe, now)
         self._post(self._due_writes)

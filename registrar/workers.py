@@ -1,40 +1,36 @@
-"""The workers: a pool of threads that run the loop's requests to Docker and Consul and post the results.
+"""The workers: a ``concurrent.futures`` thread pool that runs the loop's requests to Docker and Consul.
 
 Each piece of work returns one message, which the worker hands to ``deliver`` (the daemon's: it
 takes a result that succeeded at once, under its lock, and passes the rest to the loop); an
-exception the work raises is turned into a message too (``failed``), so a worker never dies and
-the loop decides what an error means. The workers own no state.
-
-The threads take their work from one ``queue.SimpleQueue`` (C code end to end) and count the idle
-ones under one plain lock, where ``concurrent.futures`` makes a Future and its Condition for each
-piece of work (3 % of registrar's CPU in a burst of starts, measured: README, "Performance").
+exception the work raises is turned into a message too (``failed``), so the loop decides what an
+error means. The workers own no state; the exec probes run on a pool of the same kind
+(registrar.probes).
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from registrar.messages import Message
 
-Work = tuple[Callable[[], Message], Callable[[Exception], Message]]
+WORKERS = 8
+"""Requests in flight at once: each waits on Docker or Consul, not on the CPU."""
 
 
 class Workers:
     """Up to ``size`` threads, started as work comes, that hand their results to ``deliver``."""
 
-    def __init__(self, deliver: Callable[[Message], None], size: int = 8) -> None:
+    def __init__(self, deliver: Callable[[Message], None], size: int = WORKERS) -> None:
         self.deliver = deliver
         self.size = size
-        self._queue: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._idle = 0
-        """Threads done with their work and not yet claimed by a ``post`` (under ``_lock``), as
-        ``concurrent.futures`` counts them: a post claims one, or starts a thread when none is left."""
-        self._lock = threading.Lock()
-        self._closed = False
         self._local = threading.local()
+        self._pool = ThreadPoolExecutor(size, thread_name_prefix="registrar-worker", initializer=self._mark)
+        self._closed = False
+
+    def _mark(self) -> None:
+        self._local.worker = True
 
     def post(self, work: Callable[[], Message], failed: Callable[[Exception], Message]) -> None:
         """Run ``work`` on a thread and deliver its message; an exception ``e`` delivers ``failed(e)``.
@@ -42,30 +38,14 @@ class Workers:
         Nothing is run once the workers are closed (the daemon is stopping)."""
         if self._closed:
             return
-        self._queue.put((work, failed))
-        with self._lock:
-            if self._idle:
-                self._idle -= 1  # a waiting thread takes it
-            elif len(self._threads) < self.size and not self._closed:
-                thread = threading.Thread(target=self._run, name=f"registrar-worker_{len(self._threads)}", daemon=True)
-                self._threads.append(thread)
-                thread.start()
-            # else every thread is busy: the work waits for the first that is done
+        try:
+            self._pool.submit(self._do, work, failed)
+        except RuntimeError:  # closed meanwhile, by another thread
+            return
 
     def on_worker(self) -> bool:
         """Whether the calling thread is one of these workers."""
         return getattr(self._local, "worker", False)
-
-    def _run(self) -> None:
-        self._local.worker = True
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            self._do(*item)
-            # Nothing of the last piece of work stays alive while the thread waits for the next (a
-            # read of 500 services held 0.3 MiB on an idle worker).
-            item = None
 
     def _do(self, work: Callable[[], Message], failed: Callable[[Exception], Message]) -> None:
         try:
@@ -73,20 +53,8 @@ class Workers:
         except Exception as e:  # reported to the loop, which decides (a Docker or Consul error is retried)
             message = failed(e)
         self.deliver(message)
-        with self._lock:
-            self._idle += 1
 
     def close(self) -> None:
-        """Wait for the work in flight; drop what has not started."""
-        with self._lock:
-            self._closed = True
-            threads = list(self._threads)
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        for _ in threads:
-            self._queue.put(None)
-        for thread in threads:
-            thread.join()
+        """Wait for the work in flight (each request has its own timeout); drop what has not started."""
+        self._closed = True
+        self._pool.shutdown(wait=True, cancel_futures=True)

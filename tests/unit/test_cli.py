@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from registrar import __version__
-from registrar.cli import build_settings, cli, limit_malloc_arenas, main, run, sync
+from registrar.cli import build_settings, cli, main, run, sync
 from registrar.settings import ConsulTarget, Settings
 from tests.unit.fakes import MemoryConsul, MemoryDocker
 from tests.unit.payloads import payload
@@ -164,6 +164,24 @@ def test_no_command_means_run(monkeypatch: pytest.MonkeyPatch) -> None:
     assert exit_info.value.code == 3
 
 
+def test_options_before_the_command_belong_to_it(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """``registrar --log-level error --retry-attempts 0 sync --docker-host X`` runs sync with those options (here:
+    Docker unreachable, exit 4), as a click user expects, instead of "Got unexpected extra argument"."""
+    args = ["--log-level", "error", "--retry-attempts", "0", "sync", "--docker-host", f"unix://{tmp_path}/none.sock"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 4, capsys.readouterr().err
+    assert "cannot reach the Docker engine" in capsys.readouterr().err
+
+
+def test_an_option_value_that_names_a_command_is_a_value(capsys: pytest.CaptureFixture[str]) -> None:
+    """``registrar --hostname plan zk://x:1`` runs the daemon for host "plan" (and fails on the URI), not ``plan``."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--hostname", "plan", "-tags", "sync", "zk://x:1"])
+    assert exit_info.value.code == 3
+    assert "unknown registry URI scheme 'zk'" in capsys.readouterr().err
+
+
 def test_run_leaves_signal_handlers_as_it_found_them() -> None:
     """registrar run that exits (here on bad configuration) restores the SIGINT/SIGTERM handlers it replaced."""
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
@@ -278,9 +296,3 @@ def test_explain_docker_unreachable_is_exit_4(tmp_path: Any) -> None:
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_the_daemon_gets_glibcs_malloc_trim() -> None:
-    """On glibc (this machine, the image), ``registrar run`` hands the daemon ``malloc_trim(0)``, which
-    answers 0 or 1 (whether memory went back to the system)."""
-    trim = limit_malloc_arenas()
-    assert trim is not None, "no malloc_trim from glibc"
-    assert trim() in (0, 1)

@@ -776,25 +776,3 @@ def test_a_label_problem_is_logged_once_while_it_holds(started: Any) -> None:
         step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
     problems = [e["key"] for e in logs if e["event"] == "container_label_problem"]
     assert problems == ["label SERVICE_CHECK_INTERVAL"] * 2, problems
-
-
-def test_free_memory_is_given_back_once_after_each_parsed_read(started: Any) -> None:
-    """The loop's tick after a parsed read of the agent gives the allocator's free memory back (``trim``),
-    once; reads that are not parsed give none back (a trim walks the heap)."""
-    docker, consul = MemoryDocker(payload("web")), MemoryConsul()
-    daemon = started(docker, consul)
-    trims: list[int] = []
-    daemon.trim = lambda: trims.append(consul.parsed_reads)
-    step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
-    daemon.timing = replace(FAST, consul_probe=3600)  # the reads below only
-    for _ in range(4):
-        read_agent(daemon)
-    assert trims == list(range(1, consul.parsed_reads + 1)), "one trim after each parsed read"
-    parsed, trimmed = consul.parsed_reads, list(trims)
-    for _ in range(3):
-        read_agent(daemon)
-    assert consul.parsed_reads == parsed and trims == trimmed, "no trim after reads not parsed"
-    consul.restart()  # a new agent process: the next read is parsed
-    read_agent(daemon)
-    read_agent(daemon)
-    assert consul.parsed_reads == parsed + 1 and trims == [*trimmed, parsed + 1]
