@@ -2,15 +2,19 @@
 # Start the Docker engine and a Consul dev agent on loopback if they are not running already,
 # and build the FROM-scratch busybox image the demo and tests use. With Podman installed, also
 # serve its Docker-compatible API on a socket of its own (REGISTRAR_PODMAN_SOCKET) and load the
-# image into it. Meant to be sourced after deploy/bootstrap.sh; `services_stop` stops only what
-# `services_start` started.
+# image into it. With REGISTRAR_WITH_DOCKER26=1 (tests/run.sh sets it; the benchmarks and the demo
+# do not), also start Docker 26 as deploy/bootstrap.sh unpacked it (REGISTRAR_DOCKER26) on a socket
+# (REGISTRAR_DOCKER26_SOCKET), data, bridge and containerd of its own, and load the image into it.
+# Meant to be sourced after deploy/bootstrap.sh; `services_stop` stops only what `services_start`
+# started.
 #
 # REGISTRAR_STATE (default /tmp/registrar-services) keeps the pid and log files.
 
 REGISTRAR_STATE="${REGISTRAR_STATE:-/tmp/registrar-services}"
 REGISTRAR_TEST_IMAGE="${REGISTRAR_TEST_IMAGE:-registrar-test/busybox:2}"
 REGISTRAR_PODMAN_SOCKET="${REGISTRAR_PODMAN_SOCKET:-$REGISTRAR_STATE/podman.sock}"
-export REGISTRAR_STATE REGISTRAR_TEST_IMAGE REGISTRAR_PODMAN_SOCKET
+REGISTRAR_DOCKER26_SOCKET="${REGISTRAR_DOCKER26_SOCKET:-$REGISTRAR_STATE/docker26.sock}"
+export REGISTRAR_STATE REGISTRAR_TEST_IMAGE REGISTRAR_PODMAN_SOCKET REGISTRAR_DOCKER26_SOCKET
 mkdir -p "$REGISTRAR_STATE"
 _started=()
 
@@ -46,6 +50,38 @@ services_start() {
     fi
     build_test_image
     start_podman
+    start_docker26
+}
+
+# Docker 26 beside the engine above, as tests/fleet.py runs its hosts' engines: its own data and exec
+# roots (so its own containerd, which it starts), its own bridge and subnet, no iptables rules (the
+# first engine owns those; docker-proxy publishes the ports), ports published on 127.0.0.1 like the
+# first engine's (tests expect a port published without an address there). PATH: trixie's
+# containerd, shims and docker-proxy first, then bookworm's runc. tests/integration/harness.py's
+# Docker26Engine restarts it with the same command: keep the two in step.
+DOCKER26_BRIDGE=regdocker26
+DOCKER26_SUBNET=172.29.26.1/24
+start_docker26() {
+    [ "${REGISTRAR_WITH_DOCKER26:-}" = 1 ] || return 0
+    local root="$REGISTRAR_STATE/docker26"
+    if ! curl -fsS --unix-socket "$REGISTRAR_DOCKER26_SOCKET" http://docker/_ping >/dev/null 2>&1; then
+        echo "services: starting Docker 26 (log: $REGISTRAR_STATE/docker26.log)" >&2
+        if [ ! -e "/sys/class/net/$DOCKER26_BRIDGE" ]; then
+            ip link add "$DOCKER26_BRIDGE" type bridge && ip addr add "$DOCKER26_SUBNET" dev "$DOCKER26_BRIDGE" \
+                && ip link set "$DOCKER26_BRIDGE" up || return 1
+        fi
+        mkdir -p "$root"
+        (cd / && PATH="$REGISTRAR_DOCKER26/usr/sbin:$REGISTRAR_DOCKER26/usr/bin:$PATH" exec \
+            "$REGISTRAR_DOCKER26/usr/sbin/dockerd" -H "unix://$REGISTRAR_DOCKER26_SOCKET" \
+            --data-root "$root/data" --exec-root "$root/exec" --pidfile "$root/dockerd.pid" \
+            --bridge "$DOCKER26_BRIDGE" --ip 127.0.0.1 --iptables=false \
+            --userland-proxy-path "$REGISTRAR_DOCKER26/usr/sbin/docker-proxy") >"$REGISTRAR_STATE/docker26.log" 2>&1 &
+        echo $! >"$REGISTRAR_STATE/docker26.pid"
+        _started+=(docker26)
+        _wait_for 60 "Docker 26" curl -fsS --unix-socket "$REGISTRAR_DOCKER26_SOCKET" http://docker/_ping || return 1
+    fi
+    docker -H "unix://$REGISTRAR_DOCKER26_SOCKET" image inspect "$REGISTRAR_TEST_IMAGE" >/dev/null 2>&1 \
+        || docker save "$REGISTRAR_TEST_IMAGE" | docker -H "unix://$REGISTRAR_DOCKER26_SOCKET" load -q >/dev/null
 }
 
 # Podman as root in this kind of VM refuses its default rlimits: a containers.conf of the test
@@ -94,5 +130,9 @@ services_stop() {
         for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         rm -f "$REGISTRAR_STATE/$name.pid"
     done
+    # Docker 26's bridge, once its engine is gone (its data stays in REGISTRAR_STATE, for the next start).
+    if [[ " ${_started[*]} " == *" docker26 "* ]]; then
+        ip link del "$DOCKER26_BRIDGE" 2>/dev/null || true
+    fi
     _started=()
 }

@@ -56,20 +56,11 @@ class ServiceSink(Protocol):
         """``GET /v1/agent/services``: every service registered with the agent, by ID."""
         ...
 
-    @property
-    def connections_opened(self) -> int:
-        """Connections opened to the agent so far: while it stands still, the same agent process answers
-        (a restart closes every connection)."""
-        ...
-
-    def read_services(
-        self, unless: int = 0, filter: str = "", same_agent: int = -1
-    ) -> tuple[int, dict[str, Any] | None]:
+    def read_services(self, unless: int = 0, filter: str = "") -> tuple[int, dict[str, Any] | None]:
         """``GET /v1/agent/services``: (a digest of the answer, every service by ID, or those Consul's
         ``filter`` expression selects: an agent may send more, as one older than 1.4 does; of each service
-        its ``Meta`` at least, all the loop reads of it); the services are
-        None, the answer not parsed, when the digest is ``unless`` (the answer that digest was made of), or
-        when ``connections_opened`` is still ``same_agent`` after the answer."""
+        its ``Meta`` at least, all the loop reads of it); the services are None, the answer not parsed,
+        when the digest is ``unless`` (the answer that digest was made of)."""
         ...
 
     def register(self, service: Service) -> None: ...

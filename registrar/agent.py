@@ -10,7 +10,6 @@ write's result. No I/O happens here; the loop runs the writes on its workers.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Collection, Mapping, Set
 from dataclasses import dataclass, field
@@ -89,53 +88,32 @@ class AgentState:
     written_since_read: bool = False
     """A registration or deregistration is back (or a health update failed) since the last read was
     taken: the next read is parsed whatever its digest, and every service planned (an agent that
-    restarted may answer what it answered before that write), unless the same agent process answers
-    (``start_read``)."""
-    read_opened: int = -1
-    """``ServiceSink.connections_opened`` before the last parsed read was sent (-1: none parsed yet)."""
-    read_at: float = -math.inf
-    """When the last parsed read was taken (``time.monotonic``)."""
-    written_lately: bool = False
-    """A registration or deregistration came back since the last read, parsed or not, was sent."""
-    parse_next: bool = False
-    """A health update failed: the next read is parsed (and every service planned), as after a restart."""
+    restarted may answer what it answered before that write)."""
     _since_read: dict[str, Owned | None] = field(default_factory=dict)
     """Writes back since the read in flight was asked for (it may predate them): ID -> registered or None."""
 
-    def start_read(self, full: bool, now: float, every: float) -> tuple[int, int] | None:
-        """Start a read of the agent, unless one is out (None): what need not be parsed of its answer,
-        ``ServiceSink.read_services``'s ``unless`` and ``same_agent`` (``full``: parse any answer).
+    def start_read(self, full: bool) -> int | None:
+        """Start a read of the agent, unless one is out (None): ``ServiceSink.read_services``'s ``unless``, the
+        digest of an answer not to parse (0: parse any answer).
 
-        ``unless``: the last parsed answer's digest, when nothing came back since that it lacks.
-        ``same_agent``: the ``connections_opened`` count of the last parsed read, when only registrar's
-        registrations and deregistrations came back since, and still come back (since the last read),
-        and that read is less than ``every`` seconds old. While no connection to the agent was opened
-        since that read, the agent is the process that answered it (a restart closes every connection):
-        the writes explain the answer, and ``actual`` holds them. A registration removed by someone else
-        while writes go on is found by the read parsed once they stop, or ``every`` seconds on.
+        That is the last parsed answer's digest while nothing came back since that it lacks: the same
+        answer then means the same registrations. Once a registration or deregistration came back (or a
+        health update failed), the next answer is parsed whatever it is: only what the agent answers
+        tells whether it still holds them (an agent that restarted and lost them may answer what it
+        answered before they were written). A full reconcile's read (``full``) is always parsed.
         """
         if self.reading:
             return None
-        lately, self.written_lately = self.written_lately, False
         self.reading, self._since_read = True, {}
-        if full:
-            return 0, -1
-        unless = 0 if self.written_since_read else self.read_digest
-        trusted = lately and self.written_since_read and not self.parse_next and now - self.read_at < every
-        return unless, self.read_opened if trusted else -1
+        return 0 if full or self.written_since_read else self.read_digest
 
-    def read(
-        self, services: Mapping[str, Any] | None, digest: int = 0, opened: int = -1, at: float = -math.inf
-    ) -> None:
-        """Take a read of the agent (None: it failed), with the writes back since it was asked for on top.
-
-        ``opened``: ``ServiceSink.connections_opened`` before the read was sent; ``at``: now (monotonic)."""
+    def read(self, services: Mapping[str, Any] | None, digest: int = 0) -> None:
+        """Take a read of the agent (None: it failed), with the writes back since it was asked for on top."""
         self.reading = False
         since, self._since_read = self._since_read, {}
         if services is None:
             return
-        self.plan_all, self.read_digest, self.read_opened, self.read_at = True, digest, opened, at
-        self.parse_next = False
+        self.plan_all, self.read_digest = True, digest
         self.written_since_read = bool(since)  # back while this read was out: maybe not in its answer
         known, self.actual = self.actual or {}, {}
         for service_id, found in owned_services(services, self.hostname, self.instance).items():
@@ -157,13 +135,10 @@ class AgentState:
                 self.actual[service_id] = owned
 
     def read_unchanged(self) -> None:
-        """Take a read that was not parsed (``start_read``'s ``unless`` or ``same_agent``): nothing to do.
-
-        Either no registration or deregistration came back since the last parsed read, whose answer
-        this one is, or the same agent process answered and only registrar's writes came back: either
-        way ``actual`` and ``forgotten`` are what that read and the writes back since make, and every
-        service was planned after that read (``plan_all``). A write back while this read was out is in
-        ``actual`` already."""
+        """Take a read that was not parsed: its answer is the last parsed one's (``start_read``'s ``unless``),
+        and no registration or deregistration came back since that read was taken, so ``actual`` and
+        ``forgotten`` are what it made, and every service was planned after it (``plan_all``). A write
+        back while this read was out is in ``actual`` already."""
         self.reading, self._since_read = False, {}
 
     def plan(self, desired: Mapping[str, Service], kept: Set[str], only: Collection[str] | None = None) -> list[Action]:
@@ -297,7 +272,7 @@ class AgentState:
                     return
                 if self.actual is not None:
                     self.actual.pop(service_id, None)
-                self.written_since_read = self.written_lately = True
+                self.written_since_read = True
                 if self.reading:
                     self._since_read[service_id] = None
                 self.forgotten.pop(service_id, None)
@@ -327,7 +302,7 @@ class AgentState:
             case HealthUpdate(health=health):
                 if error is not None:
                     log.warning("health_update_failed", check_id=health.check_id, error=str(error))
-                    self.written_since_read = self.parse_next = True  # sent again after the next read
+                    self.written_since_read = True  # sent again after the next read
                     return
                 before = self.health_sent.get(health.check_id)
                 self.health_sent[health.check_id] = health
@@ -340,7 +315,7 @@ class AgentState:
             owned = Owned(service.id, service.digest, service.container_id[:12])
             if self.actual is not None:
                 self.actual[service.id] = owned
-            self.written_since_read = self.written_lately = True
+            self.written_since_read = True
             if self.reading:
                 self._since_read[service.id] = owned
             self.maintenance.discard(service.id)  # replace-existing-checks dropped it; a drain puts it back

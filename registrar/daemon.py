@@ -94,9 +94,6 @@ class Timing:
 
     consul_probe: float = 3.0
     """Between reads of the agent's services (restores what an agent restart lost)."""
-    consul_parse_every: float = 30.0
-    """While registrar's writes keep coming back from the same agent process, a read is parsed this often:
-    it finds a registration removed by someone else meanwhile (``AgentState.start_read``)."""
     idle_ping: float = 15.0
     """A quiet event stream for this long gets the engine pinged (a stream can hang)."""
     retry_first: float = 0.2
@@ -384,13 +381,13 @@ class Daemon:
                 if error is None:
                     self._set_docker_up(True)  # only a listing says so (no flapping on a resubscription)
                 self._note(error, errors)
-            case AgentRead(services=services, digest=digest, error=error, opened=opened):
+            case AgentRead(services=services, digest=digest, error=error):
                 if error is not None:
                     self.agent.read(None)
                 elif services is None:
                     self.agent.read_unchanged()
                 else:
-                    self.agent.read(services, digest, opened, time.monotonic())
+                    self.agent.read(services, digest)
                 if error is None:
                     self._set_consul_up(True)
                     self._holding = False  # the agent's state is known again: what failed is planned afresh
@@ -587,26 +584,23 @@ class Daemon:
 
     def _read_agent(self, full: bool = False) -> None:
         """Read the agent's services on a worker (one read at a time). The periodic read skips an answer
-        the same as the last parsed one's, or one that only registrar's writes changed (``AgentState.start_read``);
+        the same as the last parsed one's while no write came back since (``AgentState.start_read``);
         a full reconcile's takes every answer."""
-        basis = self.agent.start_read(full, time.monotonic(), self.timing.consul_parse_every)
-        if basis is not None:
+        unless = self.agent.start_read(full)
+        if unless is not None:
             self.calls["consul_read"] += 1
-            unless, same_agent = basis
-            opened = self.sink.connections_opened
-            self.workers.post(partial(self._read, unless, same_agent, opened), partial(AgentRead, {}, 0))
+            self.workers.post(partial(self._read, unless), partial(AgentRead, {}, 0))
 
-    def _read(self, unless: int, same_agent: int, opened: int) -> AgentRead:
+    def _read(self, unless: int) -> AgentRead:
         """On a worker: ``GET /v1/agent/services``, filtered by the agent to this host's registrations (and
-        the forgotten hosts'), not parsed when its digest is ``unless`` or the same agent process answered
-        (``same_agent``); ``opened``: the sink's ``connections_opened`` before it was sent."""
+        the forgotten hosts'), not parsed when its digest is ``unless``."""
         try:
-            digest, services = self.sink.read_services(unless, self._owned_filter, same_agent)
+            digest, services = self.sink.read_services(unless, self._owned_filter)
         except ConsulError:
             self._consul_ops["read", "error"].inc()
             raise
         self._consul_ops["read", "ok"].inc()
-        return AgentRead(services, digest, opened=opened)
+        return AgentRead(services, digest)
 
     def _follow_changes(self) -> None:
         """What changes in the cache call for besides writes: inspects of the containers that share the

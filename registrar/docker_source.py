@@ -1,35 +1,37 @@
-"""The Docker adapter: lists, inspects and streams events. Decides nothing.
+"""The Docker adapter: lists, inspects, streams events and runs exec probes on one engine. Decides nothing.
 
-On a unix socket every request goes through keep-alive connections of registrar's own
-(registrar.transport): the ``/version`` request that agrees on the API version and tells a Podman
-service from a Docker engine, the ping, ``docker info``, the listing (parsed keeping only what registrar
-reads: ``summary_only``) and the hot call, ``inspect``; the event stream is read with the standard
-library (``http.client``, one ``json.loads`` a line). docker-py is not imported there (it costs 1.7 MiB
-and ~30 ms of each start). On any other DOCKER_HOST (``tcp://`` with or without TLS, ``ssh://``,
-docker-py's ``http+unix://``) docker-py's low-level APIClient does it all (one keep-alive session).
-Every call made here is a read: ``GET /version``, ``/_ping``, ``/info``, ``/containers/json``,
-``/containers/<id>/json`` and ``/events``, so registrar can run behind a read-only Docker socket
-proxy, but for exec probes (``exec_probe``: ``POST /containers/<id>/exec``, ``POST /exec/<id>/start``,
-``GET /exec/<id>/json``), which only a container's ``SERVICE_CHECK_EXEC`` asks for. Library errors
-become DockerError here.
+docker-py's low-level ``APIClient`` makes the connection and every request, whatever DOCKER_HOST names
+(``unix://``, ``tcp://`` with or without TLS from DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, ``ssh://``), on
+the API version the engine offers (its ``/version`` ApiVersion: engines refuse versions below their
+minimum, Docker 29's is 1.44). The listing and the inspect (one per container event) are sent on the
+urllib3 connection pool of docker-py's own adapter for that engine, which skips requests' per-call cost.
+Every call is a read (``/version``, ``/_ping``, ``/info``, ``/containers/json``, ``/containers/<id>/json``,
+``/events``), so registrar can run behind a read-only socket proxy, but for exec probes (``exec_probe``),
+which only a container's ``SERVICE_CHECK_EXEC`` asks for. Library errors become DockerError here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import socket
+import struct
 import threading
 import time
+import traceback
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
+import docker
+import docker.constants
+import docker.errors
+import requests
+import urllib3
+
 from registrar.errors import ConfigError, DockerError
 from registrar.model import NETWORK_EVENTS, WATCHED_EVENTS, DockerEvent, ExecResult
 from registrar.settings import Settings
-from registrar.transport import ConnectionPool, UnixHTTPConnection, unix_pool
 
 T = TypeVar("T")
 
@@ -56,12 +58,15 @@ PODMAN_NETWORK_FILTERS = {"type": ["container", "network"]}
 
 
 class DockerSource:
-    """Talks to one Docker engine (or Podman's Docker-compatible API)."""
+    """Talks to one Docker engine (or Podman's Docker-compatible API) through docker-py."""
 
     def __init__(self, settings: Settings, environ: Mapping[str, str], timeout: float = 10.0) -> None:
+        """Connect and agree on the API version; ConfigError for bad TLS settings, DockerError when the
+        engine cannot be reached or does not answer ``/version``."""
         self.where = settings.docker_host or environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         """The engine's address: ``--docker-host``, else DOCKER_HOST, else Docker's default socket."""
         self.timeout = timeout
+        """Seconds each request may take (the event stream, once answered, has no timeout)."""
         self.labels = [value for kind, value in settings.filters if kind == "label"]
         """``--filter label=...``, asked of the engine too: the containers the filters leave out are not
         listed, and (on Docker, when no network events are followed: those carry no labels) send no
@@ -69,267 +74,221 @@ class DockerSource:
         self.networks = settings.internal or any(kind == "network" for kind, _ in settings.filters)
         """Follow network events too: with ``--internal`` a container's addresses are registered, and
         ``--filter network=NAME`` selects containers by their networks."""
-        self._stream: Any = None
-        """The open event stream: an EventStream, or docker-py's on other transports."""
         self._lock = threading.Lock()
         self._closed = False
-        self._probe_sockets: set[socket.socket] = set()
+        self._stream: Any = None
+        """The open event stream (docker-py's CancellableStream), which ``close_events()`` ends."""
+        self._subscription = 0
+        """Counts ``close_events()`` calls: a subscription answered after one is ended at once."""
+        self._probes: set[Any] = set()
+        """The exec streams being read, which ``cancel_probes()`` ends."""
         self._probes_cancelled = False
-        self._pool: ConnectionPool | None = None
-        self._socket_path = ""
-        self.api: Any = None
-        """docker-py's APIClient, off a unix socket only."""
-        if self.where.startswith("unix://"):
-            self._socket_path = "/" + self.where.removeprefix("unix://").lstrip("/")
-            self._pool = unix_pool(self._socket_path, timeout)
-            try:
-                version = self._version_on_socket(self._pool)
-                api_version = str(version.get("ApiVersion") or "") if isinstance(version, dict) else ""
-                if not api_version:
-                    raise DockerError("the answer to GET /version has no ApiVersion")
-            except (DockerError, OSError) as e:
-                self.close()
-                raise DockerError(f"cannot reach the Docker engine at {self.where}: {_reason(e)}") from None
-        else:
-            version, api_version = self._connect_docker_py(environ, timeout)
-        self.api_version = api_version
-        """The API version the engine offers (its ``/version`` ApiVersion), in every request's path."""
-        self.podman = is_podman(version)
-        """Podman's Docker-compatible API (its ``/version`` names a "Podman Engine" component)."""
-
-    def _connect_docker_py(self, environ: Mapping[str, str], timeout: float) -> tuple[Any, str]:
-        """docker-py's APIClient on the engine (TLS from DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, as the
-        docker CLI reads them), agreeing on the engine's API version: its ``/version`` answer and that version."""
-        import docker
-        import docker.errors
-        import requests
-
         try:
             # DOCKER_HOST set: docker-py reads an empty mapping as "use os.environ".
             kwargs: dict[str, Any] = docker.utils.kwargs_from_env(environment={**environ, "DOCKER_HOST": self.where})
         except docker.errors.DockerException as e:
             raise ConfigError(f"Docker TLS settings (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH): {e}") from None
+        self.api: Any = None
+        """docker-py's APIClient on the engine's API version: one requests session, its adapter's urllib3 pool."""
         try:
-            self.api = docker.APIClient(version="auto", timeout=timeout, max_pool_size=16, **kwargs)
-            version = self.api.version(api_version=False)
-        except (docker.errors.DockerException, requests.RequestException, OSError) as e:
+            # The version is agreed by a client whose version no request uses (``/version`` has none), so
+            # that the environment's proxies and REQUESTS_CA_BUNDLE never apply (docker-py's "auto" asks
+            # before trust_env can be turned off, and would verify a TLS engine against that bundle).
+            with contextlib.closing(_client(kwargs, docker.constants.DEFAULT_DOCKER_API_VERSION, timeout)) as asking:
+                version = asking.version(api_version=False)
+            if not isinstance(version, dict) or not version.get("ApiVersion"):
+                raise DockerError("the answer to GET /version has no ApiVersion")
+            self.api = _client(kwargs, str(version["ApiVersion"]), timeout)
+            self._pool = self._connection_pool()
+        except (
+            docker.errors.DockerException,
+            requests.RequestException,
+            urllib3.exceptions.HTTPError,
+            OSError,
+            DockerError,
+        ) as e:
+            _close_failed_connect(e)
             self.close()
             raise DockerError(f"cannot reach the Docker engine at {self.where}: {_reason(e)}") from None
-        # No per-request proxy/.netrc look-ups: they cost ~0.3 ms a call and the engine is no web site.
-        self.api.trust_env = False
-        return version, str(self.api.api_version)
+        self.api_version = str(self.api.api_version)
+        """The API version the engine offers (its ``/version`` ApiVersion), in every request's path."""
+        self.podman = is_podman(version)
+        """Podman's Docker-compatible API (its ``/version`` names a "Podman Engine" component)."""
+        self._headers = {"User-Agent": str(self.api.headers.get("User-Agent", "registrar"))}
 
-    def _version_on_socket(self, pool: ConnectionPool) -> Any:
-        try:
-            response = pool.request("GET", "/version")
-            status, body = response.status, json.loads(response.data or b"null")
-        except (http.client.HTTPException, ValueError) as e:
-            raise DockerError(_reason(e)) from None
-        if status != 200:
-            raise DockerError(f"the engine answered {status} to GET /version ({_message(body)})")
-        return body
+    def _connection_pool(self) -> Any:
+        """The urllib3 pool that docker-py's requests adapter keeps for the engine, with the session's
+        TLS settings applied as requests applies them (it is the adapter's: ``api.close()`` closes it)."""
+        url = f"{self.api.base_url}/"
+        adapter = self.api.get_adapter(url)
+        verify, cert = self.api.verify, self.api.cert
+        if hasattr(adapter, "get_connection_with_tls_context"):  # requests >= 2.32.2, docker-py's adapters
+            pool = adapter.get_connection_with_tls_context(requests.Request("GET", url).prepare(), verify, None, cert)
+        else:  # requests 2.31's own adapter (tcp://)
+            pool = adapter.get_connection(url)
+        adapter.cert_verify(pool, url, verify, cert)
+        return pool
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """A docker-py call (off a unix socket); its library's errors become DockerError naming ``what``."""
-        import docker.errors
-        import requests
-
+        """``fn()``, its libraries' errors raised as DockerError naming ``what`` and the engine."""
         try:
             return fn()
-        except (docker.errors.DockerException, requests.RequestException, OSError) as e:
+        except docker.errors.APIError as e:
+            message = e.explanation or "no message"
+            raise DockerError(f"{what} at {self.where}: the engine answered {e.status_code} ({message})") from None
+        except (
+            docker.errors.DockerException,
+            requests.RequestException,
+            urllib3.exceptions.HTTPError,
+            OSError,
+            ValueError,
+        ) as e:
+            _close_failed_connect(e)
             raise DockerError(f"{what} at {self.where}: {_reason(e)}") from None
+
+    def _get(self, path: str, hook: Callable[[dict[str, Any]], Any] | None = None) -> tuple[int, Any]:
+        """``GET /v<api><path>`` on the adapter's pool: the status and the answer parsed (``hook``:
+        ``json.loads``'s object_hook, for a 200; another status's body may be text). Raises the libraries' errors."""
+        url = f"/v{self.api_version}{path}"
+        try:
+            response = self._pool.urlopen(
+                "GET", url, headers=self._headers, retries=False, redirect=False, timeout=self.timeout
+            )
+        except urllib3.exceptions.ClosedPoolError:
+            # docker-py's unix and ssh adapters keep a pool per URL and close the least recently made
+            # beyond ``num_pools``: the adapter makes this one again.
+            if self._closed:
+                raise
+            self._pool = self._connection_pool()
+            response = self._pool.urlopen(
+                "GET", url, headers=self._headers, retries=False, redirect=False, timeout=self.timeout
+            )
+        if response.status != 200:
+            return response.status, _json(response.data)
+        return 200, json.loads(response.data, object_hook=hook)
 
     def ping(self) -> None:
         """``GET /_ping``; raises DockerError unless the engine answers OK."""
-        if self._pool is None:
-            self._call("pinging the Docker engine", self.api.ping)
-            return
-        what = f"pinging the Docker engine at {self.where}"
-        try:
-            response = self._pool.request("GET", self._path("/_ping"))  # a 200 says "OK", in plain text
-        except (http.client.HTTPException, OSError) as e:
-            raise DockerError(f"{what}: {_reason(e)}") from None
-        if response.status != 200:
-            raise DockerError(f"{what}: the engine answered {response.status} ({_message(_json(response.data))})")
+        self._call("pinging the Docker engine", self.api.ping)
 
     def host_name(self) -> str:
         """The engine's host name (``docker info`` Name); raises DockerError."""
-        if self._pool is None:
-            return str(self._call("reading docker info", self.api.info)["Name"])
-        what = f"reading docker info at {self.where}"
-        status, body = self._get_on_socket(self._pool, what, self._path("/info"))
-        if status != 200 or not isinstance(body, dict):
-            raise DockerError(f"{what}: the engine answered {status} ({_message(body)})")
-        if "Name" not in body:
-            raise DockerError(f"{what}: the answer has no Name")
-        return str(body["Name"])
+        info = self._call("reading docker info", self.api.info)
+        if not isinstance(info, dict) or "Name" not in info:
+            raise DockerError(f"reading docker info at {self.where}: the answer has no Name")
+        return str(info["Name"])
 
     def list_containers(self) -> list[dict[str, Any]]:
-        """Summaries of all containers (``GET /containers/json?all=1``, with ``--filter label=``'s), one request.
-
-        On a unix socket each summary keeps only what ``summary_only`` keeps, as it is parsed."""
-        filters = {"label": self.labels} if self.labels else None
-        if self._pool is not None:
-            return self._list_on_socket(self._pool, filters)
-        result: list[dict[str, Any]] = self._call(
-            "listing containers", lambda: self.api.containers(all=True, filters=filters)
+        """Summaries of all containers (``GET /containers/json?all=1``, with ``--filter label=``'s), one
+        request; each keeps only what ``summary_only`` keeps, as it is parsed (500 containers are 0.5 MB of
+        JSON). Raises DockerError."""
+        what = "listing containers"
+        query = urllib.parse.urlencode(
+            {"all": 1, **({"filters": json.dumps({"label": self.labels})} if self.labels else {})}
         )
-        return result
-
-    def _list_on_socket(self, pool: ConnectionPool, filters: dict[str, list[str]] | None) -> list[dict[str, Any]]:
-        """``GET /v<api>/containers/json`` through the pool: the whole answer of 500 containers (0.5 MB of
-        JSON) parsed whole peaked at 2.5 MiB of Python objects, and the allocator kept 0.5 MiB of it."""
-        what = f"listing containers at {self.where}"
-        query = urllib.parse.urlencode({"all": 1, **({"filters": json.dumps(filters)} if filters else {})})
-        path = self._path(f"/containers/json?{query}")
-        status, body = self._get_on_socket(pool, what, path, summary_only)
+        status, body = self._call(what, lambda: self._get(f"/containers/json?{query}", summary_only))
         if status != 200 or not isinstance(body, list):
-            raise DockerError(f"{what}: the engine answered {status} ({_message(body)})")
+            raise DockerError(f"{what} at {self.where}: the engine answered {status} ({_message(body)})")
         return body
 
-    def _get_on_socket(
-        self, pool: ConnectionPool, what: str, path: str, hook: Callable[[dict[str, Any]], Any] | None = None
-    ) -> tuple[int, Any]:
-        """``GET path`` through the pool: the status and the answer parsed (``hook``: ``json.loads``'s
-        object_hook, for a 200). Raises DockerError naming ``what``."""
-        try:
-            response = pool.request("GET", path)
-            hook = hook if response.status == 200 else None
-            return response.status, json.loads(response.data or b"null", object_hook=hook)
-        except (http.client.HTTPException, OSError, ValueError) as e:
-            raise DockerError(f"{what}: {_reason(e)}") from None
-
     def inspect(self, container_id: str) -> dict[str, Any] | None:
-        """``docker inspect``, or None when the container is gone."""
-        if self._pool is not None:
-            return self._inspect_on_socket(self._pool, container_id)
-        import docker.errors
-
-        def inspect() -> dict[str, Any] | None:
-            try:
-                result: dict[str, Any] = self.api.inspect_container(container_id)
-            except docker.errors.NotFound:
-                return None
-            return result
-
-        return self._call(f"inspecting container {container_id[:12]}", inspect)
-
-    def _inspect_on_socket(self, pool: ConnectionPool, container_id: str) -> dict[str, Any] | None:
-        """``GET /v<api>/containers/<id>/json`` through the pool, on the engine's API version."""
-        what = f"inspecting container {container_id[:12]} at {self.where}"
-        status, body = self._get_on_socket(pool, what, self._path(f"/containers/{container_id}/json"))
+        """``docker inspect`` (``GET /containers/<id>/json``), or None when the container is gone; DockerError."""
+        what = f"inspecting container {container_id[:12]}"
+        path = f"/containers/{urllib.parse.quote(container_id, safe='')}/json"
+        status, body = self._call(what, lambda: self._get(path))
         if status == 404:
             return None
         if status != 200 or not isinstance(body, dict):
-            raise DockerError(f"{what}: the engine answered {status} ({_message(body)})")
+            raise DockerError(f"{what} at {self.where}: the engine answered {status} ({_message(body)})")
         return body
 
     def exec_probe(self, container_id: str, args: tuple[str, ...], timeout: float, output_max: int) -> ExecResult:
         """Run ``args`` in the container (Docker's exec API: create, start, inspect; no shell, no TTY) and
-        wait at most ``timeout`` seconds: the exit code (None when cut at the timeout) and up to
-        ``output_max`` bytes of stdout and stderr as they came (the rest is read and dropped). Raises
+        read its output for ``timeout`` seconds at most: the exit code (None when cut at the timeout) and up
+        to ``output_max`` bytes of stdout and stderr as they came (the rest is read and dropped). Raises
         DockerError when the engine refuses (the container is not running: 409), cannot be reached,
         or ``cancel_probes()`` ended the run.
 
         Docker has no call to stop an exec: a command cut at its timeout runs on in the container."""
-        what = f"running a probe in container {container_id[:12]} at {self.where}"
-        if not self._socket_path:
-            return self._exec_with_docker_py(what, container_id, args, output_max)
+        what = f"running a probe in container {container_id[:12]}"
         deadline = time.monotonic() + timeout
-        body = {"Cmd": list(args), "AttachStdout": True, "AttachStderr": True, "Tty": False}
-        created = self._json_call(what, "POST", f"/containers/{container_id}/exec", json.dumps(body).encode(), deadline)
+        self._refuse_when_cancelled(what)
+        created = self._call(what, lambda: self.api.exec_create(container_id, list(args), stdout=True, stderr=True))
         exec_id = str(created["Id"])
-        output = Demultiplexer(output_max)
-        with self._probe_connection(what, deadline) as (connection, sock):
-            try:
-                payload = json.dumps({"Detach": False, "Tty": False}).encode()
-                connection.request("POST", self._path(f"/exec/{exec_id}/start"), body=payload, headers=JSON_HEADERS)
-                response = connection.getresponse()
-                if response.status != 200:
-                    message = _message(_json(response.read()))
-                    raise DockerError(f"{what}: the engine answered {response.status} ({message})")
-                while data := _read_before(sock, response, deadline):
-                    output.feed(data)
-            except TimeoutError:
-                return ExecResult(None, output.text())
-            except (http.client.HTTPException, OSError) as e:
-                raise DockerError(f"{what}: {_reason(e)}") from None
-        state = self._json_call(what, "GET", f"/exec/{exec_id}/json", None, deadline)
+        stream = self._call(what, lambda: self._exec_output(exec_id, max(0.01, deadline - time.monotonic())))
+        cut = threading.Event()
+
+        def at_deadline() -> None:
+            cut.set()
+            _cut(stream)
+
+        # The output is read with no timeout: shutting the socket down at the deadline ends the read.
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), at_deadline)
+        with self._lock:
+            self._probes.add(stream)
+        kept = bytearray()
+        try:
+            self._refuse_when_cancelled(what)
+            watchdog.start()
+            for data in stream:  # each frame's payload, stdout and stderr as they came; ends at EOF or shutdown
+                room = output_max - len(kept)
+                if room > 0:
+                    kept += data[:room]
+        except (struct.error, requests.RequestException, urllib3.exceptions.HTTPError, ValueError) as e:
+            if not cut.is_set():  # a stream cut in a frame's head at the deadline has ended
+                self._refuse_when_cancelled(what)
+                raise DockerError(f"{what} at {self.where}: {_reason(e)}") from None
+        finally:
+            watchdog.cancel()
+            with self._lock:
+                self._probes.discard(stream)
+            _end(stream)
+        output = kept.decode("utf-8", "replace")
+        self._refuse_when_cancelled(what)
+        if cut.is_set():
+            return ExecResult(None, output)
+        state = self._call(what, lambda: self.api.exec_inspect(exec_id))
         code = state.get("ExitCode")
         if state.get("Running") or not isinstance(code, int):
-            return ExecResult(None, output.text())
-        return ExecResult(code, output.text())
+            return ExecResult(None, output)
+        return ExecResult(code, output)
 
-    @contextlib.contextmanager
-    def _probe_connection(self, what: str, deadline: float) -> Iterator[tuple[UnixHTTPConnection, socket.socket]]:
-        """A connection of its own for one of a probe's requests, with the probe's deadline, and its
-        socket, which ``cancel_probes()`` can shut from another thread (the connection lets go of it
-        once a response that ends with the connection has begun: the response holds it then)."""
-        connection = UnixHTTPConnection(self._socket_path, max(0.01, deadline - time.monotonic()))
+    def _exec_output(self, exec_id: str, timeout: float) -> Any:
+        """``POST /exec/<id>/start`` (attached, no TTY) on the session: docker-py's CancellableStream of the
+        frames' payloads, read through the response rather than the socket under it (docker-py's exec_start
+        reads the socket and loses the output its HTTP reader took with the answer's head: docker/docker-py#3332).
+        The engine has ``timeout`` seconds to answer; raises APIError when it refuses."""
+        url = f"{self.api.base_url}/v{self.api_version}/exec/{urllib.parse.quote(exec_id, safe='')}/start"
+        response = self.api.post(url, json={"Detach": False, "Tty": False}, stream=True, timeout=timeout)
+        if response.status_code != 200:
+            with contextlib.closing(response):
+                raise docker.errors.APIError(f"{response.status_code}", response, _message(_json(response.content)))
+        return docker.types.CancellableStream(self.api._multiplexed_response_stream_helper(response), response)
+
+    def _refuse_when_cancelled(self, what: str) -> None:
         with self._lock:
             if self._probes_cancelled:
-                raise DockerError(f"{what}: registrar is stopping")
-        try:
-            connection.connect()
-        except OSError as e:
-            connection.close()
-            raise DockerError(f"{what}: {_reason(e)}") from None
-        sock = connection.sock
-        assert sock is not None
-        with self._lock:
-            self._probe_sockets.add(sock)
-        try:
-            yield connection, sock
-        finally:
-            with self._lock:
-                self._probe_sockets.discard(sock)
-            connection.close()
-            sock.close()
+                raise DockerError(f"{what} at {self.where}: registrar is stopping")
 
     def cancel_probes(self) -> None:
-        """End every probe's request in flight at once, and refuse new ones (registrar is stopping)."""
+        """End every probe's output stream in flight at once, and refuse new probes (registrar is stopping)."""
         with self._lock:
             self._probes_cancelled = True
-            for sock in self._probe_sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def _path(self, path: str) -> str:
-        return f"/v{self.api_version}{path}"
-
-    def _json_call(self, what: str, method: str, path: str, body: bytes | None, deadline: float) -> dict[str, Any]:
-        """One of a probe's requests (create, inspect), answered before the probe's deadline."""
-        with self._probe_connection(what, deadline) as (connection, _):
-            try:
-                connection.request(method, self._path(path), body=body, headers=JSON_HEADERS if body else {})
-                response = connection.getresponse()
-                status, answer = response.status, _json(response.read())
-            except (http.client.HTTPException, OSError) as e:
-                raise DockerError(f"{what}: {_reason(e)}") from None
-        if status not in (200, 201) or not isinstance(answer, dict):
-            raise DockerError(f"{what}: the engine answered {status} ({_message(answer)})")
-        return answer
-
-    def _exec_with_docker_py(self, what: str, container_id: str, args: tuple[str, ...], output_max: int) -> ExecResult:
-        """On a TCP endpoint: docker-py's exec calls (the probe's timeout is the client's)."""
-
-        def run() -> ExecResult:
-            exec_id = self.api.exec_create(container_id, list(args))["Id"]
-            output = self.api.exec_start(exec_id)
-            code = self.api.exec_inspect(exec_id).get("ExitCode")
-            return ExecResult(code if isinstance(code, int) else None, output[:output_max].decode("utf-8", "replace"))
-
-        return self._call(what, run)
+            probes = list(self._probes)
+        for stream in probes:
+            _cut(stream)
 
     def events(self) -> Iterator[DockerEvent]:
         """Subscribe to container events now, from a second or two ago (``REPLAY_S``), so a listing
-        made afterwards misses nothing; the iterator then yields events until the stream ends.
+        made afterwards misses nothing; the iterator then yields events until the stream ends (an engine
+        that goes away ends it too: docker-py reads a broken stream as ended).
 
-        Raises DockerError when the subscription fails; the iterator raises it when the stream breaks.
+        Raises DockerError when the subscription fails; the iterator raises it when a read fails otherwise.
         On a Docker engine only the watched events are subscribed to; on Podman every container event
         is, and the watched ones are picked here (``PODMAN_FILTERS``). With ``--internal``, a
         network's ``connect`` and ``disconnect`` too, as events about the container they name.
         """
+        what = "subscribing to Docker events"
         if self.podman:
             filters = PODMAN_NETWORK_FILTERS if self.networks else PODMAN_FILTERS
         else:
@@ -337,218 +296,116 @@ class DockerSource:
             if self.labels and not self.networks:
                 filters = {**filters, "label": self.labels}
         since = int(time.time()) - REPLAY_S
-        if not self._socket_path:
-            stream = self._call(
-                "subscribing to Docker events", lambda: self.api.events(decode=True, filters=filters, since=since)
-            )
-            self._stream = stream
-            return self._read(stream)
-        query = urllib.parse.urlencode({"since": since, "filters": json.dumps(filters, separators=(",", ":"))})
-        what = f"subscribing to Docker events at {self.where}"
-        event_stream = EventStream(self._socket_path, self.timeout)
         with self._lock:
             if self._closed:
-                raise DockerError(f"{what}: the adapter is closed")
-            self._stream = event_stream  # from now on close_events() reaches it, even while it opens
-        try:
-            event_stream.open(self._path(f"/events?{query}"), what)
-        except DockerError:
-            self._forget(event_stream)
-            raise
-        return self._read_lines(event_stream)
-
-    def _read_lines(self, stream: EventStream) -> Iterator[DockerEvent]:
-        try:
-            for line in stream.lines(f"Docker event stream at {self.where}"):
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    continue  # not an event: skipped
-                if isinstance(message, dict):
-                    event = from_message(message)
-                    if event is not None:
-                        yield event
-        finally:
-            self._forget(stream)
+                raise DockerError(f"{what} at {self.where}: the adapter is closed")
+            subscription = self._subscription
+        # Lines are parsed here rather than by docker-py (decode=True), so a line that is no JSON is
+        # skipped instead of ending the stream.
+        stream = self._call(what, lambda: self.api.events(decode=False, filters=filters, since=since))
+        response = stream._response  # docker-py reads the answer's status only at the first event
+        with self._lock:
+            current = not self._closed and subscription == self._subscription
+            if current and response.status_code == 200:
+                self._stream = stream
+        if not current:  # close_events() while the engine answered
+            _end(stream)
+            return iter(())
+        if response.status_code != 200:
+            try:
+                message = _message(_json(response.content))
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+                message = "no message"
+            _end(stream)
+            raise DockerError(f"{what} at {self.where}: the engine answered {response.status_code} ({message})")
+        return self._read(stream)
 
     def _read(self, stream: Any) -> Iterator[DockerEvent]:
-        """docker-py's event stream (off a unix socket)."""
-        import docker.errors
-        import requests
-
+        """The events in docker-py's raw event stream (chunks of JSON lines), until it ends or is closed."""
+        pending = b""
         try:
-            for message in stream:
-                event = from_message(message)
-                if event is not None:
-                    yield event
-        except (docker.errors.DockerException, requests.RequestException, OSError, ValueError) as e:
+            for data in stream:
+                if self._stream is not stream:
+                    return  # close_events(): what was buffered already is dropped
+                lines = (pending + (data.encode() if isinstance(data, str) else data)).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    event = _event(line)
+                    if event is not None:
+                        yield event
+            event = _event(pending) if self._stream is stream else None
+            if event is not None:
+                yield event
+        except (docker.errors.DockerException, requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
             raise DockerError(f"Docker event stream at {self.where}: {_reason(e)}") from None
         finally:
-            self._forget(stream)
-
-    def _forget(self, stream: Any) -> None:
-        with self._lock:
-            if self._stream is stream:
-                self._stream = None
+            with self._lock:
+                if self._stream is stream:
+                    self._stream = None
+            _end(stream)
 
     def close_events(self) -> None:
-        """Unblock a thread reading events() at once; safe to call from another thread."""
-        stream = self._stream
+        """End the event stream: a thread reading events() returns at once, without an error; a subscription
+        waiting for the engine's answer ends as soon as it comes. Safe to call from another thread."""
+        with self._lock:
+            self._subscription += 1
+            stream, self._stream = self._stream, None
         if stream is not None:
-            with contextlib.suppress(Exception):
-                stream.close()
+            _cut(stream)
 
     def close(self) -> None:
-        """Close the event stream, the probes' and the pool's connections and docker-py's session (TCP);
-        idempotent."""
+        """End the event stream and the probes, and close docker-py's session and pools; idempotent."""
         with self._lock:
             self._closed = True
         self.cancel_probes()
         self.close_events()
-        if self._pool is not None:
-            self._pool.close()
         if self.api is not None:
             self.api.close()
 
 
-JSON_HEADERS = {"Content-Type": "application/json"}
+def _client(kwargs: dict[str, Any], version: str, timeout: float) -> Any:
+    """docker-py's APIClient (``kwargs``: DOCKER_HOST and TLS, from ``kwargs_from_env``) on ``version``, with
+    no per-request proxy, .netrc or CA-bundle look-ups from the environment: the engine is no web site."""
+    api = docker.APIClient(version=version, timeout=timeout, max_pool_size=16, **kwargs)
+    api.trust_env = False
+    return api
 
 
-def _read_before(sock: socket.socket, response: http.client.HTTPResponse, deadline: float) -> bytes:
-    """What has come of a stream, waiting until ``deadline`` at most (TimeoutError after it)."""
-    sock.settimeout(max(0.01, deadline - time.monotonic()))
-    return response.read1(65536)
+def _cut(stream: Any) -> None:
+    """Shut down the socket of docker-py's stream, which ends a read blocked on it at once; any thread,
+    idempotent. On ssh:// docker-py cannot cut a stream: it ends when the engine ends it."""
+    with contextlib.suppress(docker.errors.DockerException, OSError):
+        stream.close()
 
 
-class Demultiplexer:
-    """Docker's multiplexed exec stream, fed as it comes (frames of an 8-byte head: the stream, three
-    zero bytes, the payload's length, big-endian): the payloads, stdout and stderr as they came, kept
-    up to ``limit`` bytes; what comes after is dropped."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.kept = bytearray()
-        self._head = b""
-        self._left = 0
-        """Payload bytes of the current frame still to come."""
-
-    def feed(self, data: bytes) -> None:
-        at = 0
-        while at < len(data):
-            if self._left == 0:
-                need = 8 - len(self._head)
-                self._head += data[at : at + need]
-                at += need
-                if len(self._head) == 8:
-                    self._left, self._head = int.from_bytes(self._head[4:8], "big"), b""
-                continue
-            chunk = data[at : at + self._left]
-            at += len(chunk)
-            self._left -= len(chunk)
-            room = self.limit - len(self.kept)
-            if room > 0:
-                self.kept += chunk[:room]
-
-    def text(self) -> str:
-        return bytes(self.kept).decode("utf-8", "replace")
+def _end(stream: Any) -> None:
+    """Cut docker-py's stream and close its response: by the thread that reads it, once it is done."""
+    _cut(stream)
+    with contextlib.suppress(requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+        stream._response.close()
 
 
-def demultiplex(stream: bytes, output_max: int) -> str:
-    """The output in a whole multiplexed exec stream, cut at ``output_max`` bytes (Demultiplexer)."""
-    reader = Demultiplexer(output_max)
-    reader.feed(stream)
-    return reader.text()
+def _close_failed_connect(error: BaseException) -> None:
+    """Close the socket a failed ``connect`` left open in ``error``'s traceback: docker-py 7's unix connection
+    leaves it to the garbage collector (docker/docker-py#3356), one file descriptor per attempt at start."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        for frame, _ in traceback.walk_tb(cause.__traceback__):
+            sock = frame.f_locals.get("sock")
+            if frame.f_code.co_name == "connect" and isinstance(sock, socket.socket):
+                sock.close()
+        cause = cause.__cause__ or cause.__context__
 
 
-class EventStream:
-    """One ``GET /events`` on a unix socket, read with ``http.client``; one line is one event.
-
-    The socket has the connect timeout until the engine has answered, then none: the stream may be
-    quiet for hours (the daemon pings the engine when it is). ``close()``, from any thread, shuts the
-    socket down, which ends a blocked read, or a subscription waiting for its answer, at once.
-    """
-
-    def __init__(self, socket_path: str, timeout: float) -> None:
-        self.connection = UnixHTTPConnection(socket_path, timeout)
-        self.response: http.client.HTTPResponse | None = None
-        self._lock = threading.Lock()
-        self._closed = False
-        self._reading = False
-
-    def open(self, path: str, what: str) -> None:
-        """Send the request and read the answer's head; raises DockerError unless it is a 200.
-
-        A ``close()`` meanwhile is no error: it leaves a stream that has ended."""
-        connection = self.connection
-        try:
-            connection.request("GET", path)
-            response = connection.getresponse()
-            if response.status != 200:
-                message = _message(_json(response.read(65536)))
-                raise DockerError(f"{what}: the engine answered {response.status} ({message})")
-        except (http.client.HTTPException, OSError, DockerError) as e:
-            with self._lock:
-                closed, self._closed = self._closed, True
-                connection.close()
-            if closed:
-                return
-            if isinstance(e, DockerError):
-                raise
-            raise DockerError(f"{what}: {_reason(e)}") from None
-        with self._lock:
-            if self._closed:
-                connection.close()
-                return
-            if connection.sock is not None:
-                connection.sock.settimeout(None)
-            self.response = response
-
-    def lines(self, what: str) -> Iterator[bytes]:
-        """The stream's lines, until it ends (or ``close()``); raises DockerError when it breaks
-        in the middle of a line or the socket fails."""
-        with self._lock:
-            if self._closed or self.response is None:
-                return
-            self._reading = True
-        read, pending = self.response.read1, b""
-        try:
-            while True:
-                try:
-                    data = read(65536)  # the rest of the current chunk, as far as it has arrived
-                except (http.client.HTTPException, OSError, ValueError) as e:
-                    if self._closed or (not pending and isinstance(e, http.client.IncompleteRead)):
-                        return  # closed here, or the engine went away between two events
-                    raise DockerError(f"{what}: {_reason(e)}") from None
-                if not data:  # the last chunk: the engine ended the stream
-                    if pending.strip():
-                        yield pending
-                    return
-                lines = (pending + data).split(b"\n")
-                pending = lines.pop()
-                for line in lines:
-                    if line:
-                        yield line
-        finally:
-            with self._lock:
-                self._closed, self._reading = True, False
-                self.connection.close()
-
-    def close(self) -> None:
-        """End the stream: a reader blocked in ``lines()`` returns at once. Any thread; idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            sock = self.connection.sock
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-            if self._reading:
-                # The reader's buffered file holds the socket open until it returns and closes it.
-                if sock is not None:
-                    sock.close()
-            else:
-                self.connection.close()
+def _event(line: bytes) -> DockerEvent | None:
+    """The watched event in one line of the stream; None for another event or a line that is no JSON object."""
+    try:
+        message = json.loads(line) if line.strip() else None
+    except ValueError:
+        return None
+    return from_message(message) if isinstance(message, dict) else None
 
 
 def is_podman(version: Any) -> bool:

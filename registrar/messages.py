@@ -72,8 +72,6 @@ class AgentRead:
     """None: the answer was not parsed (``AgentState.read_unchanged``); its digest is ``digest``."""
     digest: int = 0
     error: Exception | None = None
-    opened: int = -1
-    """``ServiceSink.connections_opened`` before the read was sent."""
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,18 @@ class ConsulTarget:
     token: str = field(default="", repr=False)
     """ACL token, sent as the X-Consul-Token header; never printed."""
     ca_file: str = ""
+    """CONSUL_CACERT: the CA file the agent's certificate is checked against (else the system's CAs)."""
+    ca_path: str = ""
+    """CONSUL_CAPATH: a directory of CA certificates (``c_rehash``'s layout), as ``ca_file``."""
     cert_file: str = ""
+    """CONSUL_CLIENT_CERT: the certificate registrar presents (an agent with ``verify_incoming``)."""
     key_file: str = ""
+    """CONSUL_CLIENT_KEY: its private key."""
+    verify: bool = True
+    """CONSUL_HTTP_SSL_VERIFY: check the agent's certificate (False: no check at all, no CA needed)."""
+    tls_server_name: str = ""
+    """CONSUL_TLS_SERVER_NAME: the name the agent's certificate must hold, sent as SNI, whatever address
+    is dialled ("": the host dialled)."""
 
     def describe(self) -> str:
         """Where the agent is, for messages (never with the token)."""
@@ -126,8 +136,13 @@ def ip_address_of(text: str) -> str | None:
 
 
 def parse_registry_uri(uri: str | None, environ: Mapping[str, str]) -> ConsulTarget:
-    """Parse REGISTRY_URI (or CONSUL_HTTP_ADDR, or the default) and the CONSUL_* variables."""
-    text = uri or _consul_addr_uri(environ.get("CONSUL_HTTP_ADDR", "")) or DEFAULT_REGISTRY
+    """Parse REGISTRY_URI, or else CONSUL_HTTP_ADDR, or else the default, and the CONSUL_* variables, as
+    Consul's own clients read them (its Go ``api`` package): CONSUL_HTTP_SSL=true makes an address given
+    without ``unix://`` HTTPS (the registry URI's scheme decides for it); booleans as Go's
+    ``strconv.ParseBool`` reads them, a bad one a ConfigError naming the variable."""
+    use_tls = _env_bool(environ, "CONSUL_HTTP_SSL", False)
+    verify = _env_bool(environ, "CONSUL_HTTP_SSL_VERIFY", True)
+    text = uri or _consul_addr_uri(environ.get("CONSUL_HTTP_ADDR", "") or DEFAULT_REGISTRY, use_tls)
     parsed = urllib.parse.urlsplit(text)
     scheme = parsed.scheme
     if scheme not in SCHEMES:
@@ -138,8 +153,11 @@ def parse_registry_uri(uri: str | None, environ: Mapping[str, str]) -> ConsulTar
     common = ConsulTarget(
         token=environ.get("CONSUL_HTTP_TOKEN", ""),
         ca_file=environ.get("CONSUL_CACERT", ""),
+        ca_path=environ.get("CONSUL_CAPATH", ""),
         cert_file=environ.get("CONSUL_CLIENT_CERT", ""),
         key_file=environ.get("CONSUL_CLIENT_KEY", ""),
+        verify=verify,
+        tls_server_name=environ.get("CONSUL_TLS_SERVER_NAME", ""),
     )
     if scheme == "consul-unix":
         path = parsed.path or parsed.netloc
@@ -154,11 +172,32 @@ def parse_registry_uri(uri: str | None, environ: Mapping[str, str]) -> ConsulTar
     return replace(common, scheme="https" if scheme == "consul-tls" else "http", host=host, port=port)
 
 
-def _consul_addr_uri(addr: str) -> str:
-    """CONSUL_HTTP_ADDR (``host:port``, ``http://host:port``, ``unix:///p``) as a registry URI."""
-    if not addr:
-        return ""
-    if "://" not in addr:
-        return "consul://" + addr
-    scheme, _, rest = addr.partition("://")
-    return {"http": "consul", "https": "consul-tls", "unix": "consul-unix"}.get(scheme, scheme) + "://" + rest
+#: What Go's ``strconv.ParseBool`` takes, as Consul's clients read their boolean variables.
+_GO_BOOLS = {v: True for v in ("1", "t", "T", "TRUE", "true", "True")} | {
+    v: False for v in ("0", "f", "F", "FALSE", "false", "False")
+}
+
+
+def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    """A boolean variable (unset or empty: ``default``); anything Go's ParseBool refuses is a ConfigError."""
+    value = environ.get(name, "")
+    if not value:
+        return default
+    try:
+        return _GO_BOOLS[value]
+    except KeyError:
+        raise ConfigError(f"{name}={value!r} is not a boolean: use true or false (or 1, 0, t, f)") from None
+
+
+def _consul_addr_uri(addr: str, use_tls: bool) -> str:
+    """CONSUL_HTTP_ADDR (``host:port``, ``http://host:port``, ``https://...``, ``unix:///p``) as a registry URI;
+    ``use_tls`` (CONSUL_HTTP_SSL) makes it HTTPS unless it is a unix socket (Go's client never goes back to
+    plain HTTP once TLS was asked for, not even for ``http://``)."""
+    scheme, found, rest = addr.partition("://")
+    if not found:
+        scheme, rest = "consul", addr
+    elif scheme in ("http", "https", "unix"):
+        scheme = {"http": "consul", "https": "consul-tls", "unix": "consul-unix"}[scheme]
+    if use_tls and scheme == "consul":
+        scheme = "consul-tls"
+    return f"{scheme}://{rest}"

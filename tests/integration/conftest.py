@@ -22,6 +22,7 @@ from tests.integration.harness import (
     DockerEngine,
     Engine,
     PodmanEngine,
+    docker_engine_named,
     unique_host,
 )
 
@@ -153,8 +154,9 @@ def own_consul(tmp_path: Path) -> Iterator[ConsulAgent]:
 
 @pytest.fixture
 def docker_engine(docker_client: docker.DockerClient) -> DockerEngine:
-    """The dockerd tests/run.sh started, restartable (see ``restartable``)."""
-    return restartable(DockerEngine())
+    """The dockerd tests/run.sh started that DOCKER_HOST names (Docker 26 or the first), restartable (see
+    ``restartable``)."""
+    return restartable(docker_engine_named(os.environ.get("DOCKER_HOST", "")))
 
 
 E = TypeVar("E", bound=Engine)

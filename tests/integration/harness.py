@@ -381,13 +381,19 @@ class Engine:
 
     name = ""
     """The process name (``/proc/<pid>/comm``) and the stem of its pid and log files."""
+    stem = ""
+    """The stem of its pid and log files when it is not ``name`` (a second engine of the same program)."""
 
     def __init__(self) -> None:
         self.state = Path(os.environ.get("REGISTRAR_STATE", "/tmp/registrar-services"))
-        self.pid_file = self.state / f"{self.name}.pid"
+        self.pid_file = self.state / f"{self.stem or self.name}.pid"
 
     def command(self) -> list[str]:
         raise NotImplementedError
+
+    def environment(self) -> dict[str, str] | None:
+        """The environment it runs in, when not the tests' own."""
+        return None
 
     def available(self) -> bool:
         """A pid file that names a running engine (a stale file from an earlier run does not count)."""
@@ -408,9 +414,11 @@ class Engine:
         wait_until(lambda: not _alive(pid), f"{self.name} to stop", timeout=90)
 
     def start(self, ping: Callable[[], bool]) -> None:
-        with (self.state / f"{self.name}.log").open("ab") as log:
+        with (self.state / f"{self.stem or self.name}.log").open("ab") as log:
             # In /, not this checkout: the engine may outlive it (Podman's conmon needs its cwd to exist).
-            proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd="/")
+            proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, cwd="/", env=self.environment()
+            )
         self.pid_file.write_text(str(proc.pid))
         _OUTLIVING.append(proc)  # runs on after the test; tests/run.sh stops it by its pid file
         wait_until(ping, f"{self.name} to answer again", timeout=90)
@@ -425,6 +433,40 @@ class DockerEngine(Engine):
 
     def command(self) -> list[str]:
         return ["dockerd", "--ip", "127.0.0.1"]
+
+
+class Docker26Engine(DockerEngine):
+    """Debian trixie's Docker 26 that tests/run.sh started beside the first engine, on a socket, data, bridge
+    and containerd of its own (deploy/services.sh's ``start_docker26``, whose command this one repeats)."""
+
+    stem = "docker26"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.packages = Path(os.environ.get("REGISTRAR_DOCKER26", "/nonexistent"))
+        """Where deploy/bootstrap.sh unpacked trixie's docker.io and containerd."""
+        self.socket = os.environ.get("REGISTRAR_DOCKER26_SOCKET", str(self.state / "docker26.sock"))
+        self.url = f"unix://{self.socket}"
+
+    def command(self) -> list[str]:
+        root = self.state / "docker26"
+        return [
+            str(self.packages / "usr/sbin/dockerd"),
+            *("-H", self.url, "--data-root", str(root / "data"), "--exec-root", str(root / "exec")),
+            *("--pidfile", str(root / "dockerd.pid"), "--bridge", "regdocker26", "--ip", "127.0.0.1"),
+            *("--iptables=false", "--userland-proxy-path", str(self.packages / "usr/sbin/docker-proxy")),
+        ]
+
+    def environment(self) -> dict[str, str]:
+        """trixie's containerd and shims first on PATH, then bookworm's runc (trixie's needs glibc 2.38)."""
+        path = f"{self.packages}/usr/sbin:{self.packages}/usr/bin:{os.environ.get('PATH', '')}"
+        return {**os.environ, "PATH": path}
+
+
+def docker_engine_named(docker_host: str) -> DockerEngine:
+    """The engine of tests/run.sh's that DOCKER_HOST names: Docker 26 on its own socket, else the first."""
+    docker26 = Docker26Engine()
+    return docker26 if docker_host == docker26.url else DockerEngine()
 
 
 class ConsulDevAgent(Engine):

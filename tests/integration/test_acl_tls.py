@@ -84,6 +84,75 @@ def test_consul_tls_without_client_certificate_fails_clearly(host: str, own_cons
     assert len(lines) == 1 and "https://127.0.0.1:18501" in lines[0]
 
 
+#: Where the agent below serves HTTPS: a loopback address its certificate (server.dc1.consul, localhost,
+#: 127.0.0.1) does not name.
+ELSEWHERE = "127.0.0.2:18501"
+
+
+def tls_agent_elsewhere(agent: ConsulAgent) -> dict[str, str]:
+    """An HTTPS agent (client certificates verified) that also listens at ELSEWHERE."""
+    files = agent.tls()
+    hcl = (
+        f'ca_file = "{files["ca"]}"\ncert_file = "{files["server_cert"]}"\nkey_file = "{files["server_key"]}"\n'
+        'verify_incoming = true\nverify_outgoing = true\naddresses { https = "127.0.0.1 127.0.0.2" }'
+    )
+    client = Consul("https://127.0.0.1:18501", verify=files["ca"], cert=(files["client_cert"], files["client_key"]))
+    agent.configure(hcl, client, http=-1, https=18501)
+    agent.start()
+    return files
+
+
+def tls_env(files: dict[str, str], **env: str) -> dict[str, str]:
+    """The client certificate (the agent verifies incoming connections), the rest as given, nothing else of
+    CONSUL_*'s TLS variables from the outer environment."""
+    unset = ("CONSUL_HTTP_ADDR", "CONSUL_HTTP_SSL", "CONSUL_CACERT", "CONSUL_CAPATH", "CONSUL_TLS_SERVER_NAME")
+    return {
+        **dict.fromkeys(unset, ""),
+        "CONSUL_HTTP_SSL_VERIFY": "true",
+        "CONSUL_CLIENT_CERT": files["client_cert"],
+        "CONSUL_CLIENT_KEY": files["client_key"],
+        **env,
+    }
+
+
+def test_tls_address_not_in_the_certificate_fails_in_one_line(
+    host: str, containers: Run, own_consul: ConsulAgent
+) -> None:
+    """An HTTPS agent dialled at an address its certificate does not name, with only its CA given: sync exits
+    non-zero with one line that names the address and CONSUL_TLS_SERVER_NAME, and registers nothing."""
+    files = tls_agent_elsewhere(own_consul)
+    containers()
+    env = tls_env(files, CONSUL_CACERT=files["ca"])
+    result = run_cli("sync", "--hostname", host, "--retry-attempts", "0", f"consul-tls://{ELSEWHERE}", env=env)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "does not name 127.0.0.2" in lines[0] and "CONSUL_TLS_SERVER_NAME" in lines[0], lines[0]
+    assert own_consul.client.services(host) == {}
+
+
+def test_tls_server_name_registers_at_an_address_not_in_the_certificate(
+    host: str, containers: Run, own_consul: ConsulAgent
+) -> None:
+    """The same agent and address with CONSUL_TLS_SERVER_NAME=server.dc1.consul: sync registers."""
+    files = tls_agent_elsewhere(own_consul)
+    c = containers()
+    env = tls_env(files, CONSUL_CACERT=files["ca"], CONSUL_TLS_SERVER_NAME="server.dc1.consul")
+    result = run_cli("sync", "--hostname", host, "--retry-attempts", "0", f"consul-tls://{ELSEWHERE}", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"{host}:{c.name}:80" in own_consul.client.services(host)
+
+
+def test_tls_without_verification_registers_with_no_ca(host: str, containers: Run, own_consul: ConsulAgent) -> None:
+    """CONSUL_HTTP_SSL_VERIFY=false, no CA, the agent at CONSUL_HTTP_ADDR with CONSUL_HTTP_SSL=true: sync registers."""
+    files = tls_agent_elsewhere(own_consul)
+    c = containers()
+    env = tls_env(files, CONSUL_HTTP_ADDR=ELSEWHERE, CONSUL_HTTP_SSL="true", CONSUL_HTTP_SSL_VERIFY="false")
+    result = run_cli("sync", "--hostname", host, "--retry-attempts", "0", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"{host}:{c.name}:80" in own_consul.client.services(host)
+
+
 def test_consul_unix_socket(host: str, containers: Run, own_consul: ConsulAgent) -> None:
     """consul-unix:// registers through an agent that serves its HTTP API on a unix socket only."""
     socket_path = str(own_consul.workdir / "consul.sock")

@@ -189,10 +189,9 @@ def read_agent(daemon: Daemon) -> None:
     settle(daemon)
 
 
-def test_the_read_after_registrars_writes_is_not_parsed_the_one_after_a_quiet_interval_is(started: Any) -> None:
-    """A read sent after registrations came back, the agent the process that answered the last parsed read
-    (no connection opened since), is not parsed: registrar's own writes explain it. The read after an
-    interval with no write back is parsed."""
+def test_the_read_after_registrars_writes_is_parsed_the_same_answer_after_it_is_not(started: Any) -> None:
+    """A read sent after registrations came back is parsed (only the agent's answer says it kept them); the
+    next read, the same answer and no write back since, is not."""
     web, db = payload("web"), payload("multi")
     docker, consul = MemoryDocker(web), MemoryConsul()
     daemon = started(docker, consul)
@@ -203,16 +202,16 @@ def test_the_read_after_registrars_writes_is_not_parsed_the_one_after_a_quiet_in
     docker.emit("start", db["Id"])  # taken on the event thread: inspected and registered on a worker
     consul.wait_for(lambda registered: len(registered) == 4)
     settle(daemon)
-    parsed = consul.parsed_reads
+    parsed, unchanged = consul.parsed_reads, consul.unchanged_reads
     read_agent(daemon)
-    assert consul.parsed_reads == parsed, "the read after the registrations"
+    assert consul.parsed_reads == parsed + 1, "the read after the registrations"
     read_agent(daemon)
-    assert consul.parsed_reads == parsed + 1, "the read after a quiet interval"
+    assert (consul.parsed_reads, consul.unchanged_reads) == (parsed + 1, unchanged + 1), "the same answer again"
 
 
 def test_agent_restart_between_registrars_writes_is_found_by_the_next_read(started: Any) -> None:
-    """An agent that restarted while registrations were coming back is found by the next periodic read (a
-    new connection to it), not a quiet interval later: every registration comes back."""
+    """An agent that restarted while registrations were coming back, answering on the connections registrar
+    kept (as through a proxy that keeps them), is found by the next periodic read: every registration comes back."""
     web, db = payload("web"), payload("multi")
     docker, consul = MemoryDocker(web), MemoryConsul()
     daemon = started(docker, consul)

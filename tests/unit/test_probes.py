@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from registrar.docker_source import demultiplex
 from registrar.errors import DockerError
 from registrar.messages import Message, Probed
 from registrar.model import Check, ExecResult, Health, Probe, Service
@@ -150,15 +149,3 @@ def test_close_ends_a_hanging_probe_at_once(prober: tuple[Prober, Engine, queue.
         pass
     p.close()
     assert engine.cancelled and results.empty()
-
-
-def frame(stream: int, data: bytes) -> bytes:
-    return bytes([stream, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
-
-
-def test_dockers_multiplexed_output_is_read_in_order_and_cut() -> None:
-    """An exec's stream (8-byte frame heads: stdout 1, stderr 2): the payloads as they came, cut at the maximum."""
-    stream = frame(1, b"state ") + frame(2, b"err\n") + frame(1, "é0\n".encode())
-    assert demultiplex(stream, 4096) == "state err\né0\n"
-    assert demultiplex(stream, 8) == "state er"
-    assert demultiplex(stream[:-2], 4096) == "state err\né", "a frame cut short keeps what came"

@@ -125,34 +125,30 @@ def test_a_plan_of_every_service_forgets_the_docker_health_of_services_gone() ->
     assert agent.health_sent == {}
 
 
-def test_a_read_is_parsed_unless_its_answer_is_known_or_explained_by_registrars_writes() -> None:
-    """start_read's (unless, same_agent): the last digest while nothing came back since; the last parsed read's
-    connection count while registrations come back (since the last read too), for at most ``every``
-    seconds; neither after a quiet interval, a failed health update, or for a full reconcile."""
+def test_a_read_is_parsed_unless_its_answer_is_the_last_parsed_one_and_nothing_came_back_since() -> None:
+    """start_read's ``unless``: the last parsed answer's digest while nothing came back since; 0 (parse any
+    answer) once a registration, a deregistration or a failed health update came back, and for a full reconcile."""
     agent = AgentState("vm")
     web = svc("vm:web:80")
-    assert agent.start_read(True, 100.0, 30.0) == (0, -1)
-    agent.read({}, digest=5, opened=2, at=100.0)
-    assert agent.start_read(False, 103.0, 30.0) == (5, -1), "nothing came back: the digest tells"
+    assert agent.start_read(True) == 0
+    agent.read({}, digest=5)
+    assert agent.start_read(False) == 5, "nothing came back: the digest tells"
     agent.read_unchanged()
     agent.written(Register(web), None)
-    assert agent.start_read(False, 106.0, 30.0) == (0, 2), "a registration back: the same agent explains it"
+    assert agent.start_read(False) == 0, "a registration back: only the answer tells the agent kept it"
+    assert agent.start_read(False) is None, "one read at a time"
     agent.read_unchanged()
-    assert agent.start_read(False, 109.0, 30.0) == (0, -1), "no write since the last read: parsed"
+    assert agent.start_read(False) == 0, "still: no read was parsed since the registration"
+    agent.read({web.id: web.to_consul()}, digest=7)
+    assert agent.start_read(False) == 7
     agent.read_unchanged()
-    agent.written(Register(web), None)
-    assert agent.start_read(True, 110.0, 30.0) == (0, -1), "a full reconcile's read"
-    agent.read_unchanged()
-    agent.written(Register(web), None)
-    assert agent.start_read(False, 130.0, 30.0) == (0, -1), "30 s since the last parsed read"
-    agent.read({web.id: web.to_consul()}, digest=7, opened=3, at=130.0)
-    agent.written(Register(web), None)
-    assert agent.start_read(False, 133.0, 30.0) == (0, 3)
-    assert agent.start_read(False, 133.0, 30.0) is None, "one read at a time"
-    agent.read_unchanged()
-    agent.written(Register(web), None)
+    agent.written(Deregister(web.id), None)
+    assert agent.start_read(False) == 0, "a deregistration back"
+    agent.read({}, digest=5)
     agent.written(HealthUpdate(Health("vm:web:80:docker-health", "passing", "ok")), ConsulError("refused"))
-    assert agent.start_read(False, 136.0, 30.0) == (0, -1), "a failed health update: parsed"
+    assert agent.start_read(False) == 0, "a failed health update"
+    agent.read({}, digest=5)
+    assert agent.start_read(True) == 0, "a full reconcile's read"
 
 
 def test_a_read_keeps_the_registrations_it_knew_and_takes_what_changed() -> None:
