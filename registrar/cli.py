@@ -25,6 +25,7 @@ from registrar import __version__, logs
 from registrar.errors import ConfigError, ConsulError, DockerError, RegistrarError
 from registrar.host_address import BadAddress, parse_spec, resolve
 from registrar.lifecycle import ExitCode, Shutdown, capture_signals, retry_at_start
+from registrar.metadata import split_tags
 from registrar.model import OWNERSHIP_KEYS, Deregister, Register
 from registrar.services import FILTER_KINDS, MAX_META_KEYS, MAX_META_VALUE, META_KEY
 from registrar.settings import DEREGISTER_MODES, Settings, parse_registry_uri
@@ -57,7 +58,14 @@ SHARED_PARAMS: list[click.Parameter] = [
     _opt("wan-ip", default="", help="Address of Consul's wan tagged addresses: an IP, an interface or a range."),
     _opt("internal", "-internal", is_flag=True, help="Register container addresses and exposed ports."),
     _opt("explicit", "-explicit", is_flag=True, help="Only containers/ports with SERVICE_NAME or SERVICE_<port>_NAME."),
-    _opt("tags", "-tags", default="", help="Comma-separated tags added to every service."),
+    _opt(
+        "tags",
+        "-tags",
+        default="",
+        help="Comma-separated tags added to every service; a Go template (with {{ }}) is rendered for each "
+        "container, as registrator's.",
+    ),
+    _opt("tags-http", is_flag=True, help="Let tag templates' httpGet fetch URLs (off: httpGet is an error)."),
     _opt("resync", "-resync", type=click.IntRange(min=0), default=0, help="Seconds between full reconciles (0: off)."),
     _opt(
         "cleanup", "-cleanup", is_flag=True, help="Accepted for compatibility: stale registrations are always removed."
@@ -167,6 +175,7 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
     forget_instances = tuple(dict.fromkeys(n.strip() for n in params.get("forget_instance", ())))
     if instance in forget_instances:
         raise click.UsageError(f"--forget-instance {instance}: that is this registrar's own instance")
+    tags_template = _tags_template(params["tags"], params.get("tags_http", False))
     consul = parse_registry_uri(params["registry_uri"], environ)
     for label, path in (
         ("CONSUL_CACERT", consul.ca_file),
@@ -182,7 +191,9 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         ip=ip,
         internal=params["internal"],
         explicit=params["explicit"],
-        tags=tuple(t.strip() for t in params["tags"].split(",") if t.strip()),
+        tags=() if tags_template else tuple(split_tags(params["tags"])),
+        tags_template=tags_template,
+        tags_http=params.get("tags_http", False),
         resync=params["resync"],
         cleanup=params["cleanup"],
         deregister=params["deregister"],
@@ -232,6 +243,20 @@ def _host_address(flag: str, text: str, ipv6: bool) -> tuple[str, str]:
     except BadAddress as e:
         raise ConfigError(f"{flag} {e}") from None
     return address, spec.text if spec.dynamic else ""
+
+
+def _tags_template(text: str, http: bool) -> str:
+    """``--tags`` when it is a Go template (holds ``{{``), parsed once here: one that does not parse is a
+    usage error; "" for a plain tag list (the template engine is not even imported then)."""
+    if "{{" not in text:
+        return ""
+    from registrar.tag_template import TemplateError, template
+
+    try:
+        template(text, http)
+    except TemplateError as e:
+        raise click.UsageError(f"--tags: not a valid template: {e}") from None
+    return text
 
 
 def _filter(text: str) -> tuple[str, str]:
@@ -501,6 +526,8 @@ def _describe(s: Any) -> str:
         words.append(f"docker-health={s.health.status}")
     if s.enable_tag_override:
         words.append("enable-tag-override")
+    if s.tags:  # as registered: templates rendered
+        words.append("tags=" + json.dumps(list(s.tags), ensure_ascii=False, separators=(",", ":")))
     return " ".join(words)
 
 

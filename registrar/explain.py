@@ -66,6 +66,17 @@ class KeyRead:
 
 
 @dataclass(frozen=True)
+class TemplateRendered:
+    """One tag template (``SERVICE_TAGS`` or ``--tags`` holding ``{{``): what it rendered, or why it failed."""
+
+    key: str
+    """``label SERVICE_TAGS``, ``env SERVICE_80_TAGS`` or ``--tags``."""
+    template: str
+    output: str | None
+    error: str
+
+
+@dataclass(frozen=True)
 class AgentEntry:
     """What the agent holds for one service ID: ``registered``, ``differing``, ``missing``, ``stale``, ``kept``."""
 
@@ -87,6 +98,7 @@ class Explanation:
     problems: tuple[Problem, ...]
     services: tuple[Service, ...]
     agent: tuple[AgentEntry, ...]
+    templates: tuple[TemplateRendered, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """One JSON object with the same content as the text (``explain --json``)."""
@@ -111,6 +123,10 @@ class Explanation:
                     "beaten_by": list(k.beaten_by),
                 }
                 for k in self.keys
+            ],
+            "tag_templates": [
+                {"key": t.key, "template": t.template, "output": t.output, "error": t.error or None}
+                for t in self.templates
             ],
             "problems": [{"key": p.key, "message": p.message} for p in self.problems],
             "services": [s.to_consul() for s in self.services],
@@ -172,6 +188,7 @@ def explain(
         problems=traced.result.problems,
         services=traced.result.services,
         agent=agent_state(traced.result.services, cid, settings.hostname, agent_services, kept, settings.instance),
+        templates=tuple(TemplateRendered(*t) for t in traced.templates),
     )
 
 
@@ -263,6 +280,11 @@ def render(explanation: Explanation) -> str:
         lines.append(text)
     if not e.keys:
         lines.append("  none")
+    if e.templates:
+        lines.append("tag templates:")
+    for t in e.templates:
+        lines.append(f"  {t.key}: {t.template}")
+        lines.append(f"    renders: {t.output!r}" if t.output is not None else f"    fails: {t.error}")
     lines.append("problems:")
     lines += [f"  {p.key}: {p.message}" for p in e.problems] or ["  none"]
     lines.append("services:")

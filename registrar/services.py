@@ -1,7 +1,8 @@
 """From a container's ``docker inspect`` JSON to the services it yields (registrator's rules).
 
-Pure: takes the inspect payload and the Settings, returns values. No I/O, no logging: problems
-are returned for the caller to log, one per bad key, each naming the container and the key.
+Pure: takes the inspect payload and the Settings, returns values. No I/O (save a tag template's
+``httpGet``, and only under ``--tags-http``), no logging: problems are returned for the caller to log,
+one per bad key, each naming the container and the key.
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ class Traced:
     metadata: ContainerMetadata | None
     found: tuple[Found, ...]
     """Every ``SERVICE_*`` entry read, those beaten included."""
+    templates: tuple[tuple[str, str, str | None, str], ...] = ()
+    """Every tag template rendered: (key, template, output or None, error)."""
 
 
 def container_name(container: Mapping[str, Any]) -> str:
@@ -258,6 +261,12 @@ class _Builder:
         self.found: list[Found] | None = None
         self.skipped = ""
         self.metadata: ContainerMetadata | None = None
+        self.renders: dict[str, tuple[str | None, str]] = {}
+        """Tag templates' (output, error) for this container, by template (output None: it failed)."""
+        self.templates: dict[tuple[str, str], tuple[str | None, str]] | None = None
+        """Set by ``traced_services``: (key, template) -> (output, error), for ``registrar explain``."""
+        self.view: Any = None
+        """The container as go-dockerclient's Container, for tag templates; built on first use."""
 
     def skip(self, port: Port, reason: str) -> None:
         """The port yields no service, for this reason (recorded when tracing)."""
@@ -488,18 +497,43 @@ class _Builder:
         return address, int(number), tagged
 
     def tags(self, port: Port, meta: Mapping[str, Value]) -> tuple[str, ...]:
+        """``SERVICE_[<port>_]TAGS``, then ``--tags``, then ``udp`` for a UDP port; a value holding ``{{`` is a
+        Go template, rendered for this container (one that fails: a warning, and none of its tags)."""
         tags: list[str] = []
         given = meta.get("tags")
-        if given is not None:
-            for tag in split_tags(given.value):
-                if tag.isprintable():
-                    tags.append(tag)
-                else:
-                    self.warn(given, f"tag {tag!r} has control characters and was dropped")
+        text = None if given is None else self.rendered(given.value, given.source)
+        for tag in split_tags(text or ""):
+            if tag.isprintable():
+                tags.append(tag)
+            else:
+                self.warn(given or "tags", f"tag {tag!r} has control characters and was dropped")
+        if self.settings.tags_template:
+            tags.extend(split_tags(self.rendered(self.settings.tags_template, "--tags") or ""))
         tags.extend(self.settings.tags)
         if port.proto == "udp":
             tags.append("udp")
         return tuple(dict.fromkeys(tags))
+
+    def rendered(self, text: str, key: str) -> str | None:
+        """A tag value as text: as it is without ``{{``, else the template's output for this container
+        (rendered once per container); None, with one warning naming the key, when the template fails."""
+        if "{{" not in text:
+            return text
+        if text not in self.renders:
+            from registrar import tag_template  # only where a template is used: the plain path imports nothing
+
+            if self.view is None:
+                self.view = tag_template.container_view(self.container)
+            try:
+                self.renders[text] = (tag_template.render(text, self.view, self.settings.tags_http), "")
+            except tag_template.TemplateError as e:
+                self.renders[text] = (None, str(e))
+        output, error = self.renders[text]
+        if error:
+            self.warn(key, f"tag template failed: {error}; registered without its tags")
+        if self.templates is not None:
+            self.templates[(key, text)] = (output, error)
+        return output
 
     def meta(self, meta: Mapping[str, Value]) -> tuple[tuple[str, str], ...]:
         """The container's ``SERVICE_<KEY>`` Meta, then ``--meta``'s, then identity Meta (image,
@@ -548,6 +582,7 @@ def services_from_container(
 def traced_services(container: Mapping[str, Any], settings: Settings, owner: Mapping[str, Any] | None = None) -> Traced:
     """``services_from_container``, by the same rules, recording why each port yields what it yields."""
     builder = _Builder(container, settings, owner)
-    builder.trace, builder.found = [], []
+    builder.trace, builder.found, builder.templates = [], [], {}
     result = builder.build()
-    return Traced(result, builder.skipped, tuple(builder.trace), builder.metadata, tuple(builder.found))
+    templates = tuple((key, text, *outcome) for (key, text), outcome in builder.templates.items())
+    return Traced(result, builder.skipped, tuple(builder.trace), builder.metadata, tuple(builder.found), templates)

@@ -120,6 +120,11 @@ class Settings:
     """``--filter``: (``label``|``name``|``network``, value) pairs a container must all match to be registered."""
     meta: tuple[tuple[str, str], ...] = ()
     """``--meta``: Meta added to every service (a container's own ``SERVICE_<KEY>`` beats it)."""
+    tags_template: str = ""
+    """``--tags`` when it is a Go template (it holds ``{{``): rendered for each container, checked at start;
+    ``tags`` is empty then."""
+    tags_http: bool = False
+    """``--tags-http``: a tag template's ``httpGet`` fetches its URL (off: calling it is the template's error)."""
 
     @property
     def ttl_refresh_seconds(self) -> float:

@@ -38,6 +38,11 @@ OPTION_TABLE: list[tuple[list[str], dict[str, str], str, Any]] = [
     (["--explicit"], {}, "explicit", True),
     (["--tags", "a, b"], {}, "tags", ("a", "b")),
     ([], {"REGISTRAR_TAGS": "x,y"}, "tags", ("x", "y")),
+    (["--tags", "a\\,b,c"], {}, "tags", ("a,b", "c")),
+    (["-tags", "a,{{ .Name }}"], {}, "tags_template", "a,{{ .Name }}"),
+    (["-tags", "a,{{ .Name }}"], {}, "tags", ()),
+    (["--tags-http"], {}, "tags_http", True),
+    ([], {"REGISTRAR_TAGS_HTTP": "true"}, "tags_http", True),
     (["--resync", "30"], {}, "resync", 30),
     ([], {"REGISTRAR_RESYNC": "30"}, "resync", 30),
     (["--resync", "5"], {"REGISTRAR_RESYNC": "30"}, "resync", 5),
@@ -135,6 +140,8 @@ def test_version() -> None:
         (["sync", "--forget-instance", ""], 2, "that is this registrar's own instance"),
         (["run", "--instance", "a:b"], 2, "--instance 'a:b'"),
         (["sync", "--instance", "a", "--forget-instance", "a"], 2, "that is this registrar's own instance"),
+        (["sync", "--tags", "{{ .Name "], 2, "--tags: not a valid template: unclosed action"),
+        (["run", "-tags", "{{ nosuch .ID }}"], 2, "--tags: not a valid template: function 'nosuch' not defined"),
     ],
 )
 def test_bad_configuration_one_line(
@@ -294,5 +301,3 @@ def test_explain_docker_unreachable_is_exit_4(tmp_path: Any) -> None:
     assert result.exit_code == 4, result.output
     assert result.output.startswith("registrar: gave up after 1 attempt(s): cannot reach the Docker engine")
     assert len(result.output.strip().splitlines()) == 1
-
-

@@ -1,0 +1,3 @@
+module registrar/tests/golden/gotemplate
+
+go 1.19
