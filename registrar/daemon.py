@@ -20,8 +20,10 @@ the end of a drain). Every message is matched in one place, ``_take``. Nothing w
 container's work: a container's inspect starts as soon as its event is taken, its registration as
 soon as its inspect is back. A full reconcile (a listing of every container and a read of the
 agent) runs at start, after each new subscription to the event stream, on ``--resync`` and after a
-failure (with backoff); it is done once everything it started is back. ``sync()`` and ``plan()``
-turn the same loop once, without the event stream, for the one-shot commands.
+failure (with backoff); it is done once everything it started is back. An inspect that the engine
+answers with an error is that container's failure: it alone is inspected again, with backoff
+(registrar.inspect_retries); Docker is down only when the engine cannot be reached. ``sync()`` and
+``plan()`` turn the same loop once, without the event stream, for the one-shot commands.
 
 The loop supervises the watcher: a crash is logged with its traceback and the thread is started
 again after a backoff, followed by a full reconcile. An unexpected error, in the loop or while
@@ -46,8 +48,9 @@ from registrar import logs
 from registrar.adapters import ContainerSource, ServiceSink
 from registrar.agent import AgentState, Outcome
 from registrar.cache import ContainerCache, cached_from_inspect
-from registrar.errors import ConsulError, ConsulRejected, DockerError
+from registrar.errors import ConsulError, ConsulRejected, DockerError, DockerUnreachable
 from registrar.host_address import BadAddress, parse_spec, resolve
+from registrar.inspect_retries import InspectRetries
 from registrar.lifecycle import Backoff, Shutdown
 from registrar.messages import (
     WAKE,
@@ -110,6 +113,12 @@ class Timing:
     crash_window: float = 60.0
     crash_limit: int = 5
     """This many watcher crashes within the window, or unexpected loop errors in a row: unhealthy."""
+    inspect_retry_first: float = 0.5
+    inspect_retry_most: float = 30.0
+    """Backoff of inspecting one container again after the engine answered its inspect with an error."""
+    work_deadline: float = 60.0
+    """A worker away this long on one piece of work is stuck: unhealthy (several times the requests'
+    own timeouts: Docker's 10 s, Consul's 5 s)."""
 
 
 class Daemon:
@@ -162,6 +171,10 @@ class Daemon:
         self._due_writes: list[Write] = []
         """Writes a step decided on, started once it lets go of the lock."""
         self._retry = Backoff(t.retry_first, t.retry_most)
+        self._inspect_retries = InspectRetries(t.inspect_retry_first, t.inspect_retry_most)
+        self._failed_inspects: list[tuple[str, str, str, float]] = []
+        """Inspects the engine answered with an error this step: (container, ID, error, retry in seconds),
+        logged once the lock is let go."""
         self._restart = Backoff(t.restart_first, t.restart_most)
         self._crashes: deque[float] = deque(maxlen=t.crash_limit)
         self._loop_errors = 0
@@ -193,6 +206,9 @@ class Daemon:
         t = self.timing
         if now - self.heartbeat >= t.liveness:
             return "the reconcile loop is stuck"
+        away = self.workers.longest()
+        if away is not None and now - away[1] >= t.work_deadline:
+            return f"a worker has been on {away[0]} for {now - away[1]:.0f} s"
         if self._started and not self.stopping.is_set():
             # The loop schedules a restart as soon as it hears of the end: a second is plenty.
             if not self.watcher.alive() and self._restart_due is None and now - self.watcher.ended > 1.0:
@@ -302,6 +318,9 @@ class Daemon:
             self._ping_docker_if_idle(now)  # a request: never under the lock
         with self.lock:
             self._turn(messages, probe, now)
+            failed, self._failed_inspects = self._failed_inspects, []
+        for name, cid, error, delay in failed:
+            log.warning("inspect_failed", container=name, container_id=cid, error=error, retry_in=round(delay, 2))
         self._post(self._due_writes)
         self._due_writes = []
 
@@ -325,6 +344,9 @@ class Daemon:
         if self._restart_due is not None and now >= self._restart_due:
             self._restart_due = None
             self.watcher.start()  # subscribes on its own thread, then asks for a full reconcile
+        for cid in self._inspect_retries.take_due(now):
+            if cid not in self.cache.inspecting and self.cache.to_inspect(cid):  # else the one in flight will do
+                self._inspect(cid)
         full = self._full_due is not None and now >= self._full_due
         if full:
             self._full_due = None
@@ -337,8 +359,7 @@ class Daemon:
             elif probe:
                 self._read_agent()
             if events:
-                for cid in self.cache.take(events, now):
-                    self._inspect(cid)
+                self._take_events(events, now)
             self._follow_changes()
             self._due_writes += self._writes()
             if self._next_ttl is not None and now >= self._next_ttl:
@@ -374,7 +395,13 @@ class Daemon:
             case Inspected(container_id=cid, container=cached, error=error):
                 for again in self.cache.inspected(cid, cached, failed=error is not None):
                     self._inspect(again)
-                self._note(error, errors)
+                if error is None:
+                    if self._inspect_retries:
+                        self._inspect_retries.done(cid)
+                elif isinstance(error, DockerError) and not isinstance(error, DockerUnreachable) and not self._one_shot:
+                    self._retry_inspect(cid, error)
+                else:
+                    self._note(error, errors)
             case Listed(summaries=summaries, error=error):
                 for cid, fingerprint in self.cache.listed(summaries if error is None else None):
                     self._inspect(cid, fingerprint)
@@ -452,8 +479,7 @@ class Daemon:
                     drain = self.cache.drain_deadline()
                     self._take(message, events, [])  # no errors: the message succeeded
                     if events:
-                        for cid in self.cache.take(events, time.monotonic()):
-                            self._inspect(cid)
+                        self._take_events(events, time.monotonic())
                     if self.cache.drain_deadline() not in (drain, None):
                         self.inbox.put(WAKE)  # a drain began: the loop may sleep past its end otherwise
                     self._follow_changes()
@@ -466,6 +492,7 @@ class Daemon:
                 self._post(writes)
                 return
             self._post(writes[1:])
+            self.workers.now_on(_described(writes[0]))
             try:
                 message = self._send(writes[0])
             except Exception as e:  # a bug: the loop logs it, as when a worker posts it
@@ -482,6 +509,24 @@ class Daemon:
             pass
         return messages
 
+    def _take_events(self, events: list[DockerEvent], now: float) -> None:
+        """Docker events to the cache, and the inspects they call for started; a container that died or is
+        gone needs no retry of a failed inspect (the event says what the inspect would)."""
+        if self._inspect_retries:
+            for event in events:
+                if event.action in ("die", "destroy"):
+                    self._inspect_retries.done(event.container_id)
+        for cid in self.cache.take(events, now):
+            self._inspect(cid)
+
+    def _retry_inspect(self, container_id: str, error: DockerError) -> None:
+        """The engine answered an inspect with an error: that container alone is inspected again after a
+        backoff (Docker stays up); logged as ``inspect_failed`` once the lock is let go."""
+        delay = self._inspect_retries.failed(container_id, time.monotonic())
+        cached = self.cache.containers.get(container_id)
+        short = container_id[:12]
+        self._failed_inspects.append((cached.name if cached and cached.name else short, short, str(error), delay))
+
     def _note(self, error: Exception | None, errors: list[Exception]) -> None:
         """A failed listing, inspect or read: Docker is down if Docker said so; the error is raised in the step."""
         if error is None:
@@ -495,6 +540,9 @@ class Daemon:
         for deadline in (self._full_due, self._restart_due, self._next_resync, self._next_ttl, self._next_health):
             if deadline is not None:
                 due.append(deadline)
+        retry = self._inspect_retries.deadline() if self._inspect_retries else None
+        if retry is not None:
+            due.append(retry)
         drain = self.cache.drain_deadline()
         if drain is not None:
             due.append(drain)
@@ -524,7 +572,7 @@ class Daemon:
         self.agent.plan_all = True  # every service, even if a read in flight finds the agent unchanged
         if self.cache.start_listing():
             self.calls["docker_list"] += 1
-            self.workers.post(lambda: Listed(self.source.list_containers()), partial(Listed, []))
+            self.workers.post(lambda: Listed(self.source.list_containers()), partial(Listed, []), "listing containers")
         self._read_agent(full=True)
 
     def _resolve_host_addresses(self) -> None:
@@ -569,7 +617,11 @@ class Daemon:
     def _inspect(self, container_id: str, fingerprint: int = 0) -> None:
         """Inspect a container on a worker (the cache has marked it in flight)."""
         self.calls["docker_inspect"] += 1
-        self.workers.post(partial(self._inspected, container_id, fingerprint), partial(Inspected, container_id, None))
+        self.workers.post(
+            partial(self._inspected, container_id, fingerprint),
+            partial(Inspected, container_id, None),
+            f"inspecting container {container_id[:12]}",
+        )
 
     def _inspected(self, container_id: str, fingerprint: int) -> Inspected:
         """On a worker: inspect and translate."""
@@ -589,7 +641,7 @@ class Daemon:
         unless = self.agent.start_read(full)
         if unless is not None:
             self.calls["consul_read"] += 1
-            self.workers.post(partial(self._read, unless), partial(AgentRead, {}, 0))
+            self.workers.post(partial(self._read, unless), partial(AgentRead, {}, 0), "reading the agent's services")
 
     def _read(self, unless: int) -> AgentRead:
         """On a worker: ``GET /v1/agent/services``, filtered by the agent to this host's registrations (and
@@ -628,9 +680,9 @@ class Daemon:
         if cache.unkept:
             cache.unkept, self.agent.plan_all = False, True
         draining = cache.draining_services() if cache.draining else frozenset()
-        return self._counted(
-            self.agent.writes(cache.desired, cache.take_changed(), cache.kept, draining, cache.inspecting)
-        )
+        # A container whose inspect is to be retried keeps its registrations as they are meanwhile.
+        inspecting = cache.inspecting | self._inspect_retries.waiting() if self._inspect_retries else cache.inspecting
+        return self._counted(self.agent.writes(cache.desired, cache.take_changed(), cache.kept, draining, inspecting))
 
     def _counted(self, writes: list[Write]) -> list[Write]:
         self.calls["consul_write"] += len(writes)
@@ -639,7 +691,7 @@ class Daemon:
     def _post(self, writes: list[Write]) -> None:
         """Run these writes on the workers."""
         for write in writes:
-            self.workers.post(partial(self._send, write), partial(Written, write))
+            self.workers.post(partial(self._send, write), partial(Written, write), _described(write))
 
     def _send(self, write: Write) -> Written:
         """On a worker: one write, logged as soon as the agent has answered (the line's time is when it did)."""
@@ -708,3 +760,8 @@ _OPERATIONS: dict[type, str] = {
     HealthUpdate: "health_update",
 }
 """The ``operation`` label of ``registrar_consul_operations_total`` for each kind of write."""
+
+
+def _described(write: Write) -> str:
+    """A write as /healthz names the work a worker is on: "a Consul register of vm:web:80"."""
+    return f"a Consul {_OPERATIONS[type(write)]} of {write_key(write)[1]}"

@@ -7,7 +7,8 @@ minimum, Docker 29's is 1.44). The listing and the inspect (one per container ev
 urllib3 connection pool of docker-py's own adapter for that engine, which skips requests' per-call cost.
 Every call is a read (``/version``, ``/_ping``, ``/info``, ``/containers/json``, ``/containers/<id>/json``,
 ``/events``), so registrar can run behind a read-only socket proxy, but for exec probes (``exec_probe``),
-which only a container's ``SERVICE_CHECK_EXEC`` asks for. Library errors become DockerError here.
+which only a container's ``SERVICE_CHECK_EXEC`` asks for. Library errors become DockerError here
+(DockerUnreachable when no answer came).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import docker.errors
 import requests
 import urllib3
 
-from registrar.errors import ConfigError, DockerError
+from registrar.errors import ConfigError, DockerError, DockerUnreachable
 from registrar.model import NETWORK_EVENTS, WATCHED_EVENTS, DockerEvent, ExecResult
 from registrar.settings import Settings
 
@@ -55,6 +56,19 @@ an inspect; the engine keeps its last 256 events to replay."""
 #: (``died``...), so a filter in Docker's names would hide stops from it: the events are picked here.
 PODMAN_FILTERS = {"type": ["container"]}
 PODMAN_NETWORK_FILTERS = {"type": ["container", "network"]}
+UNREACHABLE = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.NewConnectionError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.TimeoutError,
+    urllib3.exceptions.MaxRetryError,
+    urllib3.exceptions.SSLError,
+    OSError,
+)
+"""The libraries' errors that mean no answer came from the engine (refused, reset, cut, timed out): the
+engine is down, not one request (``DockerUnreachable``)."""
 
 
 class DockerSource:
@@ -130,12 +144,16 @@ class DockerSource:
         return pool
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """``fn()``, its libraries' errors raised as DockerError naming ``what`` and the engine."""
+        """``fn()``, its libraries' errors raised as DockerError naming ``what`` and the engine: DockerUnreachable
+        when no answer came (``UNREACHABLE``), a plain DockerError for an answer that is an error or no JSON."""
         try:
             return fn()
         except docker.errors.APIError as e:
             message = e.explanation or "no message"
             raise DockerError(f"{what} at {self.where}: the engine answered {e.status_code} ({message})") from None
+        except UNREACHABLE as e:
+            _close_failed_connect(e)
+            raise DockerUnreachable(f"{what} at {self.where}: {_reason(e)}") from None
         except (
             docker.errors.DockerException,
             requests.RequestException,

@@ -13,6 +13,10 @@ class DockerError(RegistrarError):
     """The Docker engine could not be reached or refused a request."""
 
 
+class DockerUnreachable(DockerError):
+    """The engine could not be reached (connection refused or cut, a timeout): Docker is down, not one request."""
+
+
 class ConsulError(RegistrarError):
     """The Consul agent could not be reached or refused a request."""
 

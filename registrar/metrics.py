@@ -1,11 +1,12 @@
 """Prometheus metrics and the liveness/readiness endpoints.
 
 One registry per daemon (no process-global state), served with the standard library's HTTP
-server: ``/metrics`` (Prometheus text format), ``/healthz`` (the loop turns and the Docker event
-thread runs, neither failing again and again) and ``/readyz`` (the first reconcile is done and
-Docker and Consul answer). No metric has a per-container label. A daemon whose metrics nothing
-serves (no ``--metrics-addr``) counts nothing (``NoMetrics``): prometheus_client and ``http.server``
-are imported only by a daemon that serves them (1.4 MiB and ~20 ms of each start).
+server: ``/metrics`` (Prometheus text format), ``/healthz`` (the loop turns, no worker is stuck on
+one request, and the Docker event thread runs, neither failing again and again) and ``/readyz``
+(the first reconcile is done and Docker and Consul answer). No metric has a per-container label. A
+daemon whose metrics nothing serves (no ``--metrics-addr``) counts nothing (``NoMetrics``):
+prometheus_client and ``http.server`` are imported only by a daemon that serves them (1.4 MiB and
+~20 ms of each start).
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ class MemoryDocker:
         self.inspects = 0
         self.subscriptions = 0
         self.answers_ping = True
+        self.inspect_errors: dict[str, list[Exception]] = {}
+        """Container ID -> errors its next inspects raise, one each, before it is answered again."""
         self._events: queue.Queue[DockerEvent | None] = queue.Queue()
         self.exec_results: dict[str, ExecResult] = {}
         """Container ID -> what an exec probe in it gives (default: exit 0, no output)."""
@@ -34,6 +36,9 @@ class MemoryDocker:
 
     def inspect(self, container_id: str) -> dict[str, Any] | None:
         self.inspects += 1
+        errors = self.inspect_errors.get(container_id)
+        if errors:
+            raise errors.pop(0)
         return self.containers.get(container_id)
 
     def events(self) -> Iterator[DockerEvent]:

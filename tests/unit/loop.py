@@ -13,7 +13,15 @@ from tests.unit.fakes import MemoryConsul, MemoryDocker
 from tests.unit.payloads import container, payload
 
 S = Settings(hostname="vm")
-FAST = Timing(consul_probe=0.05, retry_first=0.01, retry_most=0.04, restart_first=0.01, restart_most=0.01)
+FAST = Timing(
+    consul_probe=0.05,
+    retry_first=0.01,
+    retry_most=0.04,
+    restart_first=0.01,
+    restart_most=0.01,
+    inspect_retry_first=0.01,
+    inspect_retry_most=0.04,
+)
 
 
 def stopped(c: dict[str, Any], code: int) -> dict[str, Any]:

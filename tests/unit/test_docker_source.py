@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from registrar.docker_source import DockerSource
-from registrar.errors import DockerError
+from registrar.errors import DockerError, DockerUnreachable
 from registrar.model import ExecResult
 from registrar.settings import Settings
 
@@ -54,6 +54,10 @@ class StandIn:
         self.events_closed = threading.Semaphore(0)
         self.exec_started = threading.Event()
         self.exec_streams_closed = threading.Semaphore(0)
+        self.release = threading.Event()
+        """Lets the answer to ``/containers/slow/json`` go (it waits for it)."""
+        self.stop_listening: Callable[[], None] = lambda: None
+        """Closes the engine's listening socket (the connections it has stay)."""
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -86,6 +90,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.answer(200, {"Id": CID, "Name": "/web"})
         if rest == "events":
             return self.stream_events()
+        if rest == "containers/broken/json":
+            return self.answer(500, {"message": "error getting container state"})
+        if rest == "containers/garbled/json":
+            return self.answer_raw(200, b"<html>proxy says hello</html>")
+        if rest == "containers/listed/json":
+            return self.answer(200, ["no", "object"])
+        if rest == "containers/hangup/json":
+            self.close_connection = True  # no answer: the connection is closed under the request
+            return None
+        if rest == "containers/slow/json":
+            state.release.wait(WAIT)
+            self.close_connection = True  # registrar is gone by now
+            return None
         if rest.startswith("containers/") and rest.endswith("/exec"):
             return self.answer(201, {"Id": "e1"})
         if rest == "exec/e1/start":
@@ -95,7 +112,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.answer(404, {"message": f"No such container: {rest}"})
 
     def answer(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
+        self.answer_raw(status, json.dumps(body).encode())
+
+    def answer_raw(self, status: int, data: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -166,6 +185,12 @@ def engine(request: pytest.FixtureRequest) -> Iterator[tuple[StandIn, Callable[[
             server = TcpServer(("127.0.0.1", 0), Handler)
             where = f"tcp://127.0.0.1:{server.server_address[1]}"
         server.state = state
+
+        def stop_listening() -> None:
+            server.shutdown()
+            server.server_close()
+
+        state.stop_listening = stop_listening
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         sources: list[DockerSource] = []
 
@@ -305,3 +330,36 @@ def test_cancel_probes_ends_a_probe_in_flight_and_refuses_new_ones(engine: Engin
     with pytest.raises(DockerError, match=r"^running a probe in container 4fa8fd2b9613 at .*: registrar is stopping$"):
         source.exec_probe(CID, ("check",), 1.0, 4096)
     assert len(state.requests) == seen
+
+
+def test_an_inspect_the_engine_answers_with_an_error_is_a_plain_docker_error(engine: Engine) -> None:
+    """An inspect answered with a 500, with a body that is no JSON, or with JSON that is no object raises a
+    DockerError that is not DockerUnreachable: the engine answered (the loop retries that container alone)."""
+    _, connect = engine
+    source = connect()
+    for name, message in (("broken", "answered 500"), ("garbled", "Expecting value"), ("listed", "answered 200")):
+        with pytest.raises(DockerError, match=message) as caught:
+            source.inspect(name)
+        assert not isinstance(caught.value, DockerUnreachable), name
+    assert source.inspect(CID) == {"Id": CID, "Name": "/web"}, "the connection is still good"
+
+
+def test_an_inspect_that_cannot_reach_the_engine_raises_docker_unreachable(engine: Engine) -> None:
+    """An inspect whose connection the engine closes unanswered, that times out, or that is refused (the
+    engine no longer listens) raises DockerUnreachable, a DockerError naming the container and the engine."""
+    state, connect = engine
+    source = connect()
+    source.timeout = 0.2
+    try:
+        with pytest.raises(DockerUnreachable, match=r"^inspecting container hangup at "):
+            source.inspect("hangup")
+        with pytest.raises(DockerUnreachable, match=r"^inspecting container slow at .*[Tt]imed? ?out"):
+            source.inspect("slow")
+    finally:
+        state.release.set()
+    assert source.inspect(CID) == {"Id": CID, "Name": "/web"}, "on a new connection"
+    state.stop_listening()
+    with pytest.raises(DockerUnreachable):
+        source.inspect("hangup")  # on the connection kept from before, which the engine then closes
+    with pytest.raises(DockerUnreachable, match=r"^inspecting container 4fa8fd2b9613 at .*[Rr]efused"):
+        source.inspect(CID)  # a new connection is refused

@@ -71,3 +71,38 @@ def test_an_idle_worker_holds_nothing_of_its_last_result() -> None:
         assert results[0]() is None, "the idle worker keeps its last result alive"
     finally:
         workers.close()
+
+
+def test_the_work_in_flight_longest_is_named_with_when_it_began() -> None:
+    """``longest()`` names the work in flight the longest and when it began (monotonic seconds); a request the
+    worker makes next on its own (``now_on``) takes its place; None once every piece of work has returned."""
+    started, release, followed, done = (threading.Event() for _ in range(4))
+
+    def held() -> Message:
+        started.set()
+        release.wait(5)
+        return Wake()
+
+    def deliver(message: Message) -> None:
+        workers.now_on("registering vm:web:80")
+        followed.set()
+        done.wait(5)
+
+    workers = Workers(deliver, size=2)
+    try:
+        assert workers.longest() is None
+        began = time.monotonic()
+        workers.post(held, lambda e: Wake(), "inspecting container 4fa8fd2b9613")
+        assert started.wait(5)
+        what, since = workers.longest() or ("", 0.0)
+        assert what == "inspecting container 4fa8fd2b9613" and began <= since <= time.monotonic()
+        release.set()
+        assert followed.wait(5)
+        what, later = workers.longest() or ("", 0.0)
+        assert what == "registering vm:web:80" and later >= since
+        done.set()
+    finally:
+        release.set()
+        done.set()
+        workers.close()
+    assert workers.longest() is None
