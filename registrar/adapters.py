@@ -50,7 +50,10 @@ class ContainerSource(Protocol):
 
 
 class ServiceSink(Protocol):
-    """A Consul agent."""
+    """A Consul agent (registrar.consul_sink); or, with ``--catalog``, Consul's catalog under this host's own
+    external node (registrar.catalog_sink): it reads ``/v1/catalog/node/<node>`` where the agent's services are
+    read, and keeps their rules (the answer's shape, the digest; a service already gone, or a status update of
+    a check not there, counts as done)."""
 
     def services(self) -> dict[str, Any]:
         """``GET /v1/agent/services``: every service registered with the agent, by ID."""

@@ -25,12 +25,13 @@ from registrar import __version__, logs
 from registrar.errors import ConfigError, ConsulError, DockerError, RegistrarError
 from registrar.host_address import BadAddress, parse_spec, resolve
 from registrar.lifecycle import ExitCode, Shutdown, capture_signals, retry_at_start
-from registrar.metadata import split_tags
+from registrar.metadata import parse_bool, split_tags
 from registrar.model import OWNERSHIP_KEYS, Deregister, Register
 from registrar.services import FILTER_KINDS, MAX_META_KEYS, MAX_META_VALUE, META_KEY
 from registrar.settings import DEREGISTER_MODES, Settings, parse_registry_uri
 
 if TYPE_CHECKING:
+    from registrar.adapters import ServiceSink
     from registrar.daemon import Daemon
     from registrar.metrics import HealthServer
 
@@ -153,6 +154,15 @@ SHARED_PARAMS: list[click.Parameter] = [
         help="Log format; auto is console on a terminal, JSON otherwise.",
     ),
     _opt("log-level", type=click.Choice(logs.LEVELS), default="info", help="Lowest level logged."),
+    _opt(
+        "catalog",
+        is_flag=False,
+        flag_value="true",
+        default=None,
+        metavar="[URI]",
+        help="No Consul agent on this host: write into the catalog at URI (any agent or server; bare: "
+        "REGISTRY_URI's), this host an external node named --hostname at --ip.",
+    ),
     click.Argument(["registry_uri"], required=False, envvar="REGISTRAR_REGISTRY_URI"),
 ]
 """The options and the argument every command takes: built once, and each command lists these same
@@ -176,7 +186,10 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
     if instance in forget_instances:
         raise click.UsageError(f"--forget-instance {instance}: that is this registrar's own instance")
     tags_template = _tags_template(params["tags"], params.get("tags_http", False))
-    consul = parse_registry_uri(params["registry_uri"], environ)
+    catalog_uri, catalog = _catalog(params.get("catalog"), params["registry_uri"])
+    if catalog:
+        _catalog_needs(params, ip)
+    consul = parse_registry_uri(catalog_uri or params["registry_uri"], environ)
     for label, path in (
         ("CONSUL_CACERT", consul.ca_file),
         ("CONSUL_CLIENT_CERT", consul.cert_file),
@@ -221,10 +234,42 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         forget_instances=forget_instances,
         filters=tuple(_filter(text) for text in params.get("filter", ())),
         meta=_meta(params.get("meta", ())),
+        catalog=catalog,
     )
 
 
 INSTANCE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _catalog(value: str | None, registry_uri: str | None) -> tuple[str, bool]:
+    """``--catalog [URI]``: (the Consul URI it names, "" for REGISTRY_URI's; whether catalog mode is on). Bare,
+    or a true word (``REGISTRAR_CATALOG=true``): on, at REGISTRY_URI's endpoint; a false word: off."""
+    text = (value or "").strip()
+    on = parse_bool(text) if text else False
+    if on is not None:
+        return "", on
+    if "://" not in text:
+        raise click.UsageError(
+            f"--catalog {text!r} is not a Consul URI (consul://HOST:PORT, consul-tls://HOST:PORT, "
+            "consul-unix:///path); a bare --catalog goes last, or write --catalog=true"
+        )
+    if registry_uri and registry_uri != text:
+        raise click.UsageError(f"--catalog {text} and REGISTRY_URI {registry_uri} name two Consul endpoints: give one")
+    return text, True
+
+
+def _catalog_needs(params: Mapping[str, Any], ip: str) -> None:
+    """What ``--catalog`` needs and refuses, as usage errors."""
+    if not ip:
+        raise click.UsageError(
+            "--catalog needs --ip: the address of this host's catalog node (no agent on this host gives one)"
+        )
+    if params["allow_script_checks"]:
+        raise click.UsageError("--allow-script-checks: a Consul agent runs script checks, and --catalog has none")
+    if params.get("forget_host"):
+        raise click.UsageError(
+            "--forget-host with --catalog: a renamed host's services are on its own catalog node (not yet supported)"
+        )
 
 
 def _host_address(flag: str, text: str, ipv6: bool) -> tuple[str, str]:
@@ -325,7 +370,12 @@ def _connect(params: Mapping[str, Any], shutdown: Shutdown) -> tuple[Settings, A
         if hostname in settings.forget_hosts:
             _fail(ExitCode.USAGE, f"--forget-host {hostname}: that is this host itself")
         settings = dataclasses.replace(settings, hostname=hostname)
-        sink = ConsulSink(settings.consul)
+        if settings.catalog:  # this host an external node of the catalog: no agent here
+            from registrar.catalog_sink import CatalogSink, catalog_node
+
+            sink: ServiceSink = CatalogSink(settings.consul, catalog_node(hostname, settings.ip, settings.instance))
+        else:
+            sink = ConsulSink(settings.consul)
         if retry_at_start("consul", sink.services, ConsulError, attempts, interval, shutdown) is None:
             return None
     except ConfigError as e:
@@ -376,6 +426,7 @@ def run(**params: Any) -> None:
             consul=settings.consul.describe(),
             docker=source.where,
             **{k: v for k, v in (("ip", s.ip), ("wan_ip", s.wan_ip), ("instance", s.instance)) if v},
+            **({"catalog_node": s.hostname} if s.catalog else {}),
         )
         try:
             daemon.run()

@@ -179,8 +179,12 @@ class Client(consul.base.Consul):  # type: ignore[misc]
         return PoolClient(self._target, self._timeout)
 
 
-class ConsulSink:
-    """Talks to one Consul agent."""
+class ConsulConnection:
+    """One Consul HTTP endpoint, through py-consul's API on a PoolClient, and the one place its errors
+    are translated: the base of ConsulSink (an agent) and CatalogSink (the catalog, registrar.catalog_sink)."""
+
+    needs = "service:write"
+    """What registrar's token needs here, as a permission-denied error says it."""
 
     def __init__(self, target: ConsulTarget, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.target = target
@@ -197,10 +201,38 @@ class ConsulSink:
         except ACLPermissionDenied as e:
             raise ConsulError(
                 f"{what}: permission denied by Consul's ACLs ({_first_line(e)}); registrar's token "
-                "(CONSUL_HTTP_TOKEN) needs service:write"
+                f"(CONSUL_HTTP_TOKEN) needs {self.needs}"
             ) from None
         except (ConsulException, HTTPError, OSError, UnicodeDecodeError) as e:
             raise ConsulError(f"{what} at {self.target.describe()}: {_why(e, self.target)}") from None
+
+    def _get_digested(
+        self, path: str, params: Any, unless: int, hook: Callable[[dict[str, Any]], Any] | None
+    ) -> tuple[int, Any]:
+        """``GET path`` as py-consul sends it (the token in its header): (a digest of the answer's bytes, the
+        answer parsed with ``hook`` as ``json.loads``'s object_hook), the answer None, not parsed, when the
+        digest is ``unless``. An answer other than a 200 is judged by py-consul's callback (a 404: None; any
+        other status raises). Call it inside ``_call``."""
+        headers = self.client.prepare_headers(self.token)
+        response = self.client.http.request("GET", path, params, headers=headers)
+        digest = hash(response.data)
+        if response.status != 200:  # py-consul's callback raises what the status means
+            answer = consul.base.Response(response.status, response.headers, response.data.decode())
+            return digest, CB.json()(answer)
+        if unless and digest == unless:
+            return digest, None
+        try:
+            return digest, json.loads(response.data, object_hook=hook)
+        except json.JSONDecodeError as e:  # as py-consul's callback says it
+            raise ConsulException(f"Failed to decode JSON: {e}") from None
+
+    def close(self) -> None:
+        """Close the pool's connections to Consul; idempotent (a closed pool stays closed)."""
+        self.client.http.close()
+
+
+class ConsulSink(ConsulConnection):
+    """Talks to one Consul agent."""
 
     def services(self) -> dict[str, Any]:
         """``GET /v1/agent/services``: every service registered with the agent, by ID, as the agent sends it."""
@@ -226,18 +258,7 @@ class ConsulSink:
 
         def read() -> tuple[int, Any]:
             params = {"filter": filter} if filter else None
-            headers = self.client.prepare_headers(self.token)
-            response = self.client.http.request("GET", "/v1/agent/services", params, headers=headers)
-            digest = hash(response.data)
-            if response.status != 200:  # py-consul's callback raises what the status means
-                answer = consul.base.Response(response.status, response.headers, response.data.decode())
-                return digest, CB.json()(answer)
-            if unless and digest == unless:
-                return digest, None
-            try:
-                return digest, json.loads(response.data, object_hook=hook)
-            except json.JSONDecodeError as e:  # as py-consul's callback says it
-                raise ConsulException(f"Failed to decode JSON: {e}") from None
+            return self._get_digested("/v1/agent/services", params, unless, hook)
 
         digest, result = self._call(what, read)
         if result is not None and not isinstance(result, dict):
@@ -292,10 +313,6 @@ class ConsulSink:
         reason = "registrar: the container is stopping" if enable else None
         what = f"{'enabling' if enable else 'disabling'} maintenance of {service_id}"
         self._call(what, lambda: self.client.agent.service.maintenance(service_id, enable, reason, token=self.token))
-
-    def close(self) -> None:
-        """Close the pool's connections to the agent; idempotent (a closed pool stays closed)."""
-        self.client.http.close()
 
 
 def _why(error: BaseException, target: ConsulTarget) -> str:

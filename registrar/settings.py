@@ -125,6 +125,10 @@ class Settings:
     ``tags`` is empty then."""
     tags_http: bool = False
     """``--tags-http``: a tag template's ``httpGet`` fetches its URL (off: calling it is the template's error)."""
+    catalog: bool = False
+    """``--catalog``: ``consul`` is a Consul HTTP endpoint (any agent or server) whose catalog this host joins
+    as an external node of its own (NodeMeta ``external-node=true``), named ``hostname``, at ``ip``; no agent
+    runs on this host (registrar.catalog_sink)."""
 
     @property
     def ttl_refresh_seconds(self) -> float:

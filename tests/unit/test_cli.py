@@ -86,6 +86,8 @@ OPTION_TABLE: list[tuple[list[str], dict[str, str], str, Any]] = [
     ([], {"REGISTRAR_FILTER": "network=backend"}, "filters", (("network", "backend"),)),
     (["--meta", "env=prod", "--meta", "Team=a=b"], {}, "meta", (("env", "prod"), ("team", "a=b"))),
     (["--instance", "a", "--forget-instance", ""], {}, "forget_instances", ("",)),
+    (["--catalog", "--ip", "10.0.0.9"], {}, "catalog", True),
+    (["--ip", "10.0.0.9"], {"REGISTRAR_CATALOG": "consul://10.1.2.3:8500"}, "catalog", True),
 ]
 
 
