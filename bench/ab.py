@@ -14,7 +14,7 @@ and killed one at a time, all variants watching: start -> registered and die -> 
 and p99 of each (``--rounds 0`` skips the bursts).
 
 Sampling profiles (yappi, py-spy) put their own cost on every call and find costs of a few percent
-that are not there; a change is judged by this A/B instead (README, "Performance").
+that are not there; a change is judged by this A/B instead (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ class Health:
 
 @dataclass(frozen=True, slots=True)
 class CheckOptions:
-    """Consul's check fields beyond registrator's (README, "Checks"): kept apart from Check, so a check
+    """Consul's check fields beyond registrator's (docs/reference/labels.md): kept apart from Check, so a check
     that uses none of them costs no more to build and compare than before they existed."""
 
     header: tuple[tuple[str, tuple[str, ...]], ...] = ()

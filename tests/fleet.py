@@ -6,7 +6,7 @@ address, and its own ``registrar run``. Three Consul servers on 127.0.1.1-3 form
 client agents join. Everything is started by pid and stopped by pid, also when a test fails.
 
 Used by tests/integration/test_fleet.py and bench/fleet.py; ``python -m tests.fleet`` brings the
-fleet up by hand (see the README, "Running on many hosts").
+fleet up by hand (see docs/guides/many-hosts.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: on a fresh Debian machine (as root) installs what is missing, starts dockerd
-# and a Consul dev agent on loopback if none is running, runs ruff, mypy, the unit tests, the token
-# test and one sync (both HTTP transports) on the lowest dependency versions allowed
+# (and Docker 26) and a Consul dev agent on loopback if none is running, runs ruff, mypy and the docs
+# build, then the unit tests, the token test and one sync on the lowest dependency versions allowed
 # (constraints/lowest.txt, in .venv-lowest), then the whole pytest suite (unit and integration), then
 # the Docker-facing integration tests again on Debian trixie's Docker 26 (DOCKER26_TESTS), and stops
 # what it started. Extra arguments go to the whole-suite pytest.
@@ -33,6 +33,8 @@ ruff check registrar tests bench
 ruff format --check registrar tests bench
 echo "== mypy" >&2
 mypy
+echo "== mkdocs build --strict (docs/; not -q, which lets --strict pass on warnings)" >&2
+docs_site=$(mktemp -d); mkdocs build --strict -d "$docs_site"; rm -rf "$docs_site"
 echo "== pytest on the lowest dependency versions (constraints/lowest.txt)" >&2
 if [ ! -x .venv-lowest/bin/pytest ] || [ constraints/lowest.txt -nt .venv-lowest/.installed ] \
     || [ setup.cfg -nt .venv-lowest/.installed ] || [ tests/run.sh -nt .venv-lowest/.installed ]; then

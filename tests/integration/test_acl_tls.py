@@ -9,7 +9,7 @@ from tests.integration.harness import Consul, ConsulAgent, run_cli, wait_until
 
 Run = Callable[..., Any]
 ROOT = "root-8d1e0f2a"
-#: The minimal policy registrar needs (also in the README).
+#: The minimal policy registrar needs (also in docs/guides/consul-acl-tls.md).
 POLICY = 'service_prefix "" { policy = "write" }'
 
 

@@ -1,4 +1,4 @@
-"""The sidecar image, built here without a registry and run the way the README says."""
+"""The sidecar image, built here without a registry and run the way docs/guides/getting-started.md says."""
 
 from __future__ import annotations
 
