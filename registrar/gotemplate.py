@@ -8,7 +8,9 @@ value is the last argument), parentheses, variables (``$x :=``, ``$x =``), ``if`
 ``with``, ``range`` (``$i, $v :=``, ``break``, ``continue``), string, raw-string, char, number, bool and
 nil literals, and the builtins and/or/not/len/index/slice/print/printf/println/eq/ne/lt/le/gt/ge. Not:
 ``define``/``template``/``block``, methods (fields only), html/js/urlquery/call. Values: govalues.py;
-builtins and argument types: gotemplate_builtins.py.
+builtins and argument types: gotemplate_builtins.py. Limits Go does not have, so that a label cannot take
+the daemon's memory or time: the output, and each string a call returns, at most MAX_TEXT (govalues.py);
+at most MAX_STEPS range iterations and calls.
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ from typing import Any
 from registrar import gotemplate_builtins as builtins_go
 from registrar.gotemplate_builtins import Function, TemplateError
 from registrar.gotemplate_parse import Action, Const, Control, Dot, Fields, Ident, Jump, Nil, Pipe, parse_nodes
-from registrar.govalues import NO_VALUE, GoMap, NilPointer, Struct, sprint_value, type_name
+from registrar.govalues import MAX_TEXT, NO_VALUE, GoMap, NilPointer, Struct, sprint_value, type_name
+
+MAX_STEPS = 1_000_000
+"""The most range iterations and function calls one rendering may take (about half a second's work). A
+template is rendered in the daemon's own inspect path, and ranges nest: two over a 64 KiB string split
+into characters would run for half an hour without printing a byte (so the output cap never trips)."""
 
 _NO_FINAL = object()
 """No value piped into a command (Go's ``missingVal``)."""
@@ -41,6 +48,8 @@ class Template:
         self.functions = functions
 
     def execute(self, data: Any) -> str:
+        """The rendered text; TemplateError where Go's fails, or where it (or a string it makes) is over
+        MAX_TEXT (checked as it grows: a template never holds much more than that)."""
         out: list[str] = []
         _State(self.functions, out, [("$", data)]).walk_list(data, self.nodes)
         return "".join(out)
@@ -56,6 +65,19 @@ class _State:
     functions: Mapping[str, Function]
     out: list[str]
     variables: list[tuple[str, Any]]
+    size: int = 0  # the characters in out so far
+    steps: int = 0  # the range iterations and calls so far
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise TemplateError(f"over registrar's limit of {MAX_STEPS} range iterations and calls")
+
+    def emit(self, text: str) -> None:
+        self.size += len(text)
+        if self.size > MAX_TEXT:
+            raise TemplateError(f"the output is over registrar's limit of {MAX_TEXT} bytes")
+        self.out.append(text)
 
     def walk_list(self, dot: Any, nodes: tuple[Any, ...]) -> None:
         for node in nodes:
@@ -63,11 +85,11 @@ class _State:
 
     def walk(self, dot: Any, node: Any) -> None:
         if isinstance(node, str):
-            self.out.append(node)
+            self.emit(node)
         elif isinstance(node, Action):
             value = self.pipeline(dot, node.pipe)
             if not node.pipe.decl:
-                self.out.append(sprint_value(value))
+                self.emit(sprint_value(value))
         elif isinstance(node, Jump):
             raise _Jump(node.kind)
         else:
@@ -97,6 +119,7 @@ class _State:
             return
         mark = len(self.variables)
         for key, elem in pairs:
+            self.step()
             decl = node.pipe.decl
             if decl:
                 names = dict(zip(decl, (key, elem) if len(decl) == 2 else (elem,), strict=True))
@@ -186,6 +209,7 @@ class _State:
         return builtins_go.convert(value, kind)
 
     def call(self, dot: Any, name: str, args: tuple[Any, ...], final: Any) -> Any:
+        self.step()
         nodes: list[Any] = list(args)
         if name in ("and", "or"):  # Go evaluates their arguments only as far as needed
             count = len(nodes) + (final is not _NO_FINAL)
@@ -208,7 +232,10 @@ class _State:
         if final is not _NO_FINAL:
             values.append(builtins_go.convert(final, kinds[-1]))
         try:
-            return function.call(*values)
+            result = function.call(*values)
+            if isinstance(result, str) and len(result) > MAX_TEXT:  # a string doubled in a range, say
+                raise TemplateError(f"its result is over registrar's limit of {MAX_TEXT} bytes")
+            return result
         except TemplateError as e:
             raise TemplateError(f"error calling {name}: {e}") from None
         except (IndexError, ValueError, TypeError, KeyError, re.error) as e:

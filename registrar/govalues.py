@@ -3,7 +3,8 @@
 Pure, no I/O. A Go ``string`` is a str, ``int`` an int, ``float64`` a float, ``bool`` a bool, a slice a
 list (a nil slice and an empty one alike), ``[]byte`` bytes, an untyped nil None; structs, maps, times
 and nil pointers have a class here. ``sprint``/``sprintln``/``sprintf`` are ``fmt.Sprint``/``Sprintln``/
-``Sprintf`` for these values (the verbs ``%v %s %d %q %x %X %t %f %e %g %c %T %%``, flags and width).
+``Sprintf`` for these values (the verbs ``%v %s %d %q %x %X %t %f %e %g %c %T %%``, flags, width and
+precision, ``*`` ones too, with Go's limits on them); what they make is capped at MAX_TEXT (TooLarge).
 """
 
 from __future__ import annotations
@@ -13,6 +14,23 @@ import math
 import re
 from collections.abc import Iterable
 from typing import Any
+
+MAX_TEXT = 64 * 1024
+"""The most a template may render, in bytes, and the longest string any one step of it may make, in
+characters. A container's tags all go into the one registration body registrar PUTs to its Consul agent
+(and Consul keeps them in its catalog and sends them in every health and catalog answer), so a tag list
+larger than this is a mistake or an attack, never a real service's tags; without a cap, one label
+(a ``printf`` width of a million, a string doubled in each turn of a ``range``) takes the daemon's memory."""
+
+_GO_MAX_WIDTH = 1_000_000
+"""Go's fmt refuses a width or precision larger than this (print.go's ``tooLarge``)."""
+
+
+class TooLarge(ValueError):
+    """A value a template makes, or its output, is over MAX_TEXT."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} is over registrar's limit of {MAX_TEXT} bytes")
 
 
 class Missing:
@@ -168,26 +186,73 @@ def sprint_value(value: Any) -> str:
 def sprint(args: Iterable[Any]) -> str:
     """fmt.Sprint: a space between two operands when neither is a string."""
     out: list[str] = []
+    size = 0
     previous_string = True
     for i, arg in enumerate(args):
         is_string = isinstance(arg, str)
         if i > 0 and not is_string and not previous_string:
             out.append(" ")
         out.append(sprint_value(arg))
+        size += len(out[-1]) + 1
+        if size > MAX_TEXT:  # many large operands: stop before they are joined
+            raise TooLarge("print's result")
         previous_string = is_string
     return "".join(out)
 
 
 def sprintln(args: Iterable[Any]) -> str:
     """fmt.Sprintln: operands always separated by a space, and a newline."""
-    return " ".join(sprint_value(a) for a in args) + "\n"
+    out: list[str] = []
+    size = 0
+    for arg in args:
+        out.append(sprint_value(arg))
+        size += len(out[-1]) + 1
+        if size > MAX_TEXT:
+            raise TooLarge("println's result")
+    return " ".join(out) + "\n"
 
 
-_DIRECTIVE = re.compile(r"%([-+# 0]*)(\d+)?(?:\.(\d*))?(.)?", re.DOTALL)
+_DIRECTIVE = re.compile(r"%([-+# 0]*)(\*|\d+)?(?:\.(?=.)(\*|\d*))?(.)?", re.DOTALL)
 
 
-def _bad(verb: str, value: Any) -> str:
-    return f"%!{verb}(<nil>)" if value is None else f"%!{verb}({type_name(value)}={sprint_value(value)})"
+def _parse_number(digits: str) -> int | None:
+    """Go's ``parsenum``: the number, or None where it overflows (a digit added to more than 1e6)."""
+    number = 0
+    for digit in digits:
+        if number > _GO_MAX_WIDTH:
+            return None
+        number = number * 10 + int(digit)
+    return number
+
+
+def _int_from_arg(args: list[Any], used: int) -> tuple[int | None, int]:
+    """Go's ``intFromArg``: a ``*`` width or precision's operand (None: missing, not an int, or too large)
+    and the operands used after it."""
+    if used >= len(args):
+        return None, used
+    value = args[used]
+    if not isinstance(value, int) or isinstance(value, bool) or abs(value) > _GO_MAX_WIDTH:
+        return None, used + 1
+    return value, used + 1
+
+
+def _bad(verb: str, value: Any, shown: str) -> str:
+    """Go's ``badVerb``: ``%!d(string=x)``, the operand as ``%v`` prints it with the directive's width."""
+    return f"%!{verb}(<nil>)" if value is None else f"%!{verb}({type_name(value)}={shown})"
+
+
+def _pad(text: str, width: int | None, flags: str, value: Any) -> str:
+    """The text padded to the width: on the right with the - flag, with zeros after the sign for a number
+    with the 0 flag, else with spaces on the left."""
+    if not width or len(text) >= width:
+        return text
+    pad = width - len(text)
+    if "-" in flags:
+        return text + " " * pad
+    if "0" in flags and isinstance(value, int | float) and not isinstance(value, bool):
+        sign = text[0] if text[:1] in "+-" else ""
+        return sign + "0" * pad + text[len(sign) :]
+    return " " * pad + text
 
 
 def _format_one(verb: str, flags: str, precision: int, value: Any) -> str | None:
@@ -244,6 +309,7 @@ def sprintf(fmt: str, args: list[Any]) -> str:
     out: list[str] = []
     used = 0
     at = 0
+    size = 0
     while True:
         found = fmt.find("%", at)
         if found < 0:
@@ -252,8 +318,33 @@ def sprintf(fmt: str, args: list[Any]) -> str:
         out.append(fmt[at:found])
         match = _DIRECTIVE.match(fmt, found)
         assert match is not None
-        flags, width, prec, verb = match.groups()
+        flags, width_text, prec_text, verb = match.groups()
         at = match.end()
+        width: int | None = None
+        if width_text == "*":
+            width, used = _int_from_arg(args, used)
+            if width is None:
+                out.append("%!(BADWIDTH)")
+            elif width < 0:  # a negative width pads on the right, as the - flag does
+                width, flags = -width, flags.replace("0", "") + "-"
+        elif width_text:
+            width = _parse_number(width_text)
+            if width is None:  # Go gives up on the rest of the format
+                out.append("%!(NOVERB)")
+                break
+        precision = -1
+        if prec_text == "*":
+            star, used = _int_from_arg(args, used)
+            if star is None or star < 0:
+                out.append("%!(BADPREC)")
+            else:
+                precision = star
+        elif prec_text is not None:
+            parsed = _parse_number(prec_text)
+            if parsed is None:
+                out.append("%!(NOVERB)")
+                break
+            precision = parsed
         if verb is None:
             out.append("%!(NOVERB)")
             break
@@ -265,19 +356,17 @@ def sprintf(fmt: str, args: list[Any]) -> str:
             continue
         value = args[used]
         used += 1
-        text = _format_one(verb, flags, -1 if prec is None else int(prec or 0), value)
-        if text is None:
-            text = _bad(verb, value)
-        if width and len(text) < int(width):
-            pad = int(width) - len(text)
-            if "-" in flags:
-                text += " " * pad
-            elif "0" in flags and isinstance(value, int | float) and not isinstance(value, bool):
-                sign = text[0] if text[:1] in "+-" else ""
-                text = sign + "0" * pad + text[len(sign) :]
-            else:
-                text = " " * pad + text
+        if (width or 0) > MAX_TEXT or (precision > MAX_TEXT and verb in "eEfFgG"):  # before making it
+            raise TooLarge("printf's result")
+        text = _format_one(verb, flags, precision, value)
+        if text is None:  # Go pads the operand inside the error form: %!.(int=    1)
+            text = _bad(verb, value, _pad(sprint_value(value), width, flags, value))
+        else:
+            text = _pad(text, width, flags, value)
         out.append(text)
+        size += len(text)
+        if size > MAX_TEXT:
+            raise TooLarge("printf's result")
     if used < len(args):
         extra = ", ".join(f"{type_name(a)}={sprint_value(a)}" for a in args[used:])
         out.append(f"%!(EXTRA {extra})")

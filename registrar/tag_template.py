@@ -9,21 +9,29 @@ range an error as Go's panic is) and Go's builtins (gotemplate.py). Imported onl
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from functools import cache, lru_cache
 from typing import Any
+from urllib.parse import urljoin
 
 from registrar.gotemplate import Template, parse
 from registrar.gotemplate_builtins import Function, TemplateError, go_bytes, go_string
-from registrar.govalues import GoMap, GoTime, NilPointer, Struct
+from registrar.govalues import MAX_TEXT, GoMap, GoTime, NilPointer, Struct, TooLarge
 
-__all__ = ["HTTP_TIMEOUT", "TemplateError", "container_view", "render", "template"]
+__all__ = ["HTTP_MAX_BODY", "HTTP_TIMEOUT", "MAX_TEXT", "TemplateError", "container_view", "render", "template"]
 
 HTTP_TIMEOUT = 5.0
-"""Seconds ``httpGet`` waits for an answer (registrator waits 10; a resync should not)."""
+"""Seconds ``httpGet`` may take in all: connecting, each redirect and the whole body (registrator waits 10;
+a resync should not)."""
+
+HTTP_MAX_BODY = 1024 * 1024
+"""The largest body ``httpGet`` reads; a larger one is "", as any failure (a tag is a few bytes, and a
+template's output is at most MAX_TEXT anyway)."""
 
 # go-dockerclient's types, as much of them as a template reads: "GoName[/jsonName]:type" per field.
 _SCHEMA = {
@@ -170,6 +178,22 @@ def s_index(i: int, s: list[str]) -> str:
     if not s:
         raise IndexError("index out of range [-1]")
     return s[-1] if i >= len(s) else s[i]
+
+
+def go_replace(n: int, old: str, new: str, v: str) -> str:
+    """replace n old new s: strings.Replace(s, old, new, n); TooLarge before making a result over MAX_TEXT
+    (an empty ``old`` puts ``new`` between every two characters)."""
+    count = v.count(old) if n < 0 else min(n, v.count(old))
+    if len(v) + count * (len(new) - len(old)) > MAX_TEXT:
+        raise TooLarge("replace's result")
+    return v.replace(old, new, n)
+
+
+def go_join(sep: str, s: list[str]) -> str:
+    """join sep s: strings.Join(s, sep); TooLarge before making a result over MAX_TEXT."""
+    if sum(map(len, s)) + max(len(s) - 1, 0) * len(sep) > MAX_TEXT:
+        raise TooLarge("join's result")
+    return sep.join(s)
 
 
 def go_split(sep: str, v: str) -> list[str]:
@@ -321,7 +345,11 @@ def _member(text: str, at: int, decoder: json.JSONDecoder, index: int | None, ke
 
 
 def http_get(url: str) -> bytes:
-    """httpGet url: the body of a GET, redirects followed (``--tags-http``); b"" on any failure, as registrator's."""
+    """httpGet url: the body of a GET, redirects followed (``--tags-http``); b"" on any failure, as registrator's.
+
+    One monotonic deadline, HTTP_TIMEOUT away, covers it all: connecting, each redirect, and the body, read
+    in chunks with each read's timeout the time left (urllib3's own timeout bounds each socket read, so a
+    server trickling a byte at a time would hold it for ever). A body over HTTP_MAX_BODY is a failure too."""
     global _POOL
     if not url.startswith(("http://", "https://")):
         return b""
@@ -329,12 +357,68 @@ def http_get(url: str) -> bytes:
 
     if _POOL is None:
         _POOL = urllib3.PoolManager(num_pools=4, maxsize=1)
-    retries = urllib3.Retry(total=10, connect=0, read=0, status=0, redirect=10, raise_on_redirect=False)
+    deadline = time.monotonic() + HTTP_TIMEOUT
     try:
-        response = _POOL.request("GET", url, timeout=urllib3.Timeout(total=HTTP_TIMEOUT), retries=retries)
+        for _ in range(_MAX_REDIRECTS + 1):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return b""
+            timeout = urllib3.Timeout(connect=left, read=left)
+            response = _POOL.request("GET", url, timeout=timeout, retries=False, redirect=False, preload_content=False)
+            done = False
+            try:
+                location = response.get_redirect_location()
+                if not location:
+                    body = _read_body(response, deadline)
+                    done = True
+                    return body
+                url = urljoin(url, location)
+                if not url.startswith(("http://", "https://")):
+                    return b""
+            finally:
+                if not done:  # a body not read to its end: the connection cannot serve another request
+                    response.close()
+                response.release_conn()
     except (urllib3.exceptions.HTTPError, ValueError, OSError):
         return b""
-    return bytes(response.data)
+    return b""  # more redirects than Go's client follows
+
+
+_MAX_REDIRECTS = 10
+"""Redirects ``httpGet`` follows, as Go's http.Client."""
+
+
+class _BodyFailed(OSError):
+    """httpGet's body was too large, or not all there by the deadline."""
+
+
+def _read_body(response: Any, deadline: float) -> bytes:
+    """The response's body, read before ``deadline`` in chunks as they come; _BodyFailed when it is not
+    all there by then or is over HTTP_MAX_BODY."""
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > HTTP_MAX_BODY:
+        raise _BodyFailed("body too large")
+    read1 = getattr(response, "read1", None)  # urllib3 2 (undecoded: no gzip bomb); 1.26: its http.client response's
+    read1 = response._fp.read1 if read1 is None else functools.partial(read1, decode_content=False)
+    connection = response.connection
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _BodyFailed("deadline")
+        if connection is not None and connection.sock is not None:
+            connection.sock.settimeout(left)
+        chunk = read1(_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > HTTP_MAX_BODY:
+            raise _BodyFailed("body too large")
+        chunks.append(chunk)
+
+
+_CHUNK = 64 * 1024
 
 
 _POOL: Any = None
@@ -353,8 +437,8 @@ def functions(fetch: Callable[[str], bytes] | None) -> dict[str, Function]:
         "mIndex": Function(lambda k, m: m.get(k, ""), ("string", "map[string]string")),
         "toUpper": Function(_upper, ("string",)),
         "toLower": Function(_lower, ("string",)),
-        "replace": Function(lambda n, old, new, v: v.replace(old, new, n), ("int", "string", "string", "string")),
-        "join": Function(lambda sep, s: sep.join(s), ("string", "[]string")),
+        "replace": Function(go_replace, ("int", "string", "string", "string")),
+        "join": Function(go_join, ("string", "[]string")),
         "split": Function(go_split, ("string", "string")),
         "splitIndex": Function(lambda i, sep, v: s_index(i, go_split(sep, v)), ("int", "string", "string")),
         "matchFirstElement": Function(match_first, ("string", "[]string")),
@@ -375,6 +459,9 @@ def template(text: str, http: bool = False) -> Template:
 
 def render(text: str, view: Struct, http: bool = False) -> str:
     """The template's output for this container (``container_view``); TemplateError where Go's fails.
-    Bytes that are not UTF-8 (a string sliced mid-character) come out as U+FFFD, as in Go's JSON."""
-    out = template(text, http).execute(view)
-    return out.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    Bytes that are not UTF-8 (a string sliced mid-character) come out as U+FFFD, as in Go's JSON. An output
+    over MAX_TEXT bytes is a TemplateError: the container's service is registered without these tags."""
+    out = template(text, http).execute(view).encode("utf-8", "surrogateescape")
+    if len(out) > MAX_TEXT:
+        raise TemplateError(f"the output is over registrar's limit of {MAX_TEXT} bytes")
+    return out.decode("utf-8", "replace")

@@ -162,18 +162,50 @@ def test_explain_shows_rendered_tags_and_the_error() -> None:
 
 
 class _Pages(BaseHTTPRequestHandler):
+    stop = threading.Event()  # set when the test ends: a trickling page stops
+
     def do_GET(self) -> None:
-        if self.path == "/slow":
-            time.sleep(1)
-        body = b'{"zone": {"name": "eu-1"}}'
         try:
-            self.send_response(302 if self.path == "/moved" else 200)
-            self.send_header("Location", "/meta")
+            if self.path.startswith("/trickle/"):  # /trickle/N: N bytes, one every 0.2 s
+                self._trickle(int(self.path.rsplit("/", 1)[1]))
+                return
+            if self.path.startswith("/big"):  # 2 MiB, with its Content-Length or without (the connection closes)
+                self._big(sized=self.path == "/big")
+                return
+            if self.path == "/slow":
+                time.sleep(1)
+            body = b'{"zone": {"name": "eu-1"}}'
+            location = "/meta"
+            if self.path.startswith("/hop/"):  # /hop/N: 0.3 s, then a redirect to /hop/N+1, up to 10
+                hop = int(self.path.rsplit("/", 1)[1])
+                self.stop.wait(0.3)
+                location, body = f"/hop/{hop + 1}", b"end"
+            moved = self.path == "/moved" or (self.path.startswith("/hop/") and location != "/hop/11")
+            self.send_response(302 if moved else 200)
+            self.send_header("Location", location)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (the timeout test)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (the timeout tests)
             pass
+
+    def _trickle(self, count: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(count))
+        self.end_headers()
+        for _ in range(count):
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            if self.stop.wait(0.2):
+                return
+
+    def _big(self, sized: bool) -> None:
+        body = b"x" * (2 * 1024 * 1024)
+        self.send_response(200)
+        if sized:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -182,13 +214,24 @@ class _Pages(BaseHTTPRequestHandler):
 @pytest.fixture
 def pages() -> Iterator[str]:
     """A local HTTP server for httpGet: its base URL; stopped afterwards."""
+    _Pages.stop.clear()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
+    _Pages.stop.set()
     server.shutdown()
     server.server_close()
     thread.join()
+
+
+def http_get_within(url: str, seconds: float) -> bytes | None:
+    """httpGet's result, or None when the call has not returned within ``seconds`` (it goes on in its thread)."""
+    result: list[bytes] = []
+    call = threading.Thread(target=lambda: result.append(tag_template.http_get(url)), daemon=True)
+    call.start()
+    call.join(seconds)
+    return result[0] if result else None
 
 
 def test_http_get_only_with_tags_http(pages: str) -> None:
@@ -208,3 +251,63 @@ def test_http_get_failure_is_empty(pages: str, monkeypatch: pytest.MonkeyPatch) 
     assert tag_template.http_get("file:///etc/passwd") == b""
     assert tag_template.http_get(f"{pages}/meta") == b'{"zone": {"name": "eu-1"}}'
     assert tag_template.http_get(f"{pages}/moved") == b'{"zone": {"name": "eu-1"}}'  # redirects followed, as Go's
+
+
+def test_template_over_a_million_iterations_fails_for_its_container() -> None:
+    """Nested ranges of over a million iterations in all (two over a 64 KiB string would run for half an hour,
+    printing nothing) fail for their container, which is registered without that key's tags."""
+    loops = '{{ $s := printf "%1001s" "" }}{{ range split "" $s }}{{ range split "" $s }}{{ end }}{{ end }}'
+    assert tags_and_problems(web({"SERVICE_TAGS": loops})) == ([()], [("rec-web", "label SERVICE_TAGS")])
+
+
+def test_printf_width_over_gos_limit_prints_as_go() -> None:
+    """A printf width Go refuses (over 1e6) renders Go's ``%!(NOVERB)``, not megabytes of padding."""
+    c = web({"SERVICE_TAGS": '{{ printf "%012345678d" 1 }}'})
+    assert tags_and_problems(c) == ([("%!(NOVERB)%!(EXTRA int=1)",)], [])
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        '{{ printf "%70000d" 1 }}',  # a width Go allows, over the cap
+        '{{ range split "" (printf "%1000s" "") }}{{ printf "%100s" "" }}x{{ end }}',  # small pieces, many
+        '{{ $x := "ab" }}{{ range split "" "01234567890123456789" }}{{ $x = printf "%s%s" $x $x }}{{ end }}'
+        "{{ len $x }}",  # a string doubled, never printed
+        '{{ $s := printf "%300s" "" }}{{ len (replace -1 "" $s $s) }}',
+        '{{ $s := printf "%300s" "" }}{{ len (join $s (split "" $s)) }}',
+        '{{ $s := printf "%30000s" "" }}{{ len (print $s $s $s) }}|{{ len (println $s $s $s) }}',
+    ],
+    ids=["width", "range", "doubling", "replace", "join", "print"],
+)
+def test_template_over_the_output_cap_fails_for_its_container(label: str) -> None:
+    """A template whose output, or a string it makes, is over 64 KiB warns naming the container and key, and the
+    service is registered without that key's tags."""
+    c = web({"SERVICE_TAGS": label})
+    settings = dataclasses.replace(S, tags=("always",))
+    result = services_from_container(c, settings)
+    assert [s.tags for s in result.services] == [("always",)]
+    assert [(p.container, p.key) for p in result.problems] == [("rec-web", "label SERVICE_TAGS")]
+    assert "limit of 65536 bytes" in result.problems[0].message
+
+
+def test_http_get_deadline_covers_the_whole_body(pages: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server trickling its body a byte every 0.2 s gives httpGet's empty body once its deadline is past, not
+    the body 20 s later; a body trickled within the deadline is returned whole."""
+    monkeypatch.setattr(tag_template, "HTTP_TIMEOUT", 1.0)
+    assert http_get_within(f"{pages}/trickle/100", seconds=10) == b""  # the trickle would take 20 s
+    monkeypatch.setattr(tag_template, "HTTP_TIMEOUT", 5.0)
+    assert http_get_within(f"{pages}/trickle/3", seconds=10) == b"xxx"
+
+
+def test_http_get_deadline_covers_redirects(pages: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redirects, each answered in 0.3 s, share httpGet's one deadline: ten of them past a 1 s deadline give ""."""
+    monkeypatch.setattr(tag_template, "HTTP_TIMEOUT", 1.0)
+    assert http_get_within(f"{pages}/hop/0", seconds=10) == b""
+    monkeypatch.setattr(tag_template, "HTTP_TIMEOUT", 5.0)
+    assert http_get_within(f"{pages}/hop/9", seconds=10) == b"end"
+
+
+@pytest.mark.parametrize("path", ["/big", "/big-unsized"])
+def test_http_get_body_over_a_mebibyte_is_empty(pages: str, path: str) -> None:
+    """A body over 1 MiB (2 MiB, announced or not) gives httpGet's empty body, as any HTTP failure."""
+    assert tag_template.http_get(pages + path) == b""
