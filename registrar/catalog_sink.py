@@ -40,7 +40,7 @@ from typing import Any
 import structlog
 from consul.callback import CB
 
-from registrar.consul_sink import DEFAULT_TIMEOUT, ConsulConnection, _meta_only
+from registrar.consul_sink import DEFAULT_TIMEOUT, ConsulConnection, meta_only
 from registrar.errors import ConfigError, ConsulError
 from registrar.model import META_HOST, META_INSTANCE, META_SOURCE, META_SOURCE_VALUE, Health, Service
 from registrar.settings import ConsulTarget
@@ -223,7 +223,7 @@ class CatalogSink(ConsulConnection):
         has taken meanwhile is a ConsulError: nothing is written under it."""
         what = f"reading catalog node {self.node.name}"
         params = {"filter": filter} if filter else None
-        digest, answer = self._call(what, lambda: self._get_digested(self._node_path, params, unless, _meta_only))
+        digest, answer = self._call(what, lambda: self._get_digested(self._node_path, params, unless, meta_only))
         if answer is None and unless and digest == unless:
             return digest, None
         if answer is not None and isinstance(answer, dict) and not is_external(answer.get("Node") or {}):

@@ -245,11 +245,10 @@ class ConsulSink(ConsulConnection):
 
         The daemon reads the agent every 3 s to notice an agent that lost its services; an answer the
         same as the last costs a hash instead of a JSON parse and a plan of every service. Of each service
-        only its Meta is kept as the answer is parsed: all the loop reads (``reconcile.owned_services``);
-        the whole of 500 services held 1.7 MiB at the parse's peak, and the process kept most of it.
+        only its Meta is kept as the answer is parsed: all the loop reads (``reconcile.owned_services``).
         The request is the one py-consul's ``agent.services`` sends; an answer other than a 200 is judged
         by py-consul's callback (a 404: None; any other status raises)."""
-        return self._read(unless, filter, _meta_only)
+        return self._read(unless, filter, meta_only)
 
     def _read(
         self, unless: int, filter: str, hook: Callable[[dict[str, Any]], Any] | None
@@ -335,10 +334,10 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def _meta_only(value: dict[str, Any]) -> Any:
-    """``json.loads``'s object_hook for ``GET /v1/agent/services``: a service (an object with a string
-    ``ID`` and an integer ``Port``; Meta's values are all strings) becomes ``{"Meta": its Meta}``, as soon as
-    it is parsed; any other object is kept."""
+def meta_only(value: dict[str, Any]) -> Any:
+    """``json.loads``'s object_hook for an answer that lists services (``GET /v1/agent/services``,
+    ``/v1/catalog/node/<name>``): a service (an object with a string ``ID`` and an integer ``Port``; Meta's
+    values are all strings) becomes ``{"Meta": its Meta}``, as soon as it is parsed; any other object is kept."""
     if isinstance(value.get("Port"), int) and isinstance(value.get("ID"), str):
         return {"Meta": value.get("Meta") or {}}
     return value

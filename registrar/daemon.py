@@ -520,8 +520,8 @@ class Daemon:
             self._inspect(cid)
 
     def _retry_inspect(self, container_id: str, error: DockerError) -> None:
-        """The engine answered an inspect with an error: that container alone is inspected again after a
-        backoff (Docker stays up); logged as ``inspect_failed`` once the lock is let go."""
+        """The engine answered an inspect with an error, or not in time: that container alone is inspected again
+        after a backoff (Docker stays up); logged as ``inspect_failed`` once the lock is let go."""
         delay = self._inspect_retries.failed(container_id, time.monotonic())
         cached = self.cache.containers.get(container_id)
         short = container_id[:12]

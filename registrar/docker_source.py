@@ -1,14 +1,14 @@
 """The Docker adapter: lists, inspects, streams events and runs exec probes on one engine. Decides nothing.
 
 docker-py's low-level ``APIClient`` makes the connection and every request, whatever DOCKER_HOST names
-(``unix://``, ``tcp://`` with or without TLS from DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, ``ssh://``), on
-the API version the engine offers (its ``/version`` ApiVersion: engines refuse versions below their
-minimum, Docker 29's is 1.44). The listing and the inspect (one per container event) are sent on the
-urllib3 connection pool of docker-py's own adapter for that engine, which skips requests' per-call cost.
+(``unix://``, ``tcp://`` with or without TLS from DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, ``ssh://`` when
+paramiko is installed: it is not a dependency, nor in the image), on the API version the engine offers (its
+``/version`` ApiVersion: engines refuse versions below their minimum, Docker 29's is 1.44). The listing and
+the inspect (one per container event) are sent on the urllib3 pool of the session's adapter for that engine.
 Every call is a read (``/version``, ``/_ping``, ``/info``, ``/containers/json``, ``/containers/<id>/json``,
 ``/events``), so registrar can run behind a read-only socket proxy, but for exec probes (``exec_probe``),
 which only a container's ``SERVICE_CHECK_EXEC`` asks for. Library errors become DockerError here
-(DockerUnreachable when no answer came).
+(DockerUnreachable when the engine is down).
 """
 
 from __future__ import annotations
@@ -25,23 +25,24 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import docker
+import docker.api.client
 import docker.constants
 import docker.errors
 import requests
+import requests.adapters
 import urllib3
 
+from registrar.docker_payloads import event_in_line, is_podman, summary_only
 from registrar.errors import ConfigError, DockerError, DockerUnreachable
 from registrar.model import NETWORK_EVENTS, WATCHED_EVENTS, DockerEvent, ExecResult
 from registrar.settings import Settings
 
 T = TypeVar("T")
 
-#: Podman's names for the same events, where they differ.
-PODMAN_NAMES = {"remove": "destroy"}
 #: The subscription on a Docker engine: only the watched events are sent, so the engine no longer
 #: sends ``create``, ``stop``, nor the three ``exec_*`` events of every HEALTHCHECK run. With
 #: ``health_status`` among them Docker matches the event values as prefixes (moby #25798), so
-#: ``health_status: healthy`` and ``: unhealthy`` are sent (verified on Docker 20.10).
+#: ``health_status: healthy`` and ``: unhealthy`` are sent.
 DOCKER_FILTERS = {"type": ["container"], "event": sorted(WATCHED_EVENTS)}
 #: With ``--internal``, also the network events that change a container's addresses (``docker network
 #: connect``); the engine then sends a network's ``destroy`` too, which ``from_message`` drops.
@@ -56,35 +57,38 @@ an inspect; the engine keeps its last 256 events to replay."""
 #: (``died``...), so a filter in Docker's names would hide stops from it: the events are picked here.
 PODMAN_FILTERS = {"type": ["container"]}
 PODMAN_NETWORK_FILTERS = {"type": ["container", "network"]}
+#: What docker-py, requests and urllib3 raise.
+LIBRARY_ERRORS = (docker.errors.DockerException, requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+POOL_SIZE = 16
+"""Connections kept to the engine, as many as requests in flight at once (the workers' inspects)."""
 UNREACHABLE = (
     requests.ConnectionError,
-    requests.Timeout,
     requests.exceptions.ChunkedEncodingError,
     urllib3.exceptions.NewConnectionError,
+    urllib3.exceptions.ConnectTimeoutError,
     urllib3.exceptions.ProtocolError,
-    urllib3.exceptions.TimeoutError,
     urllib3.exceptions.MaxRetryError,
     urllib3.exceptions.SSLError,
     OSError,
 )
-"""The libraries' errors that mean no answer came from the engine (refused, reset, cut, timed out): the
-engine is down, not one request (``DockerUnreachable``)."""
+"""The libraries' errors that mean the engine is down, not one request (``DockerUnreachable``): refused,
+reset, cut, no connection made in time. Not a read timeout: the engine took the request and did not answer
+it in time, as Docker hangs on a container stuck in removal: that request's failure (a plain DockerError)."""
 
 
 class DockerSource:
     """Talks to one Docker engine (or Podman's Docker-compatible API) through docker-py."""
 
     def __init__(self, settings: Settings, environ: Mapping[str, str], timeout: float = 10.0) -> None:
-        """Connect and agree on the API version; ConfigError for bad TLS settings, DockerError when the
-        engine cannot be reached or does not answer ``/version``."""
+        """Connect and agree on the API version; ConfigError for bad TLS settings or ssh:// without paramiko,
+        DockerError when the engine cannot be reached or does not answer ``/version``."""
         self.where = settings.docker_host or environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         """The engine's address: ``--docker-host``, else DOCKER_HOST, else Docker's default socket."""
         self.timeout = timeout
         """Seconds each request may take (the event stream, once answered, has no timeout)."""
         self.labels = [value for kind, value in settings.filters if kind == "label"]
-        """``--filter label=...``, asked of the engine too: the containers the filters leave out are not
-        listed, and (on Docker, when no network events are followed: those carry no labels) send no
-        events, so they cost no inspect."""
+        """``--filter label=...``, asked of the engine too: the containers left out are not listed and (on Docker,
+        when no network events are followed: those carry no labels) send no events, so cost no inspect."""
         self.networks = settings.internal or any(kind == "network" for kind, _ in settings.filters)
         """Follow network events too: with ``--internal`` a container's addresses are registered, and
         ``--filter network=NAME`` selects containers by their networks."""
@@ -102,6 +106,8 @@ class DockerSource:
             kwargs: dict[str, Any] = docker.utils.kwargs_from_env(environment={**environ, "DOCKER_HOST": self.where})
         except docker.errors.DockerException as e:
             raise ConfigError(f"Docker TLS settings (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH): {e}") from None
+        if self.where.startswith("ssh://") and getattr(docker.api.client, "SSHHTTPAdapter", None) is None:
+            raise ConfigError("ssh:// DOCKER_HOST needs paramiko: pip install paramiko")
         self.api: Any = None
         """docker-py's APIClient on the engine's API version: one requests session, its adapter's urllib3 pool."""
         try:
@@ -114,13 +120,7 @@ class DockerSource:
                 raise DockerError("the answer to GET /version has no ApiVersion")
             self.api = _client(kwargs, str(version["ApiVersion"]), timeout)
             self._pool = self._connection_pool()
-        except (
-            docker.errors.DockerException,
-            requests.RequestException,
-            urllib3.exceptions.HTTPError,
-            OSError,
-            DockerError,
-        ) as e:
+        except (*LIBRARY_ERRORS, DockerError) as e:
             _close_failed_connect(e)
             self.close()
             raise DockerError(f"cannot reach the Docker engine at {self.where}: {_reason(e)}") from None
@@ -131,7 +131,7 @@ class DockerSource:
         self._headers = {"User-Agent": str(self.api.headers.get("User-Agent", "registrar"))}
 
     def _connection_pool(self) -> Any:
-        """The urllib3 pool that docker-py's requests adapter keeps for the engine, with the session's
+        """The urllib3 pool that the session's adapter mounted for the engine keeps, with the session's
         TLS settings applied as requests applies them (it is the adapter's: ``api.close()`` closes it)."""
         url = f"{self.api.base_url}/"
         adapter = self.api.get_adapter(url)
@@ -145,7 +145,8 @@ class DockerSource:
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """``fn()``, its libraries' errors raised as DockerError naming ``what`` and the engine: DockerUnreachable
-        when no answer came (``UNREACHABLE``), a plain DockerError for an answer that is an error or no JSON."""
+        when the engine is down (``UNREACHABLE``), a plain DockerError for an answer that is an error or no
+        JSON, or that did not come in time."""
         try:
             return fn()
         except docker.errors.APIError as e:
@@ -153,34 +154,26 @@ class DockerSource:
             raise DockerError(f"{what} at {self.where}: the engine answered {e.status_code} ({message})") from None
         except UNREACHABLE as e:
             _close_failed_connect(e)
-            raise DockerUnreachable(f"{what} at {self.where}: {_reason(e)}") from None
-        except (
-            docker.errors.DockerException,
-            requests.RequestException,
-            urllib3.exceptions.HTTPError,
-            OSError,
-            ValueError,
-        ) as e:
+            # requests raises a read timeout in an answer's body as a ConnectionError
+            late = any(isinstance(a, urllib3.exceptions.ReadTimeoutError) for a in e.args[:1])
+            raise (DockerError if late else DockerUnreachable)(f"{what} at {self.where}: {_reason(e)}") from None
+        except (*LIBRARY_ERRORS, ValueError) as e:
             _close_failed_connect(e)
             raise DockerError(f"{what} at {self.where}: {_reason(e)}") from None
 
     def _get(self, path: str, hook: Callable[[dict[str, Any]], Any] | None = None) -> tuple[int, Any]:
         """``GET /v<api><path>`` on the adapter's pool: the status and the answer parsed (``hook``:
         ``json.loads``'s object_hook, for a 200; another status's body may be text). Raises the libraries' errors."""
-        url = f"/v{self.api_version}{path}"
+        url, options = f"/v{self.api_version}{path}", {"retries": False, "redirect": False, "timeout": self.timeout}
         try:
-            response = self._pool.urlopen(
-                "GET", url, headers=self._headers, retries=False, redirect=False, timeout=self.timeout
-            )
+            response = self._pool.urlopen("GET", url, headers=self._headers, **options)
         except urllib3.exceptions.ClosedPoolError:
             # docker-py's unix and ssh adapters keep a pool per URL and close the least recently made
             # beyond ``num_pools``: the adapter makes this one again.
             if self._closed:
                 raise
             self._pool = self._connection_pool()
-            response = self._pool.urlopen(
-                "GET", url, headers=self._headers, retries=False, redirect=False, timeout=self.timeout
-            )
+            response = self._pool.urlopen("GET", url, headers=self._headers, **options)
         if response.status != 200:
             return response.status, _json(response.data)
         return 200, json.loads(response.data, object_hook=hook)
@@ -198,8 +191,7 @@ class DockerSource:
 
     def list_containers(self) -> list[dict[str, Any]]:
         """Summaries of all containers (``GET /containers/json?all=1``, with ``--filter label=``'s), one
-        request; each keeps only what ``summary_only`` keeps, as it is parsed (500 containers are 0.5 MB of
-        JSON). Raises DockerError."""
+        request; each keeps only what ``summary_only`` keeps, as it is parsed. Raises DockerError."""
         what = "listing containers"
         query = urllib.parse.urlencode(
             {"all": 1, **({"filters": json.dumps({"label": self.labels})} if self.labels else {})}
@@ -297,15 +289,13 @@ class DockerSource:
             _cut(stream)
 
     def events(self) -> Iterator[DockerEvent]:
-        """Subscribe to container events now, from a second or two ago (``REPLAY_S``), so a listing
-        made afterwards misses nothing; the iterator then yields events until the stream ends (an engine
-        that goes away ends it too: docker-py reads a broken stream as ended).
-
-        Raises DockerError when the subscription fails; the iterator raises it when a read fails otherwise.
-        On a Docker engine only the watched events are subscribed to; on Podman every container event
-        is, and the watched ones are picked here (``PODMAN_FILTERS``). With ``--internal``, a
-        network's ``connect`` and ``disconnect`` too, as events about the container they name.
-        """
+        """Subscribe to container events now, from a second or two ago (``REPLAY_S``), so a listing made
+        afterwards misses nothing; the iterator then yields events until the stream ends (an engine that goes
+        away ends it too: docker-py reads a broken stream as ended). Raises DockerError when the subscription
+        fails; the iterator raises it when a read fails otherwise. On a Docker engine only the watched events
+        are subscribed to; on Podman every container event is, and the watched ones are picked here
+        (``PODMAN_FILTERS``). With ``--internal``, a network's ``connect`` and ``disconnect`` too, as events
+        about the container they name."""
         what = "subscribing to Docker events"
         if self.podman:
             filters = PODMAN_NETWORK_FILTERS if self.networks else PODMAN_FILTERS
@@ -339,22 +329,30 @@ class DockerSource:
         return self._read(stream)
 
     def _read(self, stream: Any) -> Iterator[DockerEvent]:
-        """The events in docker-py's raw event stream (chunks of JSON lines), until it ends or is closed."""
+        """The events of the stream (JSON lines), until it ends or is closed: a chunked answer (one event a
+        chunk) read a chunk at a time with urllib3's ``read_chunked`` (docker-py's reader reads a byte at a
+        time), any other through docker-py's stream."""
         pending = b""
+        raw = stream._response.raw
+        chunks = raw.read_chunked(decode_content=False) if raw.chunked else stream
         try:
-            for data in stream:
+            for data in chunks:
                 if self._stream is not stream:
                     return  # close_events(): what was buffered already is dropped
                 lines = (pending + (data.encode() if isinstance(data, str) else data)).split(b"\n")
                 pending = lines.pop()
                 for line in lines:
-                    event = _event(line)
+                    event = event_in_line(line)
                     if event is not None:
                         yield event
-            event = _event(pending) if self._stream is stream else None
+            event = event_in_line(pending) if self._stream is stream else None
             if event is not None:
                 yield event
-        except (docker.errors.DockerException, requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+        except urllib3.exceptions.ProtocolError:
+            return  # the engine went away, or close_events() shut the socket: the stream ended, as docker-py reads it
+        except LIBRARY_ERRORS as e:
+            if self._stream is not stream:
+                return  # close_events() shut the socket
             raise DockerError(f"Docker event stream at {self.where}: {_reason(e)}") from None
         finally:
             with self._lock:
@@ -383,9 +381,18 @@ class DockerSource:
 
 def _client(kwargs: dict[str, Any], version: str, timeout: float) -> Any:
     """docker-py's APIClient (``kwargs``: DOCKER_HOST and TLS, from ``kwargs_from_env``) on ``version``, with
-    no per-request proxy, .netrc or CA-bundle look-ups from the environment: the engine is no web site."""
-    api = docker.APIClient(version=version, timeout=timeout, max_pool_size=16, **kwargs)
+    no per-request proxy, .netrc or CA-bundle look-ups from the environment: the engine is no web site. Its
+    pools keep ``POOL_SIZE`` connections: on tcp:// (where docker-py ignores ``max_pool_size``) an adapter
+    of that size is mounted for http and https (TLS stays the session's ``verify`` and ``cert``)."""
+    api = docker.APIClient(version=version, timeout=timeout, max_pool_size=POOL_SIZE, **kwargs)
     api.trust_env = False
+    if not api.base_url.startswith("http+docker://"):
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=docker.constants.DEFAULT_NUM_POOLS, pool_maxsize=POOL_SIZE
+        )
+        for prefix in ("http://", "https://"):
+            api.adapters[prefix].close()
+            api.mount(prefix, adapter)
     return api
 
 
@@ -404,51 +411,18 @@ def _end(stream: Any) -> None:
 
 
 def _close_failed_connect(error: BaseException) -> None:
-    """Close the socket a failed ``connect`` left open in ``error``'s traceback: docker-py 7's unix connection
-    leaves it to the garbage collector (docker/docker-py#3356), one file descriptor per attempt at start."""
+    """Close the socket a failed ``connect`` of docker-py's transport left open in ``error``'s traceback: its
+    unix connection leaves it to the garbage collector (docker/docker-py#3356), one descriptor per attempt."""
     seen: set[int] = set()
     cause: BaseException | None = error
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         for frame, _ in traceback.walk_tb(cause.__traceback__):
-            sock = frame.f_locals.get("sock")
-            if frame.f_code.co_name == "connect" and isinstance(sock, socket.socket):
+            sock, module = frame.f_locals.get("sock"), str(frame.f_globals.get("__name__", ""))
+            ours = frame.f_code.co_name == "connect" and module.startswith("docker.transport")
+            if ours and isinstance(sock, socket.socket):
                 sock.close()
         cause = cause.__cause__ or cause.__context__
-
-
-def _event(line: bytes) -> DockerEvent | None:
-    """The watched event in one line of the stream; None for another event or a line that is no JSON object."""
-    try:
-        message = json.loads(line) if line.strip() else None
-    except ValueError:
-        return None
-    return from_message(message) if isinstance(message, dict) else None
-
-
-def is_podman(version: Any) -> bool:
-    """Whether a ``GET /version`` answer is Podman's (a component named "Podman Engine")."""
-    components = version.get("Components") if isinstance(version, dict) else None
-    return isinstance(components, list) and any(
-        "podman" in str(c.get("Name", "")).lower() for c in components if isinstance(c, dict)
-    )
-
-
-SUMMARY_FIELDS = ("Id", "Names", "State", "Status", "Ports", "NetworkSettings")
-"""What registrar reads of a container's summary in a listing: its ID, and what
-``registrar.cache.summary_fingerprint`` reads (of each network, only ``IPAddress``)."""
-
-
-def summary_only(obj: dict[str, Any]) -> dict[str, Any]:
-    """``json.loads``'s object_hook for ``GET /containers/json``: a summary (an object with an ``Id`` and a
-    list of ``Names``) keeps ``SUMMARY_FIELDS``, a network endpoint (an object with a string ``NetworkID``)
-    its ``IPAddress``; any other object is kept whole (the hook sees each object before the one that holds it,
-    so the labels, mounts and host config of a summary are dropped with it)."""
-    if isinstance(obj.get("Names"), list) and "Id" in obj:
-        return {key: obj[key] for key in SUMMARY_FIELDS if key in obj}
-    if isinstance(obj.get("NetworkID"), str) and "IPAddress" in obj:
-        return {"IPAddress": obj["IPAddress"]}
-    return obj
 
 
 def _json(body: bytes) -> Any:
@@ -468,36 +442,3 @@ def _message(body: Any) -> str:
 def _reason(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0][:300]
-
-
-def from_message(message: Mapping[str, Any]) -> DockerEvent | None:
-    """The DockerEvent of a Docker or Podman event message, or None for one registrar does not watch.
-
-    Podman's names are translated to Docker's (``remove`` is ``destroy``). A network's ``connect``
-    and ``disconnect`` are events of the container they name: Docker's in the ``container`` attribute
-    (its Actor is the network), Podman's in the Actor; other network events are dropped.
-    """
-    actor = message.get("Actor") or {}
-    if message.get("Type") == "network":
-        action = str(message.get("Action") or message.get("status") or "")
-        container_id = str((actor.get("Attributes") or {}).get("container") or actor.get("ID") or "")
-        return DockerEvent(action, container_id) if action in NETWORK_EVENTS and container_id else None
-    container_id = str(actor.get("ID") or message.get("id") or "")
-    action = str(message.get("Action") or message.get("status") or "")
-    action = PODMAN_NAMES.get(action, action)
-    if not container_id or action.split(":", 1)[0] not in WATCHED_EVENTS:
-        return None
-    return to_event(action, container_id, actor)
-
-
-def to_event(action: str, container_id: str, actor: Mapping[str, Any]) -> DockerEvent:
-    """A DockerEvent from the Action and Actor of an event message."""
-    attributes = actor.get("Attributes") or {}
-    code = str(attributes.get("exitCode", ""))
-    return DockerEvent(
-        str(action),
-        str(container_id),
-        name=str(attributes.get("name", "")),
-        exit_code=int(code) if code.lstrip("-").isdigit() else None,
-        signal=str(attributes.get("signal", "")),
-    )

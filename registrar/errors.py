@@ -10,11 +10,12 @@ class ConfigError(RegistrarError):
 
 
 class DockerError(RegistrarError):
-    """The Docker engine could not be reached or refused a request."""
+    """The Docker engine could not be reached, refused a request, or did not answer it in time."""
 
 
 class DockerUnreachable(DockerError):
-    """The engine could not be reached (connection refused or cut, a timeout): Docker is down, not one request."""
+    """The engine could not be reached (connection refused, reset or not made in time): Docker is down, not one
+    request. A request the engine took and did not answer in time is a plain DockerError."""
 
 
 class ConsulError(RegistrarError):

@@ -1,27 +1,36 @@
-"""DockerSource through docker-py against a stand-in engine, on a unix socket and on TCP: the API version it
-agrees on, and exec probes (deadline, output cap, cancellation).
+"""DockerSource through docker-py against a stand-in engine, on a unix socket, on TCP and on TCP with TLS: the
+API version it agrees on, and exec probes (deadline, output cap, cancellation).
 
 The stand-in answers as Docker 26 does (API 1.45, minimum 1.44): ``/version``, the listing, an inspect, an
-event stream, and the exec API, whose start sends Docker's multiplexed frames as the test scripts them.
+event stream, and the exec API, whose start sends Docker's multiplexed frames as the test scripts them. On TLS
+it serves the certificate under payloads/tls (see tests/unit/test_consul_client.py), which names 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import http.server
 import json
+import logging
 import queue
+import shutil
+import socket
 import socketserver
+import ssl
 import tempfile
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import docker.api.client
 import pytest
+import structlog
+from click.testing import CliRunner
 
-from registrar.docker_source import DockerSource
-from registrar.errors import DockerError, DockerUnreachable
+from registrar.cli import cli
+from registrar.docker_source import DockerSource, _close_failed_connect
+from registrar.errors import ConfigError, DockerError, DockerUnreachable
 from registrar.model import ExecResult
 from registrar.settings import Settings
 
@@ -34,6 +43,9 @@ VERSION = {
     "Version": "26.1.5+dfsg1",
     "Components": [{"Name": "Engine", "Version": "26.1.5+dfsg1", "Details": {"ApiVersion": "1.45"}}],
 }
+TLS = Path(__file__).parent / "payloads" / "tls"
+AT_ONCE = 16
+"""Inspects in flight at once, as many as registrar's workers make."""
 EVENT = {"Type": "container", "Action": "start", "Actor": {"ID": CID, "Attributes": {"name": "web"}}}
 
 
@@ -56,6 +68,12 @@ class StandIn:
         self.exec_streams_closed = threading.Semaphore(0)
         self.release = threading.Event()
         """Lets the answer to ``/containers/slow/json`` go (it waits for it)."""
+        self.gate = threading.Barrier(AT_ONCE)
+        """The inspects of ``together`` are answered once ``AT_ONCE`` of them have come."""
+        self.connections = 0
+        """Connections accepted so far."""
+        self.events_sent = threading.Event()
+        """The event stream's head and first event have been sent."""
         self.stop_listening: Callable[[], None] = lambda: None
         """Closes the engine's listening socket (the connections it has stay)."""
 
@@ -66,6 +84,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.counting:
+            self.server.state.connections += 1
 
     def do_GET(self) -> None:
         self.route()
@@ -103,6 +126,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             state.release.wait(WAIT)
             self.close_connection = True  # registrar is gone by now
             return None
+        if rest == "containers/together/json":
+            state.gate.wait(WAIT)
+            return self.answer(200, {"Id": "together"})
         if rest.startswith("containers/") and rest.endswith("/exec"):
             return self.answer(201, {"Id": "e1"})
         if rest == "exec/e1/start":
@@ -131,6 +157,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
             self.wfile.flush()
+            state.events_sent.set()
             if state.events_end:
                 self.wfile.write(b"0\r\n\r\n")
             else:
@@ -164,26 +191,46 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = 4 * AT_ONCE  # as Docker's backlog: a unix connect beyond it fails at once
     state = StandIn()
+    counting = threading.Lock()
 
 
 class TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
+    request_queue_size = 4 * AT_ONCE
     state = StandIn()
+    counting = threading.Lock()
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[Any, Any]:
+        """The connection, in TLS when the server has a context (the handshake on the connection's thread)."""
+        sock, address = super().get_request()
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
 
-@pytest.fixture(params=["unix", "tcp"])
+@pytest.fixture(params=["unix", "tcp", "tls"])
 def engine(request: pytest.FixtureRequest) -> Iterator[tuple[StandIn, Callable[[], DockerSource]]]:
-    """A stand-in engine on a unix socket or on TCP, and a way to connect DockerSources to it (closed after)."""
+    """A stand-in engine on a unix socket, on TCP or on TCP with TLS (DOCKER_TLS_VERIFY and DOCKER_CERT_PATH
+    as the docker CLI reads them), and a way to connect DockerSources to it (closed after)."""
     state = StandIn()
     with tempfile.TemporaryDirectory(prefix="reg-", dir="/tmp") as d:
         server: UnixServer | TcpServer
+        environ: dict[str, str] = {}
         if request.param == "unix":
             server = UnixServer(f"{d}/docker.sock", Handler)
             where = f"unix://{d}/docker.sock"
         else:
             server = TcpServer(("127.0.0.1", 0), Handler)
             where = f"tcp://127.0.0.1:{server.server_address[1]}"
+        if isinstance(server, TcpServer) and request.param == "tls":
+            server.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            server.tls.load_cert_chain(TLS / "server.pem", TLS / "server-key.pem")
+            for name, as_named in (("ca.pem", "ca.pem"), ("server.pem", "cert.pem"), ("server-key.pem", "key.pem")):
+                shutil.copy(TLS / name, f"{d}/{as_named}")  # a client certificate the stand-in does not ask for
+            environ = {"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": d}
         server.state = state
 
         def stop_listening() -> None:
@@ -195,7 +242,7 @@ def engine(request: pytest.FixtureRequest) -> Iterator[tuple[StandIn, Callable[[
         sources: list[DockerSource] = []
 
         def connect() -> DockerSource:
-            sources.append(DockerSource(Settings(docker_host=where), {}, timeout=2.0))
+            sources.append(DockerSource(Settings(docker_host=where), environ, timeout=2.0))
             return sources[-1]
 
         try:
@@ -257,19 +304,20 @@ def test_close_events_unblocks_a_reader_at_once(engine: Engine) -> None:
     state.events_end = False
     source = connect()
     out: queue.SimpleQueue[object] = queue.SimpleQueue()
+    heard: list[str] = []
+    first = threading.Event()
 
     def read() -> None:
         try:
-            out.put([e.action for e in source.events()])
+            for e in source.events():
+                heard.append(e.action)
+                first.set()  # the reader goes back to the socket, where nothing more comes
+            out.put(heard)
         except Exception as e:
             out.put(e)
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + WAIT
-    while not any(r.split("?")[0].endswith("/events") for r in state.requests) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.1)  # the reader is blocked on the socket by now
+    threading.Thread(target=read, daemon=True).start()
+    assert state.events_sent.wait(WAIT) and first.wait(WAIT), "the stream's first event never reached the reader"
     source.close_events()
     assert out.get(timeout=WAIT) == ["start"]
     assert state.events_closed.acquire(timeout=WAIT)
@@ -344,22 +392,97 @@ def test_an_inspect_the_engine_answers_with_an_error_is_a_plain_docker_error(eng
     assert source.inspect(CID) == {"Id": CID, "Name": "/web"}, "the connection is still good"
 
 
-def test_an_inspect_that_cannot_reach_the_engine_raises_docker_unreachable(engine: Engine) -> None:
-    """An inspect whose connection the engine closes unanswered, that times out, or that is refused (the
-    engine no longer listens) raises DockerUnreachable, a DockerError naming the container and the engine."""
+def test_an_inspect_the_engine_does_not_answer_in_time_is_a_plain_docker_error(engine: Engine) -> None:
+    """An inspect the engine takes in and does not answer in time raises a DockerError that is not DockerUnreachable."""
     state, connect = engine
     source = connect()
     source.timeout = 0.2
     try:
-        with pytest.raises(DockerUnreachable, match=r"^inspecting container hangup at "):
-            source.inspect("hangup")
-        with pytest.raises(DockerUnreachable, match=r"^inspecting container slow at .*[Tt]imed? ?out"):
+        with pytest.raises(DockerError, match=r"^inspecting container slow at .*[Tt]imed? ?out") as caught:
             source.inspect("slow")
     finally:
         state.release.set()
+    assert not isinstance(caught.value, DockerUnreachable)
+    assert source.inspect(CID) == {"Id": CID, "Name": "/web"}
+
+
+def test_an_inspect_that_cannot_reach_the_engine_raises_docker_unreachable(engine: Engine) -> None:
+    """An inspect closed unanswered or refused raises DockerUnreachable, naming the container and the engine."""
+    state, connect = engine
+    source = connect()
+    source.timeout = 0.2
+    with pytest.raises(DockerUnreachable, match=r"^inspecting container hangup at "):
+        source.inspect("hangup")
     assert source.inspect(CID) == {"Id": CID, "Name": "/web"}, "on a new connection"
     state.stop_listening()
     with pytest.raises(DockerUnreachable):
         source.inspect("hangup")  # on the connection kept from before, which the engine then closes
     with pytest.raises(DockerUnreachable, match=r"^inspecting container 4fa8fd2b9613 at .*[Rr]efused"):
         source.inspect(CID)  # a new connection is refused
+
+
+def test_inspects_at_once_keep_their_connections_on_every_kind_of_engine(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """16 inspects at once keep their connections for the next 16, on TCP and TLS as on the unix socket."""
+    state, connect = engine
+    source = connect()
+
+    def inspect() -> object:
+        try:
+            return source.inspect("together")
+        except DockerError as e:
+            return e
+
+    def together() -> None:
+        out: queue.SimpleQueue[object] = queue.SimpleQueue()
+        for _ in range(AT_ONCE):
+            threading.Thread(target=lambda: out.put(inspect()), daemon=True).start()
+        assert [out.get(timeout=WAIT) for _ in range(AT_ONCE)] == [{"Id": "together"}] * AT_ONCE
+        state.gate.reset()
+
+    with caplog.at_level(logging.WARNING, logger="urllib3"):
+        together()
+        made = state.connections
+        together()
+    assert state.connections == made, "connections closed after the first inspects were made again"
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
+
+
+def test_an_ssh_engine_without_paramiko_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ssh:// without paramiko: one line naming it and exit 3, at once (no attempt to connect is retried)."""
+    monkeypatch.delattr(docker.api.client, "SSHHTTPAdapter", raising=False)  # as docker-py is without paramiko
+    message = "ssh:// DOCKER_HOST needs paramiko: pip install paramiko"
+    with pytest.raises(ConfigError) as caught:
+        DockerSource(Settings(docker_host="ssh://registrar@192.0.2.1"), {})
+    assert str(caught.value) == message
+    args = ["sync", "--retry-attempts", "2", "--retry-interval", "1", "--log-level", "warning"]
+    try:
+        result = CliRunner().invoke(cli, args, env={"DOCKER_HOST": "ssh://registrar@192.0.2.1"})
+    finally:
+        structlog.reset_defaults()  # the command set up the process's logging
+    assert (result.exit_code, result.output.strip().splitlines()) == (3, [f"registrar: {message}"])
+
+
+def test_only_a_failed_connect_in_docker_pys_transport_has_its_socket_closed() -> None:
+    """A failed ``connect``'s socket is closed in docker-py's transport only, never another ``connect``'s."""
+    made: list[socket.socket] = []
+    code = "def connect(made):\n    sock = socket.socket()\n    made.append(sock)\n    raise OSError('refused')\n"
+    transport: dict[str, Any] = {"__name__": "docker.transport.unixconn", "socket": socket}
+    exec(compile(code, "<docker.transport.unixconn>", "exec"), transport)
+
+    def connect() -> None:
+        sock = socket.socket()
+        made.append(sock)
+        transport["connect"](made)
+
+    try:
+        connect()
+    except OSError as e:
+        _close_failed_connect(e)
+    try:
+        assert made[0].fileno() != -1, "another connect's socket was closed"
+        assert made[1].fileno() == -1, "docker-py's failed connect left its socket open"
+    finally:
+        for sock in made:
+            sock.close()

@@ -28,7 +28,8 @@ import pytest
 
 from registrar.cache import summary_fingerprint
 from registrar.consul_sink import ConsulSink
-from registrar.docker_source import DockerSource, from_message
+from registrar.docker_payloads import from_message
+from registrar.docker_source import DockerSource
 from registrar.errors import DockerError
 from registrar.model import NETWORK_EVENTS, WATCHED_EVENTS, DockerEvent
 from registrar.settings import ConsulTarget, Settings

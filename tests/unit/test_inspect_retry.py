@@ -1,5 +1,5 @@
-"""A failed inspect: the engine's error answer is retried for that container alone while Docker stays up;
-an engine that cannot be reached is Docker down, and a full reconcile follows."""
+"""A failed inspect: the engine's error answer, or no answer in time, is retried for that container alone while
+Docker stays up; an engine that cannot be reached is Docker down, and a full reconcile follows."""
 
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ from tests.unit.payloads import payload
 def answered(c: dict[str, Any]) -> DockerError:
     """What DockerSource raises when the engine answers an inspect with a 500."""
     return DockerError(f"inspecting container {c['Id'][:12]} at unix:///var/run/docker.sock: the engine answered 500")
+
+
+def timed_out(c: dict[str, Any]) -> DockerError:
+    """What DockerSource raises when the engine does not answer an inspect in time (a read timeout)."""
+    return DockerError(
+        f"inspecting container {c['Id'][:12]} at unix:///var/run/docker.sock: UnixHTTPConnectionPool(host='localhost',"
+        " port=None): Read timed out. (read timeout=10.0)"
+    )
 
 
 Seen = set[tuple[bool, str, float | None]]
@@ -156,3 +164,29 @@ def test_an_inspect_that_cannot_reach_the_engine_is_docker_down_and_relists(star
     assert daemon.docker_up and daemon.not_ready() == ""
     events = [e["event"] for e in logs]
     assert "reconcile_failed" in events and "inspect_failed" not in events
+
+
+def test_an_inspect_that_times_out_is_retried_alone_and_the_idle_ping_still_finds_a_hung_engine(
+    started: Any,
+) -> None:
+    """An inspect that times out is retried alone, Docker up; an engine hung on everything fails the idle ping: down."""
+    web = payload("web")
+    docker, consul = MemoryDocker(), MemoryConsul()
+    daemon = started(docker, consul, replace(S, metrics_addr="127.0.0.1:9102"), replace(FAST, idle_ping=0.1))
+    step_until(daemon, daemon.ready.is_set)
+    listings = daemon.calls["docker_list"]
+    docker.containers[web["Id"]] = web
+    docker.inspect_errors[web["Id"]] = [timed_out(web), timed_out(web)]
+    registered, seen = watching(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    with capture_logs() as logs:
+        docker.emit("start", web["Id"])
+        step_until(daemon, registered)
+    assert seen == {(True, "", 1.0)}, "Docker went down, or registrar unready, over one container's inspect"
+    assert daemon.calls["docker_list"] == listings
+    assert [e["event"] for e in logs].count("inspect_failed") == 2
+    docker.answers_ping = False
+    down, seen = watching(daemon, lambda: not daemon.docker_up)
+    with capture_logs() as logs:
+        step_until(daemon, down, settled=False)
+    assert (False, "Docker engine unreachable", 0.0) in seen
+    assert "docker_unreachable" in [e["event"] for e in logs]
