@@ -236,7 +236,7 @@ def _within(
     return bound
 
 
-def _seconds(duration: str) -> float:
+def duration_seconds(duration: str) -> float:
     """A Go duration (``1m30s``, ``500ms``) in seconds."""
     units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
     return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", duration))
@@ -256,12 +256,12 @@ def _exec(fields: Mapping[str, Value], ctx: CheckContext, problems: list[Problem
         raise _Invalid(value, f"cannot split the command: {e}") from None
     if not args:
         raise _Invalid(value, "the command is empty")
-    interval, size = _seconds(DEFAULT_INTERVAL), DEFAULT_EXEC_OUTPUT
+    interval, size = duration_seconds(DEFAULT_INTERVAL), DEFAULT_EXEC_OUTPUT
     if (given := fields.get("interval")) is not None:
-        interval = _within(given, _seconds(_duration(given)), 1.0, math.inf, "s", problems, ctx)
+        interval = _within(given, duration_seconds(_duration(given)), 1.0, math.inf, "s", problems, ctx)
     timeout = min(interval, 10.0)
     if (given := fields.get("timeout")) is not None:
-        timeout = _within(given, _seconds(_duration(given)), 0.0, min(interval, 60.0), "s", problems, ctx)
+        timeout = _within(given, duration_seconds(_duration(given)), 0.0, min(interval, 60.0), "s", problems, ctx)
     if (given := fields.get("output_max_size")) is not None:
         size = int(_within(given, _size(given), 1, MAX_EXEC_OUTPUT, "", problems, ctx))
     probe = Probe("", args, interval, timeout, size)

@@ -20,7 +20,6 @@ case-insensitive, so py-consul's callbacks find ``X-Consul-Index``.
 from __future__ import annotations
 
 import json
-import re
 import socket
 import ssl
 import urllib.parse
@@ -35,6 +34,7 @@ from consul.callback import CB
 from consul.exceptions import ACLPermissionDenied, BadRequest, ConsulException
 from urllib3.exceptions import HTTPError, InsecureRequestWarning, ProtocolError, SSLError
 
+from registrar.checks import duration_seconds
 from registrar.errors import ConsulError, ConsulRejected
 from registrar.model import Health, Service
 from registrar.settings import ConsulTarget
@@ -45,9 +45,6 @@ DEFAULT_TIMEOUT = 5.0
 POOL_SIZE = 16
 #: How long Consul holds a blocking query (``?index=``) without ``wait``.
 DEFAULT_WAIT = 300.0
-_DURATION = re.compile(r"([\d.]+)(ns|us|µs|ms|s|m|h)")
-"""A Go duration's parts ("1m30s")."""
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 log = structlog.get_logger("registrar")
 
@@ -161,7 +158,7 @@ def _held(params: Any) -> float:
     if "index" not in given:
         return 0.0
     wait = given.get("wait")
-    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION.findall(wait)) if wait else DEFAULT_WAIT
+    seconds = duration_seconds(wait) if wait else DEFAULT_WAIT
     return seconds + seconds / 16
 
 

@@ -46,12 +46,15 @@ def test_acl_without_token_says_why(host: str, containers: Run, own_consul: Cons
     assert root.services(host) == {}
 
 
-def tls_agent(agent: ConsulAgent) -> dict[str, str]:
+def tls_agent(agent: ConsulAgent, also_at: str = "") -> dict[str, str]:
+    """An HTTPS agent on 127.0.0.1:18501 (client certificates verified), and at ``also_at`` too when given."""
     files = agent.tls()
     hcl = (
         f'ca_file = "{files["ca"]}"\ncert_file = "{files["server_cert"]}"\nkey_file = "{files["server_key"]}"\n'
         "verify_incoming = true\nverify_outgoing = true"
     )
+    if also_at:
+        hcl += f'\naddresses {{ https = "127.0.0.1 {also_at}" }}'
     client = Consul("https://127.0.0.1:18501", verify=files["ca"], cert=(files["client_cert"], files["client_key"]))
     agent.configure(hcl, client, http=-1, https=18501)
     agent.start()
@@ -84,22 +87,9 @@ def test_consul_tls_without_client_certificate_fails_clearly(host: str, own_cons
     assert len(lines) == 1 and "https://127.0.0.1:18501" in lines[0]
 
 
-#: Where the agent below serves HTTPS: a loopback address its certificate (server.dc1.consul, localhost,
+#: Where the TLS tests below also serve HTTPS: a loopback address its certificate (server.dc1.consul, localhost,
 #: 127.0.0.1) does not name.
 ELSEWHERE = "127.0.0.2:18501"
-
-
-def tls_agent_elsewhere(agent: ConsulAgent) -> dict[str, str]:
-    """An HTTPS agent (client certificates verified) that also listens at ELSEWHERE."""
-    files = agent.tls()
-    hcl = (
-        f'ca_file = "{files["ca"]}"\ncert_file = "{files["server_cert"]}"\nkey_file = "{files["server_key"]}"\n'
-        'verify_incoming = true\nverify_outgoing = true\naddresses { https = "127.0.0.1 127.0.0.2" }'
-    )
-    client = Consul("https://127.0.0.1:18501", verify=files["ca"], cert=(files["client_cert"], files["client_key"]))
-    agent.configure(hcl, client, http=-1, https=18501)
-    agent.start()
-    return files
 
 
 def tls_env(files: dict[str, str], **env: str) -> dict[str, str]:
@@ -120,7 +110,7 @@ def test_tls_address_not_in_the_certificate_fails_in_one_line(
 ) -> None:
     """An HTTPS agent dialled at an address its certificate does not name, with only its CA given: sync exits
     non-zero with one line that names the address and CONSUL_TLS_SERVER_NAME, and registers nothing."""
-    files = tls_agent_elsewhere(own_consul)
+    files = tls_agent(own_consul, also_at=ELSEWHERE.split(":")[0])
     containers()
     env = tls_env(files, CONSUL_CACERT=files["ca"])
     result = run_cli("sync", "--hostname", host, "--retry-attempts", "0", f"consul-tls://{ELSEWHERE}", env=env)
@@ -135,7 +125,7 @@ def test_tls_server_name_registers_at_an_address_not_in_the_certificate(
     host: str, containers: Run, own_consul: ConsulAgent
 ) -> None:
     """The same agent and address with CONSUL_TLS_SERVER_NAME=server.dc1.consul: sync registers."""
-    files = tls_agent_elsewhere(own_consul)
+    files = tls_agent(own_consul, also_at=ELSEWHERE.split(":")[0])
     c = containers()
     env = tls_env(files, CONSUL_CACERT=files["ca"], CONSUL_TLS_SERVER_NAME="server.dc1.consul")
     result = run_cli("sync", "--hostname", host, "--retry-attempts", "0", f"consul-tls://{ELSEWHERE}", env=env)
@@ -145,7 +135,7 @@ def test_tls_server_name_registers_at_an_address_not_in_the_certificate(
 
 def test_tls_without_verification_registers_with_no_ca(host: str, containers: Run, own_consul: ConsulAgent) -> None:
     """CONSUL_HTTP_SSL_VERIFY=false, no CA, the agent at CONSUL_HTTP_ADDR with CONSUL_HTTP_SSL=true: sync registers."""
-    files = tls_agent_elsewhere(own_consul)
+    files = tls_agent(own_consul, also_at=ELSEWHERE.split(":")[0])
     c = containers()
     env = tls_env(files, CONSUL_HTTP_ADDR=ELSEWHERE, CONSUL_HTTP_SSL="true", CONSUL_HTTP_SSL_VERIFY="false")
     result = run_cli("sync", "--hostname", host, "--retry-attempts", "0", env=env)
