@@ -16,6 +16,9 @@ shares ConsulSink's client and error translation (registrar.consul_sink.ConsulCo
 - ``deregister``: ``PUT /v1/catalog/deregister`` with the ServiceID (its checks go with it);
 - ``pass_ttl``, ``set_health``: the check written again with its new Status and Output;
 - ``maintenance``: the check ``_service_maintenance:<id>`` critical, as the agent makes it; removed after.
+- ``ensure_node``: the node alone, when it is not there as written (a Consul session needs its node);
+  ``hold_node`` (``run``): the session that keeps the node alive and the watch that removes dead hosts'
+  nodes (registrar.catalog_liveness), stopped by ``close``.
 
 The catalog runs no check: a status is whatever was written last (PITFALLS, "Catalog registration and
 sessions"). A check is written with the status registrar knows (Docker health's), else the one the
@@ -35,7 +38,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from consul.callback import CB
@@ -44,6 +47,9 @@ from registrar.consul_sink import DEFAULT_TIMEOUT, ConsulConnection, meta_only
 from registrar.errors import ConfigError, ConsulError
 from registrar.model import META_HOST, META_INSTANCE, META_SOURCE, META_SOURCE_VALUE, Health, Service
 from registrar.settings import ConsulTarget
+
+if TYPE_CHECKING:
+    from registrar.catalog_liveness import CatalogLiveness
 
 log = structlog.get_logger("registrar")
 
@@ -204,6 +210,8 @@ class CatalogSink(ConsulConnection):
         """CheckID -> the check as last written or read, without Status and Output: what a status update sends."""
         self._written: dict[str, tuple[str, str, float]] = {}
         """CheckID -> the Status and Output this sink last wrote for it, and when (``time.monotonic``)."""
+        self._liveness: CatalogLiveness | None = None
+        """``run``: the session that keeps this node alive and the watch for dead nodes (``hold_node``)."""
 
     # Reads -------------------------------------------------------------------------------------------
 
@@ -241,6 +249,33 @@ class CatalogSink(ConsulConnection):
         if not isinstance(services, dict):
             raise ConsulError(f"reading catalog node {self.node.name} at {self.target.describe()}: not a node")
         return services
+
+    def ensure_node(self) -> None:
+        """The node in the catalog as this sink writes it, with or without services (a Consul session needs
+        its node: registrar.catalog_liveness); a node a live agent owns raises NodeTaken."""
+        self.services()
+        if not self._node_current:
+            body = {"Node": self.node.name, "Address": self.node.address, "NodeMeta": dict(self.node.meta)}
+            self._call(f"registering catalog node {self.node.name}", lambda: self._put_register(body))
+            self._node_current = True
+
+    def hold_node(self, ttl: int) -> CatalogLiveness:
+        """``run``: keep this node alive through a Consul session of ``ttl`` seconds, and remove the nodes of
+        dead hosts (registrar.catalog_liveness), until ``close``. Raises what its start raises."""
+        from registrar.catalog_liveness import CatalogLiveness
+
+        liveness = CatalogLiveness(self, ttl)
+        liveness.start()
+        self._liveness = liveness
+        return liveness
+
+    def close(self) -> None:
+        """Stop keeping the node alive (its session is left to expire: see registrar.catalog_liveness), and
+        close the connections."""
+        liveness, self._liveness = self._liveness, None
+        if liveness is not None:
+            liveness.close()
+        super().close()
 
     def _held_checks(self, filter: str) -> dict[str, dict[str, Any]]:
         """``GET /v1/health/node/<node>?filter=...`` (py-consul's ``health.node``): the node's checks that

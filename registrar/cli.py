@@ -9,6 +9,7 @@ command runs the daemon, so registrar can stand in for registrator as it is invo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import json
 import os
@@ -28,7 +29,7 @@ from registrar.lifecycle import ExitCode, Shutdown, capture_signals, retry_at_st
 from registrar.metadata import parse_bool, split_tags
 from registrar.model import OWNERSHIP_KEYS, Deregister, Register
 from registrar.services import FILTER_KINDS, MAX_META_KEYS, MAX_META_VALUE, META_KEY
-from registrar.settings import DEREGISTER_MODES, Settings, parse_registry_uri
+from registrar.settings import DEREGISTER_MODES, Settings, parse_node_ttl, parse_registry_uri
 
 if TYPE_CHECKING:
     from registrar.adapters import ServiceSink
@@ -187,6 +188,10 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         raise click.UsageError(f"--forget-instance {instance}: that is this registrar's own instance")
     tags_template = _tags_template(params["tags"], params.get("tags_http", False))
     catalog_uri, catalog = _catalog(params.get("catalog"), params["registry_uri"])
+    try:
+        node_ttl = parse_node_ttl(params.get("node_ttl") or "30s")
+    except ValueError as e:
+        raise click.UsageError(f"--node-ttl {params.get('node_ttl')!r}: {e}") from None
     if catalog:
         _catalog_needs(params, ip)
     consul = parse_registry_uri(catalog_uri or params["registry_uri"], environ)
@@ -235,6 +240,7 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         filters=tuple(_filter(text) for text in params.get("filter", ())),
         meta=_meta(params.get("meta", ())),
         catalog=catalog,
+        node_ttl=node_ttl,
     )
 
 
@@ -341,11 +347,14 @@ def _fail(code: ExitCode, message: str) -> NoReturn:
     sys.exit(code)
 
 
-def _connect(params: Mapping[str, Any], shutdown: Shutdown) -> tuple[Settings, Any, Any] | None:
+def _connect(
+    params: Mapping[str, Any], shutdown: Shutdown, keep_node: bool = False
+) -> tuple[Settings, Any, Any] | None:
     """Settings, Docker and Consul adapters, with the hostname resolved; exits on failure.
 
     Waits for Docker, then for Consul, ``--retry-attempts`` times each; None when a shutdown
-    was requested meanwhile.
+    was requested meanwhile. ``keep_node`` (``run``): with ``--catalog``, the host's node is kept alive by a
+    Consul session until the sink is closed, and dead hosts' nodes are removed (registrar.catalog_liveness).
     """
     from registrar.consul_sink import ConsulSink
     from registrar.docker_source import DockerSource
@@ -373,11 +382,16 @@ def _connect(params: Mapping[str, Any], shutdown: Shutdown) -> tuple[Settings, A
         if settings.catalog:  # this host an external node of the catalog: no agent here
             from registrar.catalog_sink import CatalogSink, catalog_node
 
-            sink: ServiceSink = CatalogSink(settings.consul, catalog_node(hostname, settings.ip, settings.instance))
+            catalog = CatalogSink(settings.consul, catalog_node(hostname, settings.ip, settings.instance))
+            sink: ServiceSink = catalog
         else:
             sink = ConsulSink(settings.consul)
         if retry_at_start("consul", sink.services, ConsulError, attempts, interval, shutdown) is None:
             return None
+        if settings.catalog and keep_node:
+            hold = functools.partial(catalog.hold_node, settings.node_ttl)
+            if retry_at_start("consul", hold, ConsulError, attempts, interval, shutdown) is None:
+                return None
     except ConfigError as e:
         _fail(ExitCode.CONFIG, str(e))
     except DockerError as e:
@@ -402,13 +416,22 @@ def cli() -> None:
     show_envvar=True,
     help="host:port for /metrics, /healthz and /readyz (empty: off).",
 )
+@click.option(
+    "--node-ttl",
+    envvar="REGISTRAR_NODE_TTL",
+    default="30s",
+    show_default=True,
+    show_envvar=True,
+    help="With --catalog: TTL of the Consul session that keeps this host's node (a Go duration, 10s to 24h); "
+    "the registrars that live remove a node whose registrar is gone, about 3 TTLs after.",
+)
 def run(**params: Any) -> None:
     """Run the daemon: reconcile at start, then follow Docker events until SIGTERM/SIGINT."""
     from registrar.daemon import Daemon
 
     shutdown = Shutdown()
     with capture_signals(shutdown):
-        connected = _connect(params, shutdown)
+        connected = _connect(params, shutdown, keep_node=True)
         if connected is None:  # stopped while waiting for Docker or Consul
             sys.exit(ExitCode.OK)
         settings, source, sink = connected

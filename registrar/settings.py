@@ -7,6 +7,8 @@ precedence between flags and the standard ``CONSUL_*`` variables is decided here
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -16,6 +18,10 @@ from registrar.errors import ConfigError
 DEFAULT_REGISTRY = "consul://127.0.0.1:8500"
 SCHEMES = ("consul", "consul-tls", "consul-unix")
 DEREGISTER_MODES = ("always", "on-success")
+NODE_TTL_BOUNDS = (10, 86400)
+"""``--node-ttl``'s least and greatest seconds: Consul's bounds of a session TTL."""
+_GO_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h))+$")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 @dataclass(frozen=True)
@@ -129,10 +135,28 @@ class Settings:
     """``--catalog``: ``consul`` is a Consul HTTP endpoint (any agent or server) whose catalog this host joins
     as an external node of its own (NodeMeta ``external-node=true``), named ``hostname``, at ``ip``; no agent
     runs on this host (registrar.catalog_sink)."""
+    node_ttl: int = 30
+    """``run --catalog``: seconds of the TTL of the Consul session that keeps this host's node alive
+    (registrar.catalog_liveness); a node whose session is gone is removed by the registrars that live."""
 
     @property
     def ttl_refresh_seconds(self) -> float:
         return float(self.ttl_refresh) if self.ttl_refresh > 0 else max(self.ttl / 2, 1)
+
+
+def parse_node_ttl(text: str) -> int:
+    """``--node-ttl``: a Go duration (``30s``, ``1m``, ``1m30s``), or bare seconds, as whole seconds (a fraction
+    rounds up); ValueError, its message fit for a usage error, for anything else or outside Consul's 10 s to 24 h."""
+    value = text.strip()
+    if value.isdigit():
+        value += "s"
+    if not _GO_DURATION.match(value):
+        raise ValueError("not a duration: write it as Go does (30s, 1m, 1m30s)")
+    seconds = sum(float(n) * _GO_UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", value))
+    least, most = NODE_TTL_BOUNDS
+    if not least <= seconds <= most:
+        raise ValueError(f"a Consul session's TTL is {least}s to {most // 3600}h")
+    return math.ceil(seconds)
 
 
 def ip_address_of(text: str) -> str | None:

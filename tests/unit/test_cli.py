@@ -88,6 +88,8 @@ OPTION_TABLE: list[tuple[list[str], dict[str, str], str, Any]] = [
     (["--instance", "a", "--forget-instance", ""], {}, "forget_instances", ("",)),
     (["--catalog", "--ip", "10.0.0.9"], {}, "catalog", True),
     (["--ip", "10.0.0.9"], {"REGISTRAR_CATALOG": "consul://10.1.2.3:8500"}, "catalog", True),
+    (["--node-ttl", "15s"], {}, "node_ttl", 15),
+    ([], {"REGISTRAR_NODE_TTL": "1m"}, "node_ttl", 60),
 ]
 
 

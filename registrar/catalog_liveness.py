@@ -1,0 +1,341 @@
+"""Liveness of catalog nodes (``run --catalog``): each registrar keeps its host's node alive through a Consul
+session, and the registrars that live remove the node of a host whose registrar is gone.
+
+No agent runs on a ``--catalog`` host, so nothing in Consul notices when the host dies: its services would
+stay in the catalog with their last status (Docker health passing) for ever. So:
+
+- **A session per host** (``NodeSession``): ``PUT /v1/session/create`` on this host's node with ``TTL`` =
+  ``--node-ttl``, ``Behavior: delete``, ``LockDelay: 0`` and no node checks (py-consul's
+  ``session.create(checks=[])`` sends ``"checks": []``, which Consul 1.8 reads as ``NodeChecks: []``; the
+  default, ``serfHealth``, is an agent's check that an external node lacks). With it registrar acquires the
+  key ``registrar/nodes/<node>`` (``PUT /v1/kv/<key>?acquire=<session>``), and renews the session every
+  TTL/2 in a thread of its own. When the session expires (Consul's timer runs for twice the TTL from the
+  last renewal), Consul deletes the key. A renewal answered 404 (the session was lost: a leader change
+  that lost it, a partition longer than the TTL) creates a new one and takes the key again, with a
+  warning; no registration is touched.
+- **A watch on the prefix** (``DeadNodeWatch``): a blocking query on ``registrar/nodes/`` (``GET
+  /v1/kv/registrar/nodes/?recurse&index=``) and the catalog's external nodes. A node that registrar owns
+  (NodeMeta ``external-node=true``, ``external-source=registrar``, ``registrar-host``) and that has no key
+  held by a session, continuously for a grace of one TTL as this registrar sees it, is dead. One registrar
+  removes it: the one holding the lock ``registrar/locks/node-removal`` (a key acquired with its session;
+  the holder keeps it while it lives). It reads the node and its key once more, then ``PUT
+  /v1/catalog/deregister {"Node": ...}`` (the node, its services and checks) and logs
+  ``catalog_node_removed``. The rule is level-triggered: a registrar that starts after a host died
+  removes that host too.
+
+**A graceful stop leaves the session to expire** (it is not destroyed). Destroying it would delete the
+key at once (``Behavior: delete``), and the others would remove the node one grace later, while a
+restart for an upgrade commonly takes longer than that; and a SIGTERM would then do to the host's services
+what SIGKILL does not. Left alone, the session lasts 1.5 to 2 TTLs after the stop, then the grace runs: a
+registrar restarted within about 2 TTLs (60 s with the default 30 s) keeps the node and its services
+throughout; at start it destroys its predecessor's session (same node and session name), takes the key at
+once and renews from there. A host whose registrar stays stopped leaves the catalog after about 3 TTLs,
+as a dead one does: its checks are no longer kept by anyone, so its entries would only lie.
+
+Consequence: a node is kept by a *running* registrar. ``registrar sync --catalog`` alone holds no session,
+so where registrars run elsewhere, the node it wrote is removed: seen keyless at a watch's next look (no key
+changed to wake it: within ``MOST_WAIT``), and removed a grace later.
+
+The pure rule (which nodes are dead) is ``keyless_since`` and ``past_grace``; the classes do the I/O, through
+py-consul's API on registrar's client (registrar.consul_sink.ConsulConnection).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import structlog
+from consul.exceptions import ACLPermissionDenied, NotFound
+
+from registrar.catalog_sink import EXTERNAL_NODE, is_external
+from registrar.consul_sink import ConsulConnection
+from registrar.errors import ConfigError
+from registrar.model import META_HOST, META_INSTANCE, META_SOURCE, META_SOURCE_VALUE
+
+if TYPE_CHECKING:
+    from registrar.catalog_sink import CatalogSink
+
+log = structlog.get_logger("registrar")
+T = TypeVar("T")
+
+PREFIX = "registrar/nodes/"
+"""The KV prefix of the nodes' keys: ``registrar/nodes/<node>``, held by that node's registrar's session."""
+LOCK_KEY = "registrar/locks/node-removal"
+"""The lock whose holder removes dead nodes (one registrar at a time)."""
+RETRY = 2.0
+"""Seconds between attempts while the session or its key could not be had (Consul down, key held)."""
+MOST_WAIT = 60
+"""Seconds a blocking query on the prefix is held at most, when no node's grace ends sooner."""
+STOP_WAIT = 1.0
+"""Seconds ``close`` waits for each thread, which may be inside a request (the watch's: a blocking query)."""
+
+
+class NodeSessionDenied(ConfigError):
+    """Consul's ACLs refused the session or the node's key: retrying cannot help."""
+
+
+# The rule (pure) ---------------------------------------------------------------------------------
+
+
+def node_of_key(key: str) -> str | None:
+    """The node a key under ``PREFIX`` names; None for anything else (a deeper key, the prefix itself)."""
+    name = key[len(PREFIX) :] if key.startswith(PREFIX) else ""
+    return name if name and "/" not in name else None
+
+
+def held_nodes(entries: Iterable[Mapping[str, Any]] | None) -> set[str]:
+    """The nodes whose key, in a recursive ``GET /v1/kv/<PREFIX>`` answer, is held by a session."""
+    return {n for e in entries or () if e.get("Session") and (n := node_of_key(str(e.get("Key", "")))) is not None}
+
+
+def is_owned(node: Mapping[str, Any]) -> bool:
+    """Whether a node (as ``/v1/catalog/nodes`` sends each) is an external node that registrar wrote."""
+    meta = node.get("Meta") or {}
+    return is_external(node) and meta.get(META_SOURCE) == META_SOURCE_VALUE and bool(meta.get(META_HOST))
+
+
+def keyless_since(owned: Iterable[str], held: set[str], since: Mapping[str, float], now: float) -> dict[str, float]:
+    """For each node in ``owned`` whose key is not ``held``: since when it has been so, as seen (``since``
+    from the last look; ``now`` for a node newly seen keyless). A node with its key, or gone, is forgotten."""
+    return {node: since.get(node, now) for node in owned if node not in held}
+
+
+def past_grace(since: Mapping[str, float], now: float, grace: float) -> list[str]:
+    """The nodes keyless for ``grace`` seconds or more: dead. Sorted."""
+    return sorted(node for node, when in since.items() if now - when >= grace)
+
+
+def next_look(since: Mapping[str, float], now: float, grace: float, most: float) -> float:
+    """Seconds until the next node's grace ends (at least 1), at most ``most``: how long to block."""
+    ends = [when + grace - now for when in since.values()]
+    return max(1.0, min([most, *ends]))
+
+
+# The I/O -----------------------------------------------------------------------------------------
+
+
+class _Denied(Exception):
+    """ACL denial, carried out of ``ConsulConnection._call`` untranslated."""
+
+
+class NodeSession:
+    """This host's session and its node's key: created at ``start``, renewed every TTL/2 in a thread."""
+
+    def __init__(self, sink: CatalogSink, connection: ConsulConnection, ttl: int) -> None:
+        self.sink = sink
+        self.consul = connection
+        self.node = sink.node.name
+        self.ttl = ttl
+        self.key = PREFIX + self.node
+        instance = dict(sink.node.meta).get(META_INSTANCE, "")
+        self.name = f"registrar {self.node}" + (f" {instance}" if instance else "")
+        """The session's Name: the same for each run of this host's registrar, so a run knows its predecessor's."""
+        self.session_id: str | None = None
+        self.holds_key = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="catalog-session", daemon=True)
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn`` through the connection's error translation, ACL denial a NodeSessionDenied."""
+
+        def guarded() -> T:
+            try:
+                return fn()
+            except ACLPermissionDenied as e:
+                raise _Denied(str(e).strip().splitlines()[0] if str(e).strip() else "403") from None
+
+        try:
+            return self.consul._call(what, guarded)
+        except _Denied as e:
+            raise NodeSessionDenied(
+                f"{what}: permission denied by Consul's ACLs ({e}); registrar's token (CONSUL_HTTP_TOKEN) needs "
+                f"{self.consul.needs}"
+            ) from None
+
+    def start(self) -> None:
+        """The node, a new session and the key, taken from this host's previous run if it still holds it;
+        then the renewals start. Raises ConsulError (unreachable), NodeSessionDenied (ACLs)."""
+        self._establish(take_over=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop renewing (the session is left to expire: see the module's docstring)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(STOP_WAIT)
+
+    def _establish(self, take_over: bool) -> None:
+        self.sink.ensure_node()
+        client, token = self.consul.client, self.consul.token
+        self.session_id = self.call(
+            f"creating a session for catalog node {self.node}",
+            lambda: client.session.create(
+                name=self.name, node=self.node, checks=[], lock_delay=0, behavior="delete", ttl=self.ttl, token=token
+            ),
+        )
+        self.holds_key = self._acquire(take_over)
+
+    def _acquire(self, take_over: bool) -> bool:
+        """Take the node's key with the session; ``take_over``: from this host's previous run too, whose
+        session is destroyed (its key goes with it) if it still holds the key."""
+        client, token, session = self.consul.client, self.consul.token, self.session_id
+        what, address = f"taking key {self.key}", self.sink.node.address
+        if self.call(what, lambda: client.kv.put(self.key, address, acquire=session, token=token)):
+            return True
+        if not take_over:
+            return False
+        _, held = self.call(what, lambda: client.kv.get(self.key, token=token))
+        holder = (held or {}).get("Session")
+        if not holder:
+            return bool(self.call(what, lambda: client.kv.put(self.key, address, acquire=session, token=token)))
+        _, info = self.call(what, lambda: client.session.info(holder, token=token))
+        if not info or info.get("Node") != self.node or info.get("Name") != self.name:
+            return False  # another registrar's for this node (another --instance): it keeps the node alive
+        self.call(what, lambda: client.session.destroy(holder, token=token))
+        log.info("catalog_session_taken_over", node=self.node, previous=holder)
+        return bool(self.call(what, lambda: client.kv.put(self.key, address, acquire=session, token=token)))
+
+    def _run(self) -> None:
+        ok = True
+        while not self._stop.wait(self.ttl / 2 if ok else min(RETRY, self.ttl / 2)):
+            try:
+                self.keep()
+                ok = True
+            except Exception as e:  # ConsulError, NodeSessionDenied; anything else must not end the renewals
+                ok = False
+                if not self._stop.is_set():
+                    log.warning("catalog_session_failed", node=self.node, error=str(e) or type(e).__name__)
+
+    def keep(self) -> None:
+        """One turn: renew the session (or make a new one, when lost), and take the key if not held."""
+        client, token, session = self.consul.client, self.consul.token, self.session_id
+        if session is None:
+            self._establish(take_over=False)
+            return
+
+        def renew() -> bool:
+            try:
+                client.session.renew(session, token=token)
+            except NotFound:
+                return False
+            return True
+
+        if not self.call(f"renewing the session of catalog node {self.node}", renew):
+            log.warning("catalog_session_lost", node=self.node, session=session)
+            self.session_id, self.holds_key = None, False
+            self._establish(take_over=False)
+            return
+        if not self.holds_key:
+            self.holds_key = self._acquire(take_over=False)
+
+
+class DeadNodeWatch:
+    """Watches the nodes' keys and removes the nodes whose key stays gone for a grace, under the lock."""
+
+    def __init__(self, session: NodeSession, connection: ConsulConnection, grace: float) -> None:
+        self.session = session
+        self.consul = connection
+        self.node = session.node
+        self.grace = grace
+        self.since: dict[str, float] = {}
+        """Node -> since when (``time.monotonic``) it has been seen without a held key."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="catalog-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching; a blocking query in flight is not waited for (the thread ends with it or the process)."""
+        self._stop.set()
+        self._thread.join(STOP_WAIT)
+
+    def _run(self) -> None:
+        index: str | None = None
+        delay = 0.0
+        while not self._stop.is_set():
+            try:
+                index = self.look(index)
+                delay = 0.0
+            except Exception as e:  # ConsulError, NodeSessionDenied; anything else must not end the watch
+                if self._stop.is_set():
+                    return
+                log.warning("catalog_watch_failed", error=str(e) or type(e).__name__)
+                index = None
+                delay = min(2 * delay or RETRY, MOST_WAIT / 2)
+                self._stop.wait(delay)
+
+    def look(self, index: str | None) -> str:
+        """One blocking read of the prefix (returns at a change of the keys, or when the next grace ends), then
+        the dead nodes removed. Returns the index to block on next."""
+        client, token = self.consul.client, self.consul.token
+        wait = math.ceil(next_look(self.since, time.monotonic(), self.grace, MOST_WAIT))
+        what = f"watching {PREFIX}"
+        new_index, entries = self.session.call(
+            what, lambda: client.kv.get(PREFIX, recurse=True, index=index, wait=f"{wait}s", token=token)
+        )
+        if self._stop.is_set():
+            return str(new_index)
+        _, nodes = self.session.call(
+            "reading the catalog's external nodes",
+            lambda: client.catalog.nodes(node_meta={EXTERNAL_NODE: "true"}, token=token),
+        )
+        now = time.monotonic()
+        owned = {n["Node"] for n in nodes or () if is_owned(n) and n.get("Node") != self.node}
+        self.since = keyless_since(owned, held_nodes(entries), self.since, now)
+        for node in past_grace(self.since, now, self.grace):
+            if self._remove(node, now - self.since[node]):
+                del self.since[node]
+            else:  # another registrar holds the lock and removes it; if it does not, try again after a grace
+                self.since[node] = now
+        if index is not None and new_index is not None and int(new_index) < int(index):
+            return "0"  # the index went back (a snapshot restored): start over, as Consul advises
+        return str(new_index)
+
+    def _remove(self, node: str, keyless_for: float) -> bool:
+        """Remove a dead node if this registrar holds the lock, and the node is still registrar's external
+        node, still without its key. False: another registrar holds the lock (try again after a grace)."""
+        client, token, session = self.consul.client, self.consul.token, self.session.session_id
+        if session is None:
+            return False
+        call = self.session.call
+        lock = lambda: client.kv.put(LOCK_KEY, self.node, acquire=session, token=token)  # noqa: E731
+        if not call("taking the node-removal lock", lock):
+            return False
+        _, key = call(f"reading {PREFIX}{node}", lambda: client.kv.get(PREFIX + node, token=token))
+        if key and key.get("Session"):
+            return True  # back: alive
+        _, found = call(f"reading catalog node {node}", lambda: client.catalog.node(node, token=token))
+        if not found or not is_owned(found.get("Node") or {}):
+            return True
+        call(f"deregistering catalog node {node}", lambda: client.catalog.deregister(node, token=token))
+        log.info("catalog_node_removed", node=node, keyless_for=round(keyless_for, 1))
+        return True
+
+
+class CatalogLiveness:
+    """This host's session (``NodeSession``) and the watch for dead nodes (``DeadNodeWatch``), on a connection
+    of their own (a blocking query holds one of its connections)."""
+
+    def __init__(self, sink: CatalogSink, ttl: int) -> None:
+        self.connection = ConsulConnection(sink.target)
+        self.connection.needs = (
+            f"session:write on node {sink.node.name}, key:write on {PREFIX} and registrar/locks/, node:read, "
+            "and node:write on the nodes it may remove"
+        )
+        self.session = NodeSession(sink, self.connection, ttl)
+        self.watch = DeadNodeWatch(self.session, self.connection, grace=float(ttl))
+
+    def start(self) -> None:
+        self.session.start()
+        self.watch.start()
+        log.info("catalog_session_held", node=self.session.node, key=self.session.key, ttl=self.session.ttl)
+
+    def close(self) -> None:
+        self.watch.stop()
+        self.session.stop()
+        self.connection.close()
