@@ -34,7 +34,7 @@ def is_podman(version: Any) -> bool:
 
 SUMMARY_FIELDS = ("Id", "Names", "State", "Status", "Ports", "NetworkSettings")
 """What registrar reads of a container's summary in a listing: its ID, and what
-``registrar.cache.summary_fingerprint`` reads (of each network, only ``IPAddress``)."""
+``registrar.desired.summary_fingerprint`` reads (of each network, only ``IPAddress``)."""
 
 
 def summary_only(obj: dict[str, Any]) -> dict[str, Any]:

@@ -14,18 +14,19 @@ import os
 import queue
 import signal
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from enum import IntEnum
 from types import FrameType
 from typing import TypeVar
 
 import structlog
 
+from registrar.backoff import Backoff
 from registrar.errors import RegistrarError
 from registrar.messages import WAKE, Message
 
 log = structlog.get_logger("registrar")
 T = TypeVar("T")
+__all__ = ["HANDLED_SIGNALS", "Backoff", "ExitCode", "Shutdown", "capture_signals", "retry_at_start"]
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -40,23 +41,6 @@ class ExitCode(IntEnum):
     CONSUL = 5
     INTERNAL = 70
     """An unexpected error before the loop started (logged with its traceback)."""
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff between ``first`` and ``most`` seconds."""
-
-    first: float = 0.2
-    most: float = 10.0
-    _next: float = field(default=0.0, init=False)
-
-    def next(self) -> float:
-        """The next delay: ``first``, then twice the last, up to ``most``."""
-        self._next = min(self.most, self._next * 2) if self._next else self.first
-        return self._next
-
-    def reset(self) -> None:
-        self._next = 0.0
 
 
 class Shutdown:

@@ -3,9 +3,9 @@
 Docker events and news of the stream come from the event thread (registrar.watcher); results of
 work come from the workers (registrar.workers): a listing, an inspect, a read of the agent, a
 write; exec probes' results come from the prober (registrar.probes). A signal handler only sends
-``WAKE``. Each message is matched in one place, ``Daemon._take``: by the loop, or, once the daemon
-runs, by the thread that has a Docker event or a result that succeeded (under the daemon's lock);
-failures always reach the loop through its inbox.
+``WAKE``. Each message is matched in one place, ``Reconciler._observe`` (registrar.reconciler): by the
+loop, or, once the daemon runs, by the thread that has a Docker event or a result that succeeded
+(under the daemon's lock); failures always reach the loop through its inbox.
 """
 
 from __future__ import annotations
@@ -57,10 +57,10 @@ class Listed:
 
 @dataclass(frozen=True)
 class Inspected:
-    """An inspect is back: the container as the cache keeps it (None: it is gone), or the error."""
+    """An inspect is back: the container as the desired state keeps it (None: it is gone), or the error."""
 
     container_id: str
-    container: Any  # registrar.cache.Cached | None (cache imports this module)
+    container: Any  # registrar.desired.Observed | None
     error: Exception | None = None
 
 
@@ -69,7 +69,7 @@ class AgentRead:
     """A read of the agent's services (``/v1/agent/services``) is back, or its error."""
 
     services: dict[str, Any] | None
-    """None: the answer was not parsed (``AgentState.read_unchanged``); its digest is ``digest``."""
+    """None: the answer was not parsed (``ActualState.read_unchanged``); its digest is ``digest``."""
     digest: int = 0
     error: Exception | None = None
 
@@ -102,6 +102,15 @@ class Failed:
     """The message whose taking failed: its work is abandoned, and done again by the full reconcile."""
 
 
+@dataclass(frozen=True)
+class AddressesResolved:
+    """The host addresses ``--ip``/``--wan-ip`` name (an interface or a range) changed: every container is
+    inspected again by the listing that follows."""
+
+    ip: str
+    wan_ip: str
+
+
 Message = (
     DockerEvent
     | Listed
@@ -113,5 +122,6 @@ Message = (
     | StreamFailed
     | WatcherExited
     | Resync
+    | AddressesResolved
     | Wake
 )

@@ -93,16 +93,16 @@ def kept_after_exit(settings: Settings, exit_code: int | None) -> bool:
     return settings.deregister == "on-success" and exit_code not in (0, None) and not exit_code & SIGNALED_BIT
 
 
-def kept_ids(actual: Mapping[str, Owned], keep_containers: Set[str]) -> frozenset[str]:
+def retained_ids(actual: Mapping[str, Owned], keep_containers: Set[str]) -> frozenset[str]:
     """IDs of registrations to leave alone because their container is in ``keep_containers``."""
     short = {c[:12] for c in keep_containers}
     return frozenset(i for i, o in actual.items() if o.container_id and o.container_id in short)
 
 
-def forget_plan(forgotten: Mapping[str, str]) -> list[Action]:
+def stale_plan(stale: Mapping[str, str]) -> list[Action]:
     """Deregister every registration of a host that ``--forget-host`` names, or of an instance that
-    ``--forget-instance`` names (renamed or gone); ``forgotten``: service ID -> why."""
-    return [Deregister(i, reason=forgotten[i]) for i in sorted(forgotten)]
+    ``--forget-instance`` names (renamed or gone); ``stale``: service ID -> why."""
+    return [Deregister(i, reason=stale[i]) for i in sorted(stale)]
 
 
 def plan(

@@ -1,7 +1,7 @@
 """The workers: a ``concurrent.futures`` thread pool that runs the loop's requests to Docker and Consul.
 
-Each piece of work returns one message, which the worker hands to ``deliver`` (the daemon's: it
-takes a result that succeeded at once, under its lock, and passes the rest to the loop); an
+Each piece of work returns one message, which the worker hands to ``on_result`` (the daemon's
+``on_message``: it takes a result that succeeded at once, and passes the rest to the loop); an
 exception the work raises is turned into a message too (``failed``), so the loop decides what an
 error means. The workers keep only what each is on and since when (``longest``: a worker that does
 not come back is unhealthy); the exec probes run on a pool of the same kind (registrar.probes).
@@ -21,10 +21,10 @@ WORKERS = 8
 
 
 class Workers:
-    """Up to ``size`` threads, started as work comes, that hand their results to ``deliver``."""
+    """Up to ``size`` threads, started as work comes, that hand their results to ``on_result``."""
 
-    def __init__(self, deliver: Callable[[Message], None], size: int = WORKERS) -> None:
-        self.deliver = deliver
+    def __init__(self, on_result: Callable[[Message], None], size: int = WORKERS) -> None:
+        self.on_result = on_result
         self.size = size
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(size, thread_name_prefix="registrar-worker", initializer=self._mark)
@@ -37,7 +37,7 @@ class Workers:
         self._local.worker = True
 
     def post(self, work: Callable[[], Message], failed: Callable[[Exception], Message], what: str = "work") -> None:
-        """Run ``work`` on a thread and deliver its message; an exception ``e`` delivers ``failed(e)``.
+        """Run ``work`` on a thread and hand its message on; an exception ``e`` hands on ``failed(e)``.
         ``what`` names the work for /healthz ("inspecting container 4fa8fd2b9613").
 
         Nothing is run once the workers are closed (the daemon is stopping)."""
@@ -71,7 +71,7 @@ class Workers:
                 message = work()
             except Exception as e:  # reported to the loop, which decides (a Docker or Consul error is retried)
                 message = failed(e)
-            self.deliver(message)
+            self.on_result(message)
         finally:
             with self._on_lock:
                 del self._on[threading.get_ident()]

@@ -31,13 +31,13 @@ def stopped(c: dict[str, Any], code: int) -> dict[str, Any]:
     return c
 
 
-def step_until(daemon: Daemon, predicate: Callable[[], object], steps: int = 200, settled: bool = True) -> None:
-    """Turn the loop until ``predicate`` holds (and, if ``settled``, every inspect and write started is back);
+def step_until(daemon: Daemon, predicate: Callable[[], object], steps: int = 200, idle: bool = True) -> None:
+    """Turn the loop until ``predicate`` holds (and, if ``idle``, every inspect and write started is back);
     each step waits at most until the loop's next deadline."""
 
     def done() -> bool:
-        busy = daemon.agent.in_flight or daemon.cache.inspecting
-        return bool(predicate()) and not (settled and busy)
+        busy = daemon.actual.in_flight or daemon.desired.inspecting
+        return bool(predicate()) and not (idle and busy)
 
     for _ in range(steps):
         if done():
@@ -52,10 +52,10 @@ def stopping(c: dict[str, Any], stop_signal: str = "SIGTERM", timeout: int = 10)
     return c
 
 
-def settle(daemon: Daemon) -> None:
+def wait_idle(daemon: Daemon) -> None:
     """Wait (5 s at most) until no inspect, read or write the daemon started is out (taken by its workers)."""
     deadline = time.monotonic() + 5
-    while daemon.agent.reading or daemon.agent.in_flight or daemon.cache.inspecting:
+    while daemon.actual.reading or daemon.actual.in_flight or daemon.desired.inspecting:
         assert time.monotonic() < deadline, "work still out after 5 s"
         time.sleep(0.001)
 

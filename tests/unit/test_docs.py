@@ -127,12 +127,19 @@ def test_every_exit_code_has_a_row() -> None:
 
 
 def log_events() -> set[str]:
-    """Every event name registrar logs: ``log.<level>("name", ...)`` calls, and ``<what>_unreachable`` for each
-    ``retry_at_start("<what>", ...)``."""
+    """Every event name registrar logs: ``log.<level>("name", ...)`` calls, the log lines the reconciler returns
+    as effects (``Log(level, "name", ...)``, ``self._say(level, "name", ...)``), and ``<what>_unreachable`` for
+    each ``retry_at_start("<what>", ...)``."""
     events: set[str] = set()
     for path in sorted((ROOT / "registrar").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(node, ast.Call) or not node.args or not isinstance(node.args[0], ast.Constant):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            said = ast.unparse(node.func) in ("Log", "self._say") and len(node.args) > 1
+            if said and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str):
+                events.add(node.args[1].value)
+                continue
+            if not isinstance(node.args[0], ast.Constant):
                 continue
             name, func = node.args[0].value, node.func
             if not isinstance(name, str):

@@ -18,22 +18,6 @@ from tests.unit.loop import FAST, S, draining_web, registered_web, step_until, s
 from tests.unit.payloads import payload
 
 
-def test_a_sigkill_stop_signal_drains_nothing(started: Any) -> None:
-    """A container whose stop signal is SIGKILL dies at once: docker stop's kill puts nothing in maintenance,
-    no write comes before the deregistration."""
-    web, docker, consul, daemon = registered_web(started, stop_signal="SIGKILL")
-    writes = consul.writes
-    with capture_logs() as logs:
-        docker.emit("kill", web["Id"], signal="9")
-        for _ in range(3):
-            daemon.step()
-        docker.containers[web["Id"]] = stopped(web, 137)
-        docker.emit("die", web["Id"], exit_code=137)
-        step_until(daemon, lambda: "vm:rec-web:80" not in consul.registered)
-    assert consul.writes == writes + 1, "the deregistration only"
-    assert not [e for e in logs if e["event"] in ("container_draining", "service_draining")]
-
-
 def test_stop_signal_drains_at_once_then_die_deregisters(started: Any) -> None:
     """docker stop's kill (the stop signal) puts the services in maintenance; die then deregisters them."""
     web, docker, consul, daemon = registered_web(started)
@@ -47,7 +31,7 @@ def test_stop_signal_drains_at_once_then_die_deregisters(started: Any) -> None:
         step_until(daemon, lambda: consul.registered == {})
     names = [e["event"] for e in logs]
     assert names.index("container_draining") < names.index("service_draining") < names.index("service_deregistered")
-    assert daemon.agent.maintenance == set()
+    assert daemon.actual.maintenance == set()
 
 
 @pytest.mark.parametrize(
@@ -76,7 +60,7 @@ def test_a_step_reads_the_drains_only_under_the_state_lock(started: Any) -> None
                 unlocked.append("values")
             return super().values()
 
-    daemon.cache.draining = Drains(daemon.cache.draining)
+    daemon.desired.draining = Drains(daemon.desired.draining)
     for _ in range(3):
         daemon.step()
     assert unlocked == []
@@ -84,7 +68,7 @@ def test_a_step_reads_the_drains_only_under_the_state_lock(started: Any) -> None
 
 def test_a_container_that_survives_its_stop_signal_returns(started: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Still running once its stop timeout (and a grace) has passed: the services leave maintenance."""
-    monkeypatch.setattr("registrar.cache.DRAIN_GRACE_SECONDS", 0.01)
+    monkeypatch.setattr("registrar.desired.DRAIN_GRACE_SECONDS", 0.01)
     web, docker, consul, daemon = registered_web(started, "SIGUSR1", timeout=0)
     with capture_logs() as logs:
         docker.emit("kill", web["Id"], signal="10")
@@ -98,10 +82,10 @@ def test_a_drain_taken_on_the_event_thread_wakes_the_sleeping_loop_for_its_end(
 ) -> None:
     """A stop signal taken on the event thread while the loop sleeps until its next deadline (an hour here):
     the survivor leaves maintenance when its drain ends, not when the loop happens to wake."""
-    monkeypatch.setattr("registrar.cache.DRAIN_GRACE_SECONDS", 0.01)
+    monkeypatch.setattr("registrar.desired.DRAIN_GRACE_SECONDS", 0.01)
     web, docker, consul, daemon = registered_web(started, "SIGUSR1", timeout=0)
     daemon.timing = replace(FAST, consul_probe=3600)
-    daemon._next_probe = time.monotonic() + 3600
+    daemon.core.schedule.read = time.monotonic() + 3600
     done = threading.Event()
 
     def turn() -> None:
@@ -120,16 +104,6 @@ def test_a_drain_taken_on_the_event_thread_wakes_the_sleeping_loop_for_its_end(
         turning.join(5)
 
 
-def test_kill_and_die_in_one_batch_just_deregister(started: Any) -> None:
-    """A kill and the die right behind it, drained together: the die wins, no maintenance call is made."""
-    web, docker, consul, daemon = registered_web(started)
-    docker.containers[web["Id"]] = stopped(web, 0)
-    daemon.inbox.put(DockerEvent("kill", web["Id"], "rec-web", signal="15"))
-    daemon.inbox.put(DockerEvent("die", web["Id"], "rec-web", 0))
-    step_until(daemon, lambda: consul.registered == {})
-    assert consul.in_maintenance == set() and daemon.agent.maintenance == set()
-
-
 def test_stop_signal_during_a_full_reconcile_still_drains(started: Any) -> None:
     """A kill that arrives with a full reconcile due is not lost in the listing: the service drains."""
     web, _, consul, daemon = registered_web(started)
@@ -138,7 +112,7 @@ def test_stop_signal_during_a_full_reconcile_still_drains(started: Any) -> None:
     daemon.inbox.put(DockerEvent("kill", web["Id"], "rec-web", signal="15"))
     daemon.step()
     assert daemon.calls["consul_write"] == writes + 1, "the step that lists starts the drain"
-    assert daemon.agent.maintenance | {i for _, i in daemon.agent.in_flight} == {"vm:rec-web:80"}
+    assert daemon.actual.maintenance | {i for _, i in daemon.actual.in_flight} == {"vm:rec-web:80"}
     step_until(daemon, lambda: consul.in_maintenance == {"vm:rec-web:80"})
 
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from registrar.cache import summary_fingerprint
 from registrar.consul_sink import ConsulSink
+from registrar.desired import summary_fingerprint
 from registrar.docker_payloads import from_message
 from registrar.docker_source import DockerSource
 from registrar.errors import DockerError

@@ -65,7 +65,11 @@ def test_each_port_says_what_it_yields_or_why_not() -> None:
 def test_internal_considers_unpublished_ports() -> None:
     """With --internal an exposed port is not 'not published': it yields a service at the container's address."""
     e = explain(web_with_extra_ports(), dataclasses.replace(S, internal=True), {})
-    assert all(p.service_id and not p.reason for p in e.ports), e.ports
+    assert outcomes(e) == {
+        "80/tcp": ("127.0.0.1:32768", "host1:rec-web:80", ""),
+        "81/tcp": ("0.0.0.0:32769", "host1:rec-web:81", ""),
+        "8080/tcp": ("", "host1:rec-web:8080", ""),
+    }
 
 
 def test_explicit_without_a_name_says_so() -> None:
@@ -237,6 +241,7 @@ def test_explanation_agrees_with_what_sync_yields(labels: dict[str, str], intern
     traced = traced_services(c, s)
     assert traced.result == services_from_container(c, s)
     assert sorted(o.service_id for o in traced.ports if o.service_id) == sorted(x.id for x in traced.result.services)
+    assert len(traced.ports) == len(PORTS), "every published or exposed port is traced"
     assert all(bool(o.service_id) != bool(o.reason) for o in traced.ports)
     assert traced.metadata is not None
     for port, proto in (("80", "tcp"), ("53", "udp"), ("53", "tcp"), ("8080", "tcp")):

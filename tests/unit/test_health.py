@@ -21,7 +21,7 @@ def test_a_worker_stuck_past_its_deadline_fails_healthz_until_its_work_returns(s
     assert daemon.unhealthy() == ""
     gate = docker.hold(web["Id"])
     docker.start(web)
-    step_until(daemon, lambda: "inspecting container" in daemon.unhealthy(), settled=False)
+    step_until(daemon, lambda: "inspecting container" in daemon.unhealthy(), idle=False)
     reason = daemon.unhealthy()
     assert re.fullmatch(rf"a worker has been on inspecting container {web['Id'][:12]} for \d+ s", reason), reason
     gate.set()

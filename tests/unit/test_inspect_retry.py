@@ -9,9 +9,9 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
+from registrar.backoff import InspectRetries
 from registrar.daemon import Daemon
 from registrar.errors import DockerError, DockerUnreachable
-from registrar.inspect_retries import InspectRetries
 from tests.unit.fakes import MemoryConsul, MemoryDocker
 from tests.unit.loop import FAST, S, step_until
 from tests.unit.payloads import payload
@@ -50,11 +50,11 @@ def test_retry_delays_double_up_to_the_most_and_start_over_once_done() -> None:
     """Each failure of a container's inspect waits twice the last delay, up to ``most``; a retry is due once,
     at its time; after ``done`` (an inspect came back, or the container died) the next failure waits ``first``."""
     retries = InspectRetries(first=0.5, most=2.0)
-    assert not retries and retries.deadline() is None and retries.take_due(100.0) == []
+    assert not retries and retries.deadline() is None and retries.due(100.0) == []
     assert [retries.failed("a", 10.0) for _ in range(4)] == [0.5, 1.0, 2.0, 2.0]
     assert retries.failed("b", 10.0) == 0.5
     assert retries.deadline() == 10.5 and retries.waiting() == {"a", "b"}
-    assert retries.take_due(10.4) == [] and retries.take_due(12.0) == ["a", "b"] and retries.take_due(99.0) == []
+    assert retries.due(10.4) == [] and retries.due(12.0) == ["a", "b"] and retries.due(99.0) == []
     assert retries.deadline() is None and retries.waiting() == {"a", "b"}, "due no more, still waiting for an answer"
     retries.done("a")
     assert retries.failed("a", 20.0) == 0.5 and retries.failed("b", 20.0) == 1.0
@@ -122,7 +122,7 @@ def test_a_registration_stays_while_its_containers_inspect_is_retried(one_shot: 
 
     def inspected() -> bool:
         kept.append("vm:rec-web:80" in consul.registered)
-        return web["Id"] in daemon.cache.containers
+        return web["Id"] in daemon.desired.containers
 
     step_until(daemon, inspected)
     assert all(kept) and consul.writes == writes, "the registration was deregistered while its inspect failed"
@@ -187,6 +187,6 @@ def test_an_inspect_that_times_out_is_retried_alone_and_the_idle_ping_still_find
     docker.answers_ping = False
     down, seen = watching(daemon, lambda: not daemon.docker_up)
     with capture_logs() as logs:
-        step_until(daemon, down, settled=False)
+        step_until(daemon, down, idle=False)
     assert (False, "Docker engine unreachable", 0.0) in seen
     assert "docker_unreachable" in [e["event"] for e in logs]

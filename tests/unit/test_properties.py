@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registrar.cache import Cached, ContainerCache
+from registrar.desired import DesiredState, Observed
 from registrar.model import Service
 from registrar.reconcile import desired_state
 from registrar.services import services_from_container
@@ -51,9 +51,9 @@ def test_desired_state_kept_one_container_at_a_time_equals_it_computed_anew(
     steps: list[tuple[tuple[str, str, list[str], int], bool]],
 ) -> None:
     """After any sequence of containers learned and forgotten, the cache's desired state is desired_state's."""
-    cache = ContainerCache(Settings(hostname="h"))
+    cache = DesiredState(Settings(hostname="h"))
     for (cid, name, ids, port), gone in steps:
         services = tuple(Service(i, i, port, container_id=cid, container_name=name + cid) for i in ids)
-        cache.remember(cid, None if gone else Cached(0, name + cid, services))
+        cache.record(cid, None if gone else Observed(0, name + cid, services))
     ordered = sorted(cache.containers.values(), key=lambda c: c.name)
-    assert cache.desired == desired_state(c.services for c in ordered)[0]
+    assert cache.services == desired_state(c.services for c in ordered)[0]

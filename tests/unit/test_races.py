@@ -1,16 +1,17 @@
-"""Work in flight meeting newer events, listings and reads: who wins, and what nothing waits for."""
+"""Work in flight on the daemon's threads: what nothing waits for, and an older listing meeting a newer start.
+
+Who wins when a result meets a newer event, listing or read is tested as explicit orderings of messages
+against the reconciler alone (test_reconciler.py)."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
-from structlog.testing import capture_logs
-
 from registrar.daemon import Daemon
 from registrar.messages import RESYNC
 from tests.unit.fakes import MemoryConsul, SlowDocker
-from tests.unit.loop import draining_web, named, step_until, stopped, stopping
+from tests.unit.loop import named, step_until
 
 
 def test_a_slow_inspect_holds_up_no_other_container(started: Any) -> None:
@@ -22,7 +23,7 @@ def test_a_slow_inspect_holds_up_no_other_container(started: Any) -> None:
     gate = docker.hold(slow["Id"])
     docker.start(slow)
     docker.start(fast)
-    step_until(daemon, lambda: "vm:fast:80" in consul.registered, settled=False)
+    step_until(daemon, lambda: "vm:fast:80" in consul.registered, idle=False)
     assert "vm:slow:80" not in consul.registered and docker.timed_out == []
     gate.set()
     step_until(daemon, lambda: "vm:slow:80" in consul.registered)
@@ -34,64 +35,11 @@ def test_cold_start_registers_each_container_as_its_inspect_returns(started: Any
     docker, consul = SlowDocker(slow, fast), MemoryConsul()
     gate = docker.hold(slow["Id"])
     daemon = started(docker, consul)
-    step_until(daemon, lambda: "vm:fast:80" in consul.registered, settled=False)
+    step_until(daemon, lambda: "vm:fast:80" in consul.registered, idle=False)
     assert not daemon.ready.is_set() and docker.timed_out == []
     gate.set()
     step_until(daemon, daemon.ready.is_set)
     assert set(consul.registered) == {"vm:fast:80", "vm:slow:80"}
-
-
-def start_inspect_held(started: Any, c: dict[str, Any]) -> tuple[SlowDocker, MemoryConsul, Daemon, threading.Event]:
-    """A started daemon, then ``c`` started with its inspect held in flight (set the gate to let it go)."""
-    docker, consul = SlowDocker(), MemoryConsul()
-    daemon = started(docker, consul)
-    step_until(daemon, daemon.ready.is_set)
-    gate = docker.hold(c["Id"])
-    docker.start(c)
-    step_until(daemon, lambda: c["Id"] in daemon.cache.inspecting, settled=False)
-    return docker, consul, daemon, gate
-
-
-def test_a_die_during_an_inspect_wins_over_it(started: Any) -> None:
-    """A die that arrives while the container's start inspect is in flight leaves nothing registered."""
-    web = named("web", "late")
-    docker, consul, daemon, gate = start_inspect_held(started, web)
-    docker.containers[web["Id"]] = stopped(web, 0)
-    docker.emit("die", web["Id"], exit_code=0)
-    for _ in range(3):
-        daemon.step()
-    gate.set()
-    step_until(daemon, lambda: docker.inspects == 1 and not daemon.cache.inspecting)
-    for _ in range(3):
-        daemon.step()
-    assert consul.registered == {}
-
-
-def test_a_stop_signal_during_the_start_inspect_still_drains(started: Any) -> None:
-    """docker stop right after docker run (its kill arrives while the start's inspect is in flight): the
-    service is registered in maintenance, not passing while the container shuts down."""
-    web = stopping(named("web", "quick"))
-    docker, consul, daemon, gate = start_inspect_held(started, web)
-    with capture_logs() as logs:
-        docker.emit("kill", web["Id"], signal="15")
-        for _ in range(3):
-            daemon.step()
-        gate.set()
-        step_until(daemon, lambda: consul.in_maintenance == {"vm:quick:80"})
-    assert "vm:quick:80" in consul.registered
-    assert [e["container"] for e in logs if e["event"] == "container_draining"] == ["quick"]
-
-
-def test_a_fresh_inspect_during_a_drain_keeps_it(started: Any) -> None:
-    """An event that makes registrar inspect a draining container again (health_status) keeps its services
-    in maintenance: only its death, or the end of its stop timeout, ends the drain."""
-    web, docker, consul, daemon = draining_web(started)
-    inspects = docker.inspects
-    docker.emit("health_status", web["Id"])
-    step_until(daemon, lambda: docker.inspects > inspects)
-    for _ in range(5):
-        daemon.step()
-    assert consul.in_maintenance == {"vm:rec-web:80"} and web["Id"] in daemon.cache.draining
 
 
 class SlowListing(SlowDocker):
@@ -111,21 +59,6 @@ class SlowListing(SlowDocker):
         return snapshot
 
 
-class SlowRead(MemoryConsul):
-    """With ``read_gate`` set, a read of the services takes its snapshot at once and answers once the gate opens."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.read_gate: threading.Event | None = None
-
-    def services(self) -> dict[str, Any]:
-        snapshot = super().services()
-        gate = self.read_gate  # once: the test may clear it meanwhile
-        if gate is not None:
-            gate.wait(5)
-        return snapshot
-
-
 def start_during_a_listing(
     daemon: Daemon, docker: SlowListing, consul: MemoryConsul, web: dict[str, Any]
 ) -> threading.Event:
@@ -133,9 +66,9 @@ def start_during_a_listing(
     until ``web`` is registered (as vm:new:80): the listing's gate, still shut."""
     docker.listing_gate = gate = threading.Event()
     daemon.inbox.put(RESYNC)
-    step_until(daemon, docker.snapshot_taken.is_set, settled=False)
+    step_until(daemon, docker.snapshot_taken.is_set, idle=False)
     docker.start(web)
-    step_until(daemon, lambda: "vm:new:80" in consul.registered, settled=False)
+    step_until(daemon, lambda: "vm:new:80" in consul.registered, idle=False)
     return gate
 
 
@@ -147,62 +80,7 @@ def test_a_listing_older_than_a_start_does_not_forget_that_container(started: An
     step_until(daemon, daemon.ready.is_set)
     gate = start_during_a_listing(daemon, docker, consul, web)
     gate.set()
-    step_until(daemon, lambda: not daemon.cache.listing)
+    step_until(daemon, lambda: not daemon.desired.listing)
     daemon.inbox.put(RESYNC)
-    step_until(daemon, lambda: not daemon.cache.listing)
+    step_until(daemon, lambda: not daemon.desired.listing)
     assert "vm:new:80" in consul.registered and consul.attempts == {"vm:new:80": 1}
-
-
-def test_a_listing_that_saw_a_container_before_its_start_does_not_deregister_it(started: Any) -> None:
-    """A container listed as "created" by a listing in flight, then started and registered, stays registered
-    when that (older) listing is back (seen in CI: docker run while registrar started)."""
-    web = named("web", "new")
-    created = stopped(web, 0)
-    created["State"]["Status"] = "created"
-    docker, consul = SlowListing(), MemoryConsul()
-    daemon = started(docker, consul)
-    step_until(daemon, daemon.ready.is_set)
-    docker.containers[web["Id"]] = created
-    gate = start_during_a_listing(daemon, docker, consul, web)
-    writes = consul.writes
-    docker.listing_gate = None
-    gate.set()
-    step_until(daemon, lambda: not daemon.cache.listing)
-    for _ in range(3):
-        daemon.step()
-    assert "vm:new:80" in consul.registered and consul.writes == writes
-
-
-def test_a_read_older_than_a_registration_does_not_repeat_it(started: Any) -> None:
-    """A registration that comes back while an (older) read of the agent is in flight is not written again."""
-    web = named("web", "new")
-    docker, consul = SlowDocker(), SlowRead()
-    daemon = started(docker, consul)
-    step_until(daemon, daemon.ready.is_set)
-    consul.read_gate = gate = threading.Event()
-    step_until(daemon, lambda: daemon.agent.reading, settled=False)  # the next probe
-    docker.start(web)
-    step_until(daemon, lambda: "vm:new:80" in consul.registered, settled=False)
-    reads = consul.reads
-    gate.set()
-    consul.read_gate = None
-    step_until(daemon, lambda: consul.reads >= reads + 2)  # the older read is back, and a newer one after it
-    for _ in range(5):
-        daemon.step()
-    assert consul.attempts == {"vm:new:80": 1}
-
-
-def test_a_read_of_the_agent_before_the_first_listing_deregisters_nothing(started: Any) -> None:
-    """At start, the agent's services are not planned against an empty view: nothing goes while the listing is out."""
-    web = named("web", "kept")
-    docker, consul = SlowListing(web), MemoryConsul()
-    step_until(started(docker, consul), lambda: "vm:kept:80" in consul.registered)
-    docker.listing_gate = gate = threading.Event()
-    second = started(docker, consul)
-    step_until(second, lambda: second.agent.actual is not None, settled=False)
-    for _ in range(3):
-        second.step()
-    assert "vm:kept:80" in consul.registered
-    gate.set()
-    step_until(second, second.ready.is_set)
-    assert "vm:kept:80" in consul.registered and consul.writes == 1

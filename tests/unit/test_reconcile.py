@@ -5,10 +5,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from structlog.testing import capture_logs
-
 import registrar.reconcile
-from registrar.agent import AgentState
+from registrar.actual import ActualState
+from registrar.effects import Log
 from registrar.errors import ConsulError
 from registrar.model import (
     META_CONTAINER,
@@ -25,7 +24,7 @@ from registrar.model import (
     Service,
     write_key,
 )
-from registrar.reconcile import desired_state, kept_ids, owned_filter, owned_services, plan
+from registrar.reconcile import desired_state, owned_filter, owned_services, plan, retained_ids
 from tests.unit.payloads import payload
 
 
@@ -87,7 +86,7 @@ def test_plan_in_sync_is_empty() -> None:
 def test_plan_keeps_what_it_is_told_to_keep() -> None:
     """Registrations of kept containers (exited non-zero under on-success) are not deregistered."""
     actual = {"x": Owned("x", "d", "aaaaaaaaaaaa"), "y": Owned("y", "d", "bbbbbbbbbbbb")}
-    keep = kept_ids(actual, {"aaaaaaaaaaaa0000"})
+    keep = retained_ids(actual, {"aaaaaaaaaaaa0000"})
     assert keep == {"x"}
     assert plan({}, actual, keep) == [Deregister("y")]
 
@@ -118,7 +117,7 @@ def test_core_imports_no_io() -> None:
 def test_a_plan_of_every_service_forgets_the_docker_health_of_services_gone() -> None:
     """After a read of the agent (every service planned), the Docker health sent for a service no container
     yields any more is forgotten: under churn it would otherwise pile up for the daemon's whole life."""
-    agent = AgentState("vm")
+    agent = ActualState("vm")
     agent.read({})
     agent.health_sent["vm:gone:80:docker-health"] = Health("vm:gone:80:docker-health", "passing", "ok")
     agent.writes({}, set(), set(), set(), set())
@@ -128,7 +127,7 @@ def test_a_plan_of_every_service_forgets_the_docker_health_of_services_gone() ->
 def test_a_read_is_parsed_unless_its_answer_is_the_last_parsed_one_and_nothing_came_back_since() -> None:
     """start_read's ``unless``: the last parsed answer's digest while nothing came back since; 0 (parse any
     answer) once a registration, a deregistration or a failed health update came back, and for a full reconcile."""
-    agent = AgentState("vm")
+    agent = ActualState("vm")
     web = svc("vm:web:80")
     assert agent.start_read(True) == 0
     agent.read({}, digest=5)
@@ -154,42 +153,42 @@ def test_a_read_is_parsed_unless_its_answer_is_the_last_parsed_one_and_nothing_c
 def test_a_read_keeps_the_registrations_it_knew_and_takes_what_changed() -> None:
     """A parsed read keeps each registration ``actual`` holds already, the same object (the answer's copy
     is let go: 0.1 MiB at 500 services), and takes the answer's where it differs."""
-    agent = AgentState("vm")
+    agent = ActualState("vm")
     web, db = svc("vm:web:80"), svc("vm:db:80", container="c2")
     agent.read({})
     agent.written(Register(web), None)
     agent.written(Register(db), None)
-    known = agent.actual
+    known = agent.registrations
     assert known is not None
     changed = svc("vm:db:80", tags=("new",), container="c2")
     agent.read({s.id: {"Meta": meta(s)} for s in (web, changed)})
-    assert agent.actual is not None and agent.actual[web.id] is known[web.id]
-    assert agent.actual[db.id] == owned(changed) != known[db.id]
+    assert agent.registrations is not None and agent.registrations[web.id] is known[web.id]
+    assert agent.registrations[db.id] == owned(changed) != known[db.id]
 
 
 def test_a_failed_maintenance_call_warns_only_while_its_service_is_registered() -> None:
     """docker stop of a container that exits at once: the die's deregistration can reach the agent before
     the kill's maintenance call, which then fails (404). That is no problem, so it logs no warning; a
     maintenance call that fails while the service is there does."""
-    agent = AgentState("vm")
+    agent = ActualState("vm")
     agent.read({})
-    agent.actual = {"vm:web:80": Owned("vm:web:80", "d", "c"), "vm:api:80": Owned("vm:api:80", "d", "c")}
+    agent.registrations = {"vm:web:80": Owned("vm:web:80", "d", "c"), "vm:api:80": Owned("vm:api:80", "d", "c")}
     gone_first, deregistering, there = (Maintenance(i, True) for i in ("vm:old:80", "vm:web:80", "vm:api:80"))
     agent.in_flight.update({("service", "vm:web:80")} | {write_key(w) for w in (gone_first, deregistering, there)})
     error = ConsulError("enabling maintenance: Unknown service ID")
-    with capture_logs() as logs:
-        for write in (gone_first, deregistering, there):
-            agent.written(write, error)
-    assert [e["service_id"] for e in logs if e["event"] == "maintenance_failed"] == ["vm:api:80"]
+    for write in (gone_first, deregistering, there):
+        agent.written(write, error)
+    logged = [line for line in agent.logged if isinstance(line, Log)]
+    assert [line.fields["service_id"] for line in logged if line.event == "maintenance_failed"] == ["vm:api:80"]
 
 
 def test_a_registration_during_a_drain_puts_the_service_back_in_maintenance() -> None:
     """A registration replaces the service's checks on the agent (replace-existing-checks), the maintenance
     check with them: a service still draining is put in maintenance again by the next writes."""
-    agent = AgentState("vm")
+    agent = ActualState("vm")
     agent.read({})
     web = svc("vm:web:80")
-    agent.actual = {web.id: owned(svc(web.id, tags=("old",)))}
+    agent.registrations = {web.id: owned(svc(web.id, tags=("old",)))}
     assert agent.writes({web.id: web}, {web.id}, set(), {web.id}, set()) == [Register(web), Maintenance(web.id, True)]
     agent.written(Maintenance(web.id, True), None)  # back first: the registration may still replace it
     agent.written(Register(web), None)

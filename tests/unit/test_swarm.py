@@ -13,7 +13,8 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from registrar.cache import ContainerCache, cached_from_inspect
+from registrar.desired import DesiredState, observed_from_inspect
+from registrar.effects import Log
 from registrar.services import INGRESS_ONLY, services_from_container
 from registrar.settings import Settings
 from tests.unit.payloads import payload
@@ -63,14 +64,13 @@ def test_ingress_only_task_yields_nothing_and_says_why() -> None:
 
 def test_ingress_only_task_is_one_info_line() -> None:
     """The daemon logs that reason once, at info level, naming the task (inspected twice); no warning."""
-    cache, task = ContainerCache(S), payload("swarm_task_ingress")
+    desired, task = DesiredState(S), payload("swarm_task_ingress")
     with capture_logs() as logs:
         for _ in range(2):
-            cached = cached_from_inspect(task, S)
-            cache.remember(task["Id"], cached)
-    assert cached.services == ()
-    expected = {"event": "container_yields_nothing", "log_level": "info", "container": API_TASK, "reason": INGRESS_ONLY}
-    assert logs == [expected]
+            observed = observed_from_inspect(task, S)
+            desired.record(task["Id"], observed)
+    assert observed.services == () and logs == [], "the desired state logs nothing itself: it returns log lines"
+    assert desired.logged == [Log("info", "container_yields_nothing", {"container": API_TASK, "reason": INGRESS_ONLY})]
 
 
 def test_no_note_when_something_registers_or_nothing_is_published() -> None:

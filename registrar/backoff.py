@@ -1,11 +1,31 @@
-"""When to inspect a container again after the engine answered its inspect with an error.
+"""Backoff: how long to wait before trying again, for the loop's retries and each container's inspect.
 
-Such a failure is that container's, not the engine's: it is retried alone, after a delay that doubles
-from ``first`` to ``most`` seconds and starts over once an inspect of it succeeds. No I/O, no clock:
-the loop gives the time, starts the inspects that are due and waits for ``deadline()``.
+No I/O, no clock: the caller gives the time. ``Backoff`` doubles a delay from ``first`` to ``most``.
+``InspectRetries`` keeps one per container whose inspect the engine answered with an error: such a
+failure is that container's, not the engine's, so it alone is inspected again, later; its delay
+starts over once an inspect of it succeeds.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff between ``first`` and ``most`` seconds."""
+
+    first: float = 0.2
+    most: float = 10.0
+    _next: float = field(default=0.0, init=False)
+
+    def next(self) -> float:
+        """The next delay: ``first``, then twice the last, up to ``most``."""
+        self._next = min(self.most, self._next * 2) if self._next else self.first
+        return self._next
+
+    def reset(self) -> None:
+        self._next = 0.0
 
 
 class InspectRetries:
@@ -16,7 +36,7 @@ class InspectRetries:
         self._delay: dict[str, float] = {}
         """Container ID -> the delay before its last retry (seconds); present until an inspect succeeds."""
         self._due: dict[str, float] = {}
-        """Container ID -> when its retry is due; taken out by ``take_due``."""
+        """Container ID -> when its retry is due; taken out by ``due``."""
 
     def __bool__(self) -> bool:
         """Whether any container's last inspect failed (the loop skips the rest when none has)."""
@@ -36,7 +56,7 @@ class InspectRetries:
         if self._delay.pop(container_id, None) is not None:
             self._due.pop(container_id, None)
 
-    def take_due(self, now: float) -> list[str]:
+    def due(self, now: float) -> list[str]:
         """The containers whose retry is due at ``now``, sorted; each is due no more."""
         due = sorted(cid for cid, at in self._due.items() if at <= now)
         for cid in due:

@@ -5,7 +5,8 @@ registrations, deregistrations, maintenance for draining services, Docker health
 leaves out what is in flight already (at most one write per service or check; it is planned again
 once back), a registration the agent refused as invalid (until it changes), and a deregistration
 of a container still being inspected (it may still yield the service). ``written()`` takes each
-write's result. No I/O happens here; the loop runs the writes on its workers.
+write's result. No I/O happens here, not even logging: log lines are kept in ``logged`` for the
+reconciler to hand to the shell; the shell runs the writes on its workers.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from collections.abc import Collection, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-
+from registrar.effects import Effect, Log
 from registrar.errors import ConsulError, ConsulRejected
 from registrar.model import (
     Action,
@@ -33,9 +33,7 @@ from registrar.model import (
     health_check_id,
     write_key,
 )
-from registrar.reconcile import forget_plan, kept_ids, owned_services, plan
-
-log = structlog.get_logger("registrar")
+from registrar.reconcile import owned_services, plan, retained_ids, stale_plan
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ class Outcome:
 
 
 @dataclass
-class AgentState:
+class ActualState:
     """This host's registrations on the agent, the writes in flight, and what was sent."""
 
     hostname: str
@@ -59,9 +57,9 @@ class AgentState:
     instance: str = ""
     """``--instance``: only registrations of this host and instance are ours."""
     forget_instances: tuple[str, ...] = ()
-    actual: dict[str, Owned] | None = None
+    registrations: dict[str, Owned] | None = None
     """Service ID -> this host's registration, as last read and since written; None until read."""
-    forgotten: dict[str, str] = field(default_factory=dict)
+    stale: dict[str, str] = field(default_factory=dict)
     """Registrations of the hosts named by ``--forget-host`` and of the instances named by
     ``--forget-instance``, as last read: service ID -> why it goes."""
     in_flight: set[tuple[str, str]] = field(default_factory=set)
@@ -89,12 +87,14 @@ class AgentState:
     """A registration or deregistration is back (or a health update failed) since the last read was
     taken: the next read is parsed whatever its digest, and every service planned (an agent that
     restarted may answer what it answered before that write)."""
+    logged: list[Effect] = field(default_factory=list)
+    """Log lines not yet emitted (the reconciler hands them to the shell as effects)."""
     _since_read: dict[str, Owned | None] = field(default_factory=dict)
     """Writes back since the read in flight was asked for (it may predate them): ID -> registered or None."""
 
     def start_read(self, full: bool) -> int | None:
-        """Start a read of the agent, unless one is out (None): ``ServiceSink.read_services``'s ``unless``, the
-        digest of an answer not to parse (0: parse any answer).
+        """Start a read of the agent, unless one is out (None); returns the digest of an answer not to parse
+        (0: parse any answer).
 
         That is the last parsed answer's digest while nothing came back since that it lacks: the same
         answer then means the same registrations. Once a registration or deregistration came back (or a
@@ -115,67 +115,69 @@ class AgentState:
             return
         self.plan_all, self.read_digest = True, digest
         self.written_since_read = bool(since)  # back while this read was out: maybe not in its answer
-        known, self.actual = self.actual or {}, {}
+        known, self.registrations = self.registrations or {}, {}
         for service_id, found in owned_services(services, self.hostname, self.instance).items():
-            was = known.get(service_id)  # an equal one known is kept, the answer's copy let go (0.1 MiB at 500)
-            self.actual[service_id] = was if was == found else found
-        self.forgotten = {
+            was = known.get(service_id)  # an equal one known is kept; the answer's copy is let go
+            self.registrations[service_id] = was if was == found else found
+        self.stale = {
             i: "its host is forgotten (--forget-host)"
             for host in self.forget_hosts
             for i in owned_services(services, host, self.instance)
         }
         for instance in self.forget_instances:
             for i in owned_services(services, self.hostname, instance):
-                self.forgotten[i] = "its instance is forgotten (--forget-instance)"
+                self.stale[i] = "its instance is forgotten (--forget-instance)"
         for service_id, owned in since.items():
             if owned is None:
-                self.actual.pop(service_id, None)
-                self.forgotten.pop(service_id, None)
+                self.registrations.pop(service_id, None)
+                self.stale.pop(service_id, None)
             else:
-                self.actual[service_id] = owned
+                self.registrations[service_id] = owned
 
     def read_unchanged(self) -> None:
-        """Take a read that was not parsed: its answer is the last parsed one's (``start_read``'s ``unless``),
+        """Take a read that was not parsed: its answer is the last parsed one's (``start_read``'s ``skip_digest``),
         and no registration or deregistration came back since that read was taken, so ``actual`` and
-        ``forgotten`` are what it made, and every service was planned after it (``plan_all``). A write
+        ``stale`` are what it made, and every service was planned after it (``plan_all``). A write
         back while this read was out is in ``actual`` already."""
         self.reading, self._since_read = False, {}
 
-    def plan(self, desired: Mapping[str, Service], kept: Set[str], only: Collection[str] | None = None) -> list[Action]:
+    def plan(
+        self, desired: Mapping[str, Service], retained: Set[str], only: Collection[str] | None = None
+    ) -> list[Action]:
         """The actions that bring the agent in line (``only`` these service IDs); the agent must have been read."""
-        assert self.actual is not None, "plan before the agent was read"
-        actual = self.actual
-        keep = kept_ids(actual if only is None else {i: actual[i] for i in only if i in actual}, kept)
+        assert self.registrations is not None, "plan before the agent was read"
+        actual = self.registrations
+        keep = retained_ids(actual if only is None else {i: actual[i] for i in only if i in actual}, retained)
         self.rejected = {i: d for i, d in self.rejected.items() if i in desired}  # forget what is gone
         return [
             a
             for a in plan(desired, actual, keep, only)
             if not (isinstance(a, Register) and self.rejected.get(a.service_id) == a.service.digest)
-        ] + forget_plan(self.forgotten)
+        ] + stale_plan(self.stale)
 
     def writes(
         self,
         desired: Mapping[str, Service],
         changed: set[str],
-        kept: Set[str],
+        retained: Set[str],
         draining: Set[str],
         inspecting: Set[str],
     ) -> list[Write]:
         """The writes to start now, marked in flight; ``changed`` are the service IDs changed since the last call.
 
-        ``kept``: containers whose registrations stay; ``draining``: service IDs to keep in
+        ``retained``: containers whose registrations stay; ``draining``: service IDs to keep in
         maintenance; ``inspecting``: containers with an inspect in flight (full IDs).
         """
-        actual = self.actual
+        actual = self.registrations
         if actual is None:
             return []
-        if not (self.plan_all or changed or self.replan or draining or self.maintenance or self.forgotten):
+        if not (self.plan_all or changed or self.replan or draining or self.maintenance or self.stale):
             return []  # nothing changed that a plan could act on
         only = None if self.plan_all else changed | self.replan
         self.plan_all, self.replan = False, set()
         writes: list[Write] = []
         short: set[str] | None = None
-        for action in self.plan(desired, kept, only):
+        for action in self.plan(desired, retained, only):
             if write_key(action) in self.in_flight:
                 continue  # planned again when it is back
             owner = actual.get(action.service_id)
@@ -192,7 +194,7 @@ class AgentState:
 
     def _maintenance(self, desired: Mapping[str, Service], draining: Set[str]) -> list[Write]:
         """Draining services into maintenance; survivors out of it (a stopped one kept by on-success stays in)."""
-        actual = self.actual or {}
+        actual = self.registrations or {}
         if self.maintenance:
             self.maintenance = {i for i in self.maintenance if i in actual}  # deregistered: nothing to take out
         want = {i for i in draining if i in actual}
@@ -204,9 +206,9 @@ class AgentState:
         self, desired: Mapping[str, Service], only: Collection[str] | None, refresh: bool = False
     ) -> list[Write]:
         """Docker health the agent does not have yet (``only`` these service IDs); ``refresh``: send all again."""
-        actual = self.actual or {}
+        actual = self.registrations or {}
         ids = desired.keys() if refresh or only is None else only
-        every = ids is not only  # every desired service: what is not among them is forgotten
+        every = ids is not only  # every desired service: what is not among them is dropped
         current = {}
         for service_id in ids:
             service = desired.get(service_id)
@@ -270,51 +272,51 @@ class AgentState:
                 if error is not None:
                     self._failed(error)
                     return
-                if self.actual is not None:
-                    self.actual.pop(service_id, None)
+                if self.registrations is not None:
+                    self.registrations.pop(service_id, None)
                 self.written_since_read = True
                 if self.reading:
                     self._since_read[service_id] = None
-                self.forgotten.pop(service_id, None)
+                self.stale.pop(service_id, None)
                 self.results["deregistered"] += 1
             case Maintenance(service_id=service_id, enable=enable):
                 if error is not None:
                     # Failed because the die's deregistration got there first (docker stop of a process that
                     # exits at once): nothing is left to drain, so no warning.
-                    there = service_id in (self.actual or {}) and ("service", service_id) not in self.in_flight
+                    there = service_id in (self.registrations or {}) and ("service", service_id) not in self.in_flight
                     if there:
-                        log.warning("maintenance_failed", service_id=service_id, error=str(error))
+                        self._say("warning", "maintenance_failed", service_id=service_id, error=str(error))
                 elif enable and ("service", service_id) in self.in_flight:
                     # A registration in flight replaces the service's checks, maintenance's too, maybe after
                     # this call: planned again once it is back.
                     self.replan.add(service_id)
                 elif enable:
                     self.maintenance.add(service_id)
-                    log.info("service_draining", service_id=service_id)
+                    self._say("info", "service_draining", service_id=service_id)
                 else:
                     self.maintenance.discard(service_id)
-                    log.info(
-                        "service_drain_ended", service_id=service_id, reason="the container survived its stop signal"
-                    )
+                    reason = "the container survived its stop signal"
+                    self._say("info", "service_drain_ended", service_id=service_id, reason=reason)
             case TtlPass(check_id=check_id):
                 if error is not None:
-                    log.warning("ttl_pass_failed", check_id=check_id, error=str(error))
+                    self._say("warning", "ttl_pass_failed", check_id=check_id, error=str(error))
             case HealthUpdate(health=health):
                 if error is not None:
-                    log.warning("health_update_failed", check_id=health.check_id, error=str(error))
+                    self._say("warning", "health_update_failed", check_id=health.check_id, error=str(error))
                     self.written_since_read = True  # sent again after the next read
                     return
                 before = self.health_sent.get(health.check_id)
                 self.health_sent[health.check_id] = health
                 changed = before is None or before.status != health.status
-                (log.info if changed else log.debug)("health_updated", check_id=health.check_id, status=health.status)
+                level = "info" if changed else "debug"
+                self._say(level, "health_updated", check_id=health.check_id, status=health.status)
 
     def _registered(self, service: Service, error: ConsulError | None) -> None:
         self.replan.add(service.id)
         if error is None:
             owned = Owned(service.id, service.digest, service.container_id[:12])
-            if self.actual is not None:
-                self.actual[service.id] = owned
+            if self.registrations is not None:
+                self.registrations[service.id] = owned
             self.written_since_read = True
             if self.reading:
                 self._since_read[service.id] = owned
@@ -327,13 +329,18 @@ class AgentState:
         elif isinstance(error, ConsulRejected):
             self.results["rejected"] += 1
             self.rejected[service.id] = service.digest
-            log.error("service_rejected", service_id=service.id, container=service.container_name, error=str(error))
+            self._say(
+                "error", "service_rejected", service_id=service.id, container=service.container_name, error=str(error)
+            )
         else:
             self._failed(error)
 
     def _failed(self, error: ConsulError) -> None:
         self.results["failed"] += 1
-        log.error("consul_write_failed", error=str(error))
+        self._say("error", "consul_write_failed", error=str(error))
+
+    def _say(self, level: str, event: str, **fields: object) -> None:
+        self.logged.append(Log(level, event, fields))
 
     def outcome(self, since: Counter[str] | None = None) -> Outcome:
         """The results counted since ``since`` (a copy of ``results`` taken earlier)."""

@@ -1,15 +1,16 @@
-"""The cache: this host's containers as registrar last saw them, and the desired state they make.
+"""The desired state: this host's containers as registrar last saw them, and the services they make.
 
-Per container: a fingerprint of its state, its name and the services it yields (``Cached``). The
+Per container: a fingerprint of its state, its name and the services it yields (``Observed``). The
 desired state, every service by ID, is kept up to date one container at a time, with
 ``reconcile.desired_state``'s rule for an ID that several containers claim (the first by container
-name wins). The cache does no I/O: it tells the loop which containers to inspect, and the loop
-brings the answers back (``inspected``). It also keeps which inspects are in flight, so that one
+name wins). It does no I/O, not even logging (its log lines wait in ``logged`` for the reconciler to
+hand to the shell): it says which containers to inspect, and the reconciler brings the answers back
+(``inspected``). It also keeps which inspects are in flight, so that one
 container has at most one, and what happened to a container meanwhile is applied once it is back
 (the last event wins, so a ``die`` during a start's inspect wins).
 
 Fingerprints let a listing (``/containers/json``, one request for all) tell which containers
-changed since the cache last looked, so only those are inspected.
+changed since registrar last looked, so only those are inspected.
 """
 
 from __future__ import annotations
@@ -20,27 +21,25 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import structlog
-
+from registrar.effects import Effect, Log
 from registrar.model import NETWORK_EVENTS, DockerEvent, Problem, Service
 from registrar.reconcile import desired_state, kept_after_exit
 from registrar.services import container_name, is_running, network_owner, services_from_container
 from registrar.settings import Settings
 
-log = structlog.get_logger("registrar")
 DRAIN_GRACE_SECONDS = 1.0
 """Past the container's stop timeout, how long a drain waits for its ``die`` before it looks again."""
 
 
 @dataclass(frozen=True, slots=True)
-class Cached:
+class Observed:
     """What registrar last learned of one container."""
 
     fingerprint: int
     """``summary_fingerprint``'s or ``inspect_fingerprint``'s; 0: none (inspect at the next listing)."""
     name: str
     services: tuple[Service, ...]
-    keep: bool = False
+    retain: bool = False
     """Crashed (exited non-zero by itself) under ``--deregister on-success``: its registrations stay."""
     stop_signal: int = signal.SIGTERM
     """The signal ``docker stop`` sends it first (its StopSignal)."""
@@ -50,7 +49,7 @@ class Cached:
     network_owner: str = ""
     """With ``--internal``: the ID of the container whose network it shares (``--network container:ID``)."""
     problems: tuple[Problem, ...] = ()
-    """Its bad labels (``services_from_container``): logged by the cache when they are new for the container."""
+    """Its bad labels (``services_from_container``): logged when they are new for the container."""
     note: str = ""
     """Why it yields nothing, when that is not plain (``services_from_container``): logged likewise."""
 
@@ -64,36 +63,33 @@ def stop_signal(container: Mapping[str, Any]) -> int:
     return int(getattr(signal.Signals, name, signal.SIGTERM))
 
 
-def keeps(settings: Settings, name: str, exit_code: int | None) -> bool:
-    """``kept_after_exit``, logged as ``services_kept`` when they stay."""
-    keep = kept_after_exit(settings, exit_code)
-    if keep:
-        log.info("services_kept", container=name, exit_code=exit_code, reason="crashed (on-success)")
-    return keep
+def retained_log(name: str, exit_code: int | None) -> Log:
+    """The line that says a crashed container's registrations stay (``--deregister on-success``)."""
+    return Log("info", "services_kept", {"container": name, "exit_code": exit_code, "reason": "crashed (on-success)"})
 
 
-def cached_from_inspect(
+def observed_from_inspect(
     container: Mapping[str, Any],
     settings: Settings,
     fingerprint: int = 0,
     owner: Mapping[str, Any] | None = None,
-) -> Cached:
-    """What the cache keeps of a ``docker inspect`` payload, with its bad labels and why it yields
-    nothing (logged by ``ContainerCache.remember`` when they are new for the container).
+) -> Observed:
+    """What registrar keeps of a ``docker inspect`` payload, with its bad labels and why it yields
+    nothing (logged by ``DesiredState.record`` when they are new for the container).
 
     ``owner``: with ``--internal``, the inspect of the container whose network it shares, if any
     (``services.network_owner``; None when it is gone)."""
     result = services_from_container(container, settings, owner)
     name = container_name(container)
     running = is_running(container)
-    keep = not running and keeps(settings, name, (container.get("State") or {}).get("ExitCode"))
+    retain = not running and kept_after_exit(settings, (container.get("State") or {}).get("ExitCode"))
     timeout = (container.get("Config") or {}).get("StopTimeout")
     owner_ref = network_owner(container) if settings.internal else ""
-    return Cached(
+    return Observed(
         fingerprint or inspect_fingerprint(container),
         name,
         result.services,
-        keep,
+        retain,
         stop_signal(container),
         float(timeout) if isinstance(timeout, int | float) and timeout >= 0 else 10.0,
         running,
@@ -109,7 +105,7 @@ _HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 
 def summary_fingerprint(summary: Mapping[str, Any]) -> int:
     """What can change in a container without a new ID, read from a ``/containers/json`` entry: a hash
-    (an int of 32 bytes where its text took 150, for every container the cache holds)."""
+    (an int of 32 bytes where its text took 150, for every container it holds)."""
     status = str(summary.get("Status") or "")
     exited = _EXITED.search(status)
     health = _HEALTH.search(status)
@@ -163,21 +159,21 @@ INSPECT_AGAIN = DockerEvent("inspect", "")
 
 
 @dataclass
-class ContainerCache:
+class DesiredState:
     """The containers as last seen, the desired state they make, and the inspects in flight."""
 
     settings: Settings
-    containers: dict[str, Cached] = field(default_factory=dict)
+    containers: dict[str, Observed] = field(default_factory=dict)
     """Container ID -> what registrar last learned of it."""
-    desired: dict[str, Service] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
     """Service ID -> the service the containers yield (the claim of the container first by name)."""
     changed: set[str] = field(default_factory=set)
     """Service IDs whose desired state may have changed since the loop last planned them."""
-    kept: set[str] = field(default_factory=set)
+    retained: set[str] = field(default_factory=set)
     """Containers that crashed under ``--deregister on-success``: their registrations stay."""
-    unkept: bool = False
+    retained_dropped: bool = False
     """A container left ``kept`` (removed, or started again) since the loop last planned: its
-    registrations, which no service of the cache names any more, are planned with all the others."""
+    registrations, which no desired service names any more, are planned with all the others."""
     draining: dict[str, float] = field(default_factory=dict)
     """Container ID -> when its drain ends unless it dies first (monotonic seconds)."""
     inspecting: set[str] = field(default_factory=set)
@@ -185,7 +181,9 @@ class ContainerCache:
     listing: bool = False
     """A listing is in flight."""
     listed_once: bool = False
-    """A listing has come back: until then the cache knows nothing, and nothing is planned against it."""
+    """A listing has come back: until then nothing is known of the containers, and nothing is planned against it."""
+    logged: list[Effect] = field(default_factory=list)
+    """Log lines not yet emitted (the reconciler hands them to the shell as effects)."""
     _after: dict[str, DockerEvent] = field(default_factory=dict)
     """Per container with an inspect in flight: the last event since, applied once it is back."""
     _kills: dict[str, tuple[DockerEvent, float]] = field(default_factory=dict)
@@ -202,94 +200,97 @@ class ContainerCache:
     _due: set[str] = field(default_factory=set)
     """Containers to inspect again: the container whose network they share has changed."""
 
-    def remember(self, container_id: str, cached: Cached | None, draining_until: float | None = None) -> None:
+    def record(self, container_id: str, observed: Observed | None, draining_until: float | None = None) -> None:
         """Record what was learned of a container (None: it is gone) and what that changes in the desired state.
 
         Its bad labels, and why it yields nothing, are logged when they are new for it: an inspect that
         finds the same (a ``health_status`` event, an event heard twice) logs nothing again."""
         before = self.containers.pop(container_id, None)
-        if cached is not None and (cached.problems or cached.note):
-            self._log_news(cached, before)
-        if cached is not None:
-            self.containers[container_id] = cached
+        if observed is not None and (observed.problems or observed.note):
+            self._log_news(observed, before)
+        if observed is not None:
+            self.containers[container_id] = observed
         if before is not None and before.network_owner:
             members = self._members.get(before.network_owner, set())
             members.discard(container_id)
             if not members:
                 self._members.pop(before.network_owner, None)
-        if cached is not None and cached.network_owner:
-            self._members.setdefault(cached.network_owner, set()).add(container_id)
-        if before is not None and (cached is None or cached.fingerprint != before.fingerprint):
+        if observed is not None and observed.network_owner:
+            self._members.setdefault(observed.network_owner, set()).add(container_id)
+        if before is not None and (observed is None or observed.fingerprint != before.fingerprint):
             self._due |= self._members.get(container_id, set())
-        if cached is not None and cached.keep:
-            self.kept.add(container_id)
-        elif container_id in self.kept:
-            self.kept.discard(container_id)
-            self.unkept = True
+        if observed is not None and observed.retain:
+            self.retained.add(container_id)
+        elif container_id in self.retained:
+            self.retained.discard(container_id)
+            self.retained_dropped = True
         if draining_until is not None:
             self.draining[container_id] = draining_until
         else:
             self.draining.pop(container_id, None)
         if self.listing:
             self._since_listing.add(container_id)
-        if before is not None and cached is not None and before.services == cached.services:
+        if before is not None and observed is not None and before.services == observed.services:
             return
         touched = set()
         for service in before.services if before is not None else ():
             touched.add(service.id)
             self._claims.get(service.id, {}).pop(container_id, None)
-        for service in cached.services if cached is not None else ():
+        for service in observed.services if observed is not None else ():
             touched.add(service.id)
-            self._claims.setdefault(service.id, {})[container_id] = (cached.name if cached else "", service)
+            self._claims.setdefault(service.id, {})[container_id] = (observed.name if observed else "", service)
         for service_id in touched:
-            self._settle(service_id)
+            self._resolve_claim(service_id)
         self.changed |= touched
 
-    @staticmethod
-    def _log_news(cached: Cached, before: Cached | None) -> None:
-        logged = before.problems if before is not None else ()
-        for problem in cached.problems:
-            if problem not in logged:
-                log.warning(
-                    "container_label_problem", container=problem.container, key=problem.key, problem=problem.message
-                )
-        if cached.note and (before is None or before.note != cached.note):
-            log.info("container_yields_nothing", container=cached.name, reason=cached.note)
+    def _say(self, level: str, event: str, **fields: object) -> None:
+        self.logged.append(Log(level, event, fields))
 
-    def _settle(self, service_id: str) -> None:
+    def _label_problem(self, problem: Problem) -> None:
+        self._say(
+            "warning", "container_label_problem", container=problem.container, key=problem.key, problem=problem.message
+        )
+
+    def _log_news(self, observed: Observed, before: Observed | None) -> None:
+        logged = before.problems if before is not None else ()
+        for problem in observed.problems:
+            if problem not in logged:
+                self._label_problem(problem)
+        if observed.note and (before is None or before.note != observed.note):
+            self._say("info", "container_yields_nothing", container=observed.name, reason=observed.note)
+
+    def _resolve_claim(self, service_id: str) -> None:
         """Decide which claim on this ID wins, by ``reconcile.desired_state``'s rule; warn of the others once."""
         claims = self._claims.get(service_id)
         before = self._problems.pop(service_id, set())
         if not claims:
             self._claims.pop(service_id, None)
-            self.desired.pop(service_id, None)
+            self.services.pop(service_id, None)
             return
         if len(claims) == 1:
-            self.desired[service_id] = next(iter(claims.values()))[1]
+            self.services[service_id] = next(iter(claims.values()))[1]
             return
         ordered = sorted(claims.values(), key=lambda claim: claim[0])
         desired, found = desired_state((service,) for _, service in ordered)
-        self.desired[service_id] = desired[service_id]
+        self.services[service_id] = desired[service_id]
         problems = set(found)
         for problem in sorted(problems - before, key=lambda p: p.container):
-            log.warning(
-                "container_label_problem", container=problem.container, key=problem.key, problem=problem.message
-            )
+            self._label_problem(problem)
         if problems:
             self._problems[service_id] = problems
 
-    def take_due(self) -> list[str]:
+    def due_inspects(self) -> list[str]:
         """Containers to inspect now because the container whose network they share changed (its
         addresses, its state, or it is gone): their addresses are its addresses."""
         due, self._due = self._due, set()
         return [cid for cid in sorted(due) if cid in self.containers and self.to_inspect(cid)]
 
-    def take_changed(self) -> set[str]:
+    def pop_changed(self) -> set[str]:
         """The service IDs changed since the last call (the loop plans only those)."""
         changed, self.changed = self.changed, set()
         return changed
 
-    # Inspects: the cache says which, the loop runs them, inspected() takes the answer --------------
+    # Inspects: this says which, the shell runs them, inspected() takes the answer ----------------
 
     def to_inspect(self, container_id: str) -> bool:
         """Whether to start an inspect of this container now; with one in flight, it is done again after."""
@@ -299,7 +300,7 @@ class ContainerCache:
         self.inspecting.add(container_id)
         return True
 
-    def inspected(self, container_id: str, cached: Cached | None, failed: bool) -> list[str]:
+    def inspected(self, container_id: str, observed: Observed | None, failed: bool) -> list[str]:
         """Take an inspect's answer, then what happened to the container meanwhile.
 
         Returns the containers to inspect now."""
@@ -308,16 +309,18 @@ class ContainerCache:
         kill = self._kills.pop(container_id, None)
         if not failed:
             # A container that is draining stays so: only its death or the drain's end ends it.
-            self.remember(container_id, cached, self.draining.get(container_id) if cached and cached.services else None)
+            self.record(
+                container_id, observed, self.draining.get(container_id) if observed and observed.services else None
+            )
         if kill is not None and (after is None or after.action not in ("die", "destroy")):
             self._drain(*kill)
         if after is INSPECT_AGAIN:
             return [container_id] if self.to_inspect(container_id) else []
         if after is not None:
-            return self._take(after)
+            return self._apply_event(after)
         return []
 
-    def take(self, events: Iterable[DockerEvent], now: float) -> list[str]:
+    def apply_events(self, events: Iterable[DockerEvent], now: float) -> list[str]:
         """Update the containers these events are about (the last event of each); returns the containers to inspect.
 
         ``die`` says the container stopped and how, and ``destroy`` that it is gone: both are taken
@@ -343,7 +346,7 @@ class ContainerCache:
                 elif event.action not in NETWORK_EVENTS or cid not in self._after:
                     self._after[cid] = INSPECT_AGAIN
             else:
-                inspect += self._take(event)
+                inspect += self._apply_event(event)
         # A kill says nothing of the container's state, so it costs no inspect; with the container's
         # stop signal (docker stop) its services drain, unless it has died or gone since.
         for event in {e.container_id: e for e in events if e.action == "kill"}.values():
@@ -355,19 +358,22 @@ class ContainerCache:
                 self._drain(event, now)
         return inspect
 
-    def _take(self, event: DockerEvent) -> list[str]:
+    def _apply_event(self, event: DockerEvent) -> list[str]:
         if event.action in NETWORK_EVENTS:
             # Only a running container's network change is news: a start connects its networks before
             # its start event, and a stop disconnects them after its die.
-            cached = self.containers.get(event.container_id)
-            if cached is None or not cached.running:
+            observed = self.containers.get(event.container_id)
+            if observed is None or not observed.running:
                 return []
         if event.action == "destroy":
-            self.remember(event.container_id, None)
+            self.record(event.container_id, None)
         elif event.action == "die":
             previous = self.containers.get(event.container_id)
             name = event.name or (previous.name if previous else "")
-            self.remember(event.container_id, Cached(0, name, (), keeps(self.settings, name, event.exit_code)))
+            retain = kept_after_exit(self.settings, event.exit_code)
+            if retain:
+                self.logged.append(retained_log(name, event.exit_code))
+            self.record(event.container_id, Observed(0, name, (), retain))
         elif self.to_inspect(event.container_id):
             return [event.container_id]
         return []
@@ -377,7 +383,7 @@ class ContainerCache:
     def inspect_all_again(self) -> None:
         """Forget every fingerprint, so the next listing inspects every container (a setting that
         every service depends on changed, such as the host address ``--ip eth1`` names)."""
-        self.containers = {cid: replace(cached, fingerprint=0) for cid, cached in self.containers.items()}
+        self.containers = {cid: replace(observed, fingerprint=0) for cid, observed in self.containers.items()}
         for cid in self.inspecting:  # an inspect in flight was built with the old setting
             if self._after.get(cid) is None:
                 self._after[cid] = INSPECT_AGAIN
@@ -393,7 +399,7 @@ class ContainerCache:
         """Take a listing (None: it failed); returns (container ID, fingerprint) of each container to inspect.
 
         A container whose fingerprint is unchanged is not inspected again. One that is gone is
-        forgotten, and one that is not running yields nothing without an inspect, unless the cache
+        dropped, and one that is not running yields nothing without an inspect, unless registrar
         learned of it after the listing was asked for: then the listing may be the older news (a
         container listed as created, then started and registered while the listing was on its way),
         and an inspect decides.
@@ -409,29 +415,31 @@ class ContainerCache:
             cid = str(summary["Id"])
             seen.add(cid)
             fingerprint = summary_fingerprint(summary)
-            cached = self.containers.get(cid)
-            if cached is not None and cached.fingerprint == fingerprint:
+            observed = self.containers.get(cid)
+            if observed is not None and observed.fingerprint == fingerprint:
                 continue
             if cid in self.inspecting:
                 self.to_inspect(cid)  # again after the one in flight: it may have begun before this listing
             elif summary.get("State") != "running" and self.settings.deregister == "always" and cid not in keep:
-                self.remember(cid, Cached(fingerprint, "", ()))  # a stopped container yields nothing
+                self.record(cid, Observed(fingerprint, "", ()))  # a stopped container yields nothing
             elif self.to_inspect(cid):
                 inspect.append((cid, fingerprint))
         for cid in [c for c in self.containers if c not in seen and c not in self.inspecting and c not in keep]:
-            self.remember(cid, None)
+            self.record(cid, None)
         return inspect
 
     # Drain on stop -----------------------------------------------------------------------------
 
     def _drain(self, event: DockerEvent, now: float) -> None:
-        cached = self.containers.get(event.container_id)
-        if not self.settings.drain_on_stop or cached is None or not cached.services:
+        observed = self.containers.get(event.container_id)
+        if not self.settings.drain_on_stop or observed is None or not observed.services:
             return
-        if event.signal != str(cached.stop_signal) or cached.stop_signal == signal.SIGKILL:
+        if event.signal != str(observed.stop_signal) or observed.stop_signal == signal.SIGKILL:
             return  # another signal; or SIGKILL, which leaves nothing to drain: the die follows at once
-        self.remember(event.container_id, cached, draining_until=now + cached.stop_timeout + DRAIN_GRACE_SECONDS)
-        log.info("container_draining", container=cached.name, signal=event.signal, until_s=cached.stop_timeout)
+        self.record(event.container_id, observed, draining_until=now + observed.stop_timeout + DRAIN_GRACE_SECONDS)
+        self._say(
+            "info", "container_draining", container=observed.name, signal=event.signal, until_s=observed.stop_timeout
+        )
 
     def draining_services(self) -> set[str]:
         """IDs of the services of containers that are draining."""
@@ -445,5 +453,5 @@ class ContainerCache:
         """End the drains that have run out; each container needs a fresh look (a survivor returns to passing)."""
         over = [cid for cid, until in self.draining.items() if until <= now]
         for cid in over:
-            self.remember(cid, self.containers[cid])
+            self.record(cid, self.containers[cid])
         return [DockerEvent("drain_over", cid, self.containers[cid].name) for cid in over]

@@ -1,0 +1,219 @@
+"""The executor: performs the reconciler's effects (registrar.effects) and brings their results back.
+
+Requests (list, inspect, read the agent, write) run on the workers (registrar.workers, a
+``concurrent.futures`` pool), each returning one message that goes to the daemon's ``on_message``; the request
+metrics are counted here. Log lines are emitted here, after the daemon has let go of its lock.
+Exec probes are handed to the prober (registrar.probes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import structlog
+
+from registrar import logs
+from registrar.adapters import ContainerSource, ServiceSink
+from registrar.desired import observed_from_inspect, retained_log
+from registrar.effects import (
+    Effect,
+    FullReconcileDone,
+    Inspect,
+    ListContainers,
+    Log,
+    ReadAgent,
+    Send,
+    StartFullReconcile,
+    UpdateProbes,
+    WakeAt,
+)
+from registrar.errors import ConsulError, ConsulRejected
+from registrar.host_address import BadAddress, parse_spec, resolve
+from registrar.messages import WAKE, AddressesResolved, AgentRead, Inspected, Listed, Message, Written
+from registrar.metrics import Metrics, NoMetrics
+from registrar.model import Deregister, HealthUpdate, Maintenance, Register, TtlPass, Write, write_key
+from registrar.probes import Prober
+from registrar.reconcile import owned_filter
+from registrar.reconciler import Reconciler
+from registrar.services import container_name, network_owner
+from registrar.workers import Workers
+
+log = structlog.get_logger("registrar")
+
+OPERATIONS: dict[type, str] = {
+    Register: "register",
+    Deregister: "deregister",
+    Maintenance: "maintenance",
+    TtlPass: "ttl_pass",
+    HealthUpdate: "health_update",
+}
+"""The ``operation`` label of ``registrar_consul_operations_total`` for each kind of write."""
+
+
+def described(write: Write) -> str:
+    """A write as /healthz names the work a worker is on: "a Consul register of vm:web:80"."""
+    return f"a Consul {OPERATIONS[type(write)]} of {write_key(write)[1]}"
+
+
+def emit(line: Log) -> None:
+    getattr(log, line.level)(line.event, **line.fields)
+
+
+class Executor:
+    """Runs effects: requests on the workers, log lines, probes; reports a finished full reconcile."""
+
+    def __init__(
+        self,
+        core: Reconciler,
+        source: ContainerSource,
+        sink: ServiceSink,
+        metrics: Metrics | NoMetrics,
+        workers: Workers,
+        prober: Prober,
+        wake: Callable[[Message], None],
+        resolved: Callable[[Message], None],
+        done: Callable[[], None],
+    ) -> None:
+        self.core, self.source, self.sink, self.metrics = core, source, sink, metrics
+        self.workers, self.prober = workers, prober
+        self._wake, self._resolved, self._done = wake, resolved, done
+        """Where a wake-up goes (the loop's inbox), a change of host address (back to the reconciler),
+        and the news that a full reconcile is done (the daemon is ready)."""
+        self.probing = False
+        """Exec probes run (a running daemon's, not a one-shot command's)."""
+        s = core.settings
+        self._owned_filter = owned_filter((s.hostname, *s.forget_hosts))
+        """What the agent is asked to send of its services: this host's and the --forget-host hosts'."""
+        self._consul_ops = {
+            (op, result): metrics.consul_ops.labels(op, result)
+            for op in ("read", *OPERATIONS.values())
+            for result in ("ok", "error", "rejected")
+        }
+
+    def perform(self, effects: list[Effect]) -> list[Write]:
+        """Perform every effect but the writes, which are returned in order (the caller sends them), and the
+        probes' updates (``update_probes``)."""
+        writes: list[Write] = []
+        for effect in effects:
+            match effect:
+                case Send(write=write):
+                    writes.append(write)
+                case Log():
+                    emit(effect)
+                case Inspect(container_id=cid, fingerprint=fingerprint):
+                    self.workers.post(
+                        partial(self._inspected, cid, fingerprint),
+                        partial(Inspected, cid, None),
+                        f"inspecting container {cid[:12]}",
+                    )
+                case ListContainers():
+                    self.workers.post(self._listed, partial(Listed, []), "listing containers")
+                case ReadAgent(skip_digest=skip):
+                    self.workers.post(
+                        partial(self._read, skip), partial(AgentRead, {}, 0), "reading the agent's services"
+                    )
+                case StartFullReconcile():
+                    self._resolve_host_addresses()
+                case FullReconcileDone():
+                    self._full_done(effect)
+                case WakeAt():
+                    self._wake(WAKE)
+        return writes
+
+    def update_probes(self, effects: list[Effect]) -> None:
+        """Hand the prober the exec probes that changed. Called under the daemon's lock, in the order the
+        core decided (two threads' updates of one service must not cross); it does no I/O and logs nothing."""
+        if self.probing:
+            for effect in effects:
+                if isinstance(effect, UpdateProbes):
+                    self.prober.update(effect.changed, effect.services)
+
+    def post(self, writes: list[Write]) -> None:
+        """Run these writes on the workers."""
+        for write in writes:
+            self.workers.post(partial(self.send, write), partial(Written, write), described(write))
+
+    def _full_done(self, done: FullReconcileDone) -> None:
+        self.metrics.reconcile.observe(done.duration)
+        self._done()
+        log.info(
+            "reconcile_done",
+            services=done.services,
+            containers=done.containers,
+            duration_ms=round(done.duration * 1000, 2),
+            **done.calls,
+        )
+
+    def _resolve_host_addresses(self) -> None:
+        """``--ip``/``--wan-ip`` naming an interface or a range: look again (interfaces change). When an
+        address changed, every container is inspected again by the listing that follows."""
+        s = self.core.settings
+        if not (s.ip_from or s.wan_ip_from):
+            return
+        try:
+            ip = resolve(parse_spec(s.ip_from), s.ipv6) if s.ip_from else s.ip
+            wan_ip = resolve(parse_spec(s.wan_ip_from), s.ipv6) if s.wan_ip_from else s.wan_ip
+        except BadAddress as e:
+            log.warning("host_address_unresolved", error=str(e), ip=s.ip, wan_ip=s.wan_ip)
+            return
+        if (ip, wan_ip) == (s.ip, s.wan_ip):
+            return
+        log.info("host_address_changed", ip=ip, wan_ip=wan_ip, was_ip=s.ip, was_wan_ip=s.wan_ip)
+        self._resolved(AddressesResolved(ip, wan_ip))
+
+    # On a worker -------------------------------------------------------------------------------
+
+    def _listed(self) -> Listed:
+        return Listed(self.source.list_containers())
+
+    def _inspected(self, container_id: str, fingerprint: int) -> Inspected:
+        """Inspect and translate."""
+        container = self.source.inspect(container_id)
+        if container is None:
+            return Inspected(container_id, None)
+        if logs.debug:
+            log.debug("container_inspected", container=container_name(container))
+        settings = self.core.settings
+        owner_ref = network_owner(container) if settings.internal else ""
+        owner = self.source.inspect(owner_ref) if owner_ref else None  # its addresses are the owner's
+        observed = observed_from_inspect(container, settings, fingerprint, owner)
+        if observed.retain:
+            emit(retained_log(observed.name, (container.get("State") or {}).get("ExitCode")))
+        return Inspected(container_id, observed)
+
+    def _read(self, skip_digest: int) -> AgentRead:
+        """``GET /v1/agent/services``, filtered by the agent to this host's registrations (and those of the
+        hosts --forget-host names), not parsed when its digest is ``skip_digest``."""
+        try:
+            digest, services = self.sink.read_services(skip_digest, self._owned_filter)
+        except ConsulError:
+            self._consul_ops["read", "error"].inc()
+            raise
+        self._consul_ops["read", "ok"].inc()
+        return AgentRead(services, digest)
+
+    def send(self, write: Write) -> Written:
+        """One write, logged as soon as the agent has answered (the line's time is when it did)."""
+        operation = OPERATIONS[type(write)]
+        try:
+            match write:
+                case Register(service=s):
+                    self.sink.register(s)
+                    log.info("service_registered", service_id=s.id, service=s.name, container=s.container_name,
+                             address=s.address, port=s.port)  # fmt: skip
+                case Deregister(service_id=service_id, reason=reason):
+                    self.sink.deregister(service_id)
+                    log.info("service_deregistered", service_id=service_id, reason=reason)
+                case Maintenance(service_id=service_id, enable=enable):
+                    self.sink.maintenance(service_id, enable)
+                case TtlPass(check_id=check_id):
+                    self.sink.pass_ttl(check_id)
+                case HealthUpdate(health=health):
+                    self.sink.set_health(health)
+        except ConsulError as e:
+            result = "rejected" if isinstance(e, ConsulRejected) else "error"
+            self._consul_ops[operation, result].inc()
+            return Written(write, e)
+        self._consul_ops[operation, "ok"].inc()
+        return Written(write)
