@@ -23,12 +23,13 @@ import click
 import structlog
 
 from registrar import __version__, logs
+from registrar.container import FILTER_KINDS
 from registrar.errors import ConfigError, ConsulError, DockerError, RegistrarError
 from registrar.host_address import BadAddress, parse_spec, resolve
 from registrar.lifecycle import ExitCode, Shutdown, capture_signals, retry_at_start
 from registrar.metadata import parse_bool, split_tags
 from registrar.model import OWNERSHIP_KEYS, Deregister, Register
-from registrar.services import FILTER_KINDS, MAX_META_KEYS, MAX_META_VALUE, META_KEY
+from registrar.service_meta import MAX_META_KEYS, MAX_META_VALUE, META_KEY
 from registrar.settings import DEREGISTER_MODES, Settings, parse_node_ttl, parse_registry_uri
 
 if TYPE_CHECKING:
@@ -571,8 +572,8 @@ def explain_command(container: str, as_json: bool, **params: Any) -> None:
 
     Exit 0 when explained (even when it yields nothing), 1 when there is no such container.
     """
+    from registrar.addresses import network_owner
     from registrar.explain import explain, render
-    from registrar.services import network_owner
 
     wanted = container.strip().removeprefix("/")  # docker ps shows no slash, docker inspect's Name has one
     if not wanted:

@@ -21,10 +21,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from registrar.addresses import network_owner
+from registrar.container import container_name, is_running
 from registrar.effects import Effect, Log
 from registrar.model import NETWORK_EVENTS, DockerEvent, Problem, Service
 from registrar.reconcile import desired_state, kept_after_exit
-from registrar.services import container_name, is_running, network_owner, services_from_container
+from registrar.services import services_from_container
 from registrar.settings import Settings
 
 DRAIN_GRACE_SECONDS = 1.0
@@ -78,7 +80,7 @@ def observed_from_inspect(
     nothing (logged by ``DesiredState.record`` when they are new for the container).
 
     ``owner``: with ``--internal``, the inspect of the container whose network it shares, if any
-    (``services.network_owner``; None when it is gone)."""
+    (``addresses.network_owner``; None when it is gone)."""
     result = services_from_container(container, settings, owner)
     name = container_name(container)
     running = is_running(container)

@@ -15,6 +15,8 @@ import structlog
 
 from registrar import logs
 from registrar.adapters import ContainerSource, ServiceSink
+from registrar.addresses import network_owner
+from registrar.container import container_name
 from registrar.desired import observed_from_inspect, retained_log
 from registrar.effects import (
     Effect,
@@ -36,7 +38,6 @@ from registrar.model import Deregister, HealthUpdate, Maintenance, Register, Ttl
 from registrar.probes import Prober
 from registrar.reconcile import owned_filter
 from registrar.reconciler import Reconciler
-from registrar.services import container_name, network_owner
 from registrar.workers import Workers
 
 log = structlog.get_logger("registrar")

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from registrar.addresses import Port
+from registrar.container import container_name, is_running
 from registrar.model import (
     META_CONTAINER,
     META_HOST,
@@ -24,7 +26,7 @@ from registrar.model import (
     Service,
 )
 from registrar.reconcile import kept_after_exit, owned_services
-from registrar.services import NOT_PUBLISHED, Port, container_name, is_running, traced_services
+from registrar.services import NOT_PUBLISHED, traced_services
 from registrar.settings import Settings
 
 #: The fields of a registration that ``GET /v1/agent/services`` shows: (in the body sent, in the answer, unset).
@@ -153,7 +155,7 @@ def explain(
     """Explain a container (its ``docker inspect`` JSON) under these settings, against the agent's services.
 
     ``owner``: with ``--internal``, the inspect of the container whose network it shares, if any
-    (``services.network_owner``), as the daemon reads it."""
+    (``addresses.network_owner``), as the daemon reads it."""
     traced = traced_services(container, settings, owner)
     outcomes = sorted(traced.ports, key=lambda o: (int(o.port.port) if o.port.port.isdigit() else 0, o.port.proto))
     ports = tuple(PortExplained(_port_name(o.port), _published(o.port), o.service_id, o.reason) for o in outcomes)

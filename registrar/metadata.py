@@ -12,7 +12,7 @@ beats an environment variable.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,9 @@ class Value:
     source: str  # e.g. "label SERVICE_80_CHECK_HTTP"
     from_port: bool = False
 
+
+Warn = Callable[[Value | str, str], None]
+"""How a reader of the keys reports a problem: the Value (or what else it is about, e.g. a label) and the message."""
 
 PROTOCOLS = ("tcp", "udp")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import pytest
 
-from registrar import checks, services
+from registrar import checks, service_meta
 from registrar.cli import cli
 from registrar.lifecycle import ExitCode
 
@@ -89,7 +89,7 @@ def test_every_command_has_a_section() -> None:
 def label_keys() -> set[str]:
     """Every SERVICE_* key the code reads, from its constants: the service keys, the Docker health switch,
     and each check field (``SERVICE_CHECK_HEADER_`` for the header prefix)."""
-    keys = {"SERVICE_" + key.upper() for key in services.RESERVED_KEYS}
+    keys = {"SERVICE_" + key.upper() for key in service_meta.RESERVED_KEYS}
     keys.add("SERVICE_" + checks.DOCKER_HEALTH_KEY.upper())
     keys |= {"SERVICE_CHECK_" + field.upper() for field in checks.FIELDS}
     keys.add("SERVICE_CHECK_" + checks.HEADER.upper())
@@ -102,7 +102,7 @@ def documented_label_keys() -> set[str]:
 
 
 def test_every_label_key_has_a_row() -> None:
-    """Each SERVICE_* key registrar reads (services.RESERVED_KEYS, checks.FIELDS ...) is in a labels reference row."""
+    """Each SERVICE_* key registrar reads (service_meta.RESERVED_KEYS, checks.FIELDS ...) has a labels reference row."""
     assert sorted(label_keys() - documented_label_keys()) == []
 
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from registrar.container import image_base_name
 from registrar.model import Health, Service, Tagged
-from registrar.services import image_base_name, services_from_container
+from registrar.services import services_from_container
 from registrar.settings import Settings
 from tests.unit.payloads import container, payload, published
 
