@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 
 from registrar.catalog_sink import CatalogSink, NodeTaken, catalog_node
-from registrar.cli import build_settings, main, run
+from registrar.cli import main, run
 from registrar.daemon import Daemon
 from registrar.errors import ConfigError, ConsulError
 from registrar.model import Check, CheckOptions, Health, Service
+from registrar.options import build_settings
 from registrar.settings import ConsulTarget, Settings
 from tests.unit.fakes import MemoryDocker
 from tests.unit.payloads import payload

@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from registrar import __version__
-from registrar.cli import build_settings, cli, main, run, sync
+from registrar.cli import cli, main, run, sync
+from registrar.options import build_settings
 from registrar.settings import ConsulTarget, Settings
 from tests.unit.fakes import MemoryConsul, MemoryDocker
 from tests.unit.payloads import payload
@@ -262,7 +263,7 @@ def explained(monkeypatch: pytest.MonkeyPatch) -> MemoryConsul:
     """explain connected to an in-memory engine holding the recorded web container, and an empty agent."""
     consul = MemoryConsul()
     connected = (Settings(hostname="host1"), MemoryDocker(payload("web")), consul)
-    monkeypatch.setattr("registrar.cli._connect", lambda params, shutdown: connected)
+    monkeypatch.setattr("registrar.commands._connect", lambda params, shutdown: connected)
     return consul
 
 

@@ -18,8 +18,9 @@ from click.testing import CliRunner
 from structlog.testing import capture_logs
 
 from registrar import tag_template
-from registrar.cli import build_settings, cli
+from registrar.cli import cli
 from registrar.explain import explain, render
+from registrar.options import build_settings
 from registrar.services import services_from_container
 from registrar.settings import Settings
 from tests.unit.fakes import MemoryConsul, MemoryDocker
@@ -134,7 +135,7 @@ def test_plan_json_shows_rendered_tags(monkeypatch: pytest.MonkeyPatch) -> None:
         settings = dataclasses.replace(build_settings(params, {}), hostname="host1")
         return settings, MemoryDocker(c), MemoryConsul()
 
-    monkeypatch.setattr("registrar.cli._connect", connected)
+    monkeypatch.setattr("registrar.commands._connect", connected)
     result = CliRunner().invoke(cli, ["plan", "--json", "--tags", "id={{ strSlice .ID 0 12 }},plain"])
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.output[result.output.index("[\n") :])  # after the log lines
