@@ -29,7 +29,8 @@ import structlog
 from click.testing import CliRunner
 
 from registrar.cli import cli
-from registrar.docker_source import DockerSource, _close_failed_connect
+from registrar.docker_client import close_failed_connect
+from registrar.docker_source import DockerSource
 from registrar.errors import ConfigError, DockerError, DockerUnreachable
 from registrar.model import ExecResult
 from registrar.settings import Settings
@@ -479,7 +480,7 @@ def test_only_a_failed_connect_in_docker_pys_transport_has_its_socket_closed() -
     try:
         connect()
     except OSError as e:
-        _close_failed_connect(e)
+        close_failed_connect(e)
     try:
         assert made[0].fileno() != -1, "another connect's socket was closed"
         assert made[1].fileno() == -1, "docker-py's failed connect left its socket open"
