@@ -259,9 +259,14 @@ class Daemon:
         self._perform(effects)
 
     def _perform(self, effects: list[Effect]) -> None:
-        writes = self.executor.perform(effects)
-        self._mirror()
-        self.executor.post(writes)
+        """Carry out what the core returned; an error is the loop's to log (``loop_error``), back off from and
+        reconcile after, as for one of the core's (the executor reports its own the same way)."""
+        try:
+            writes = self.executor.perform(effects)
+            self._mirror()
+            self.executor.post(writes)
+        except Exception as e:
+            self.inbox.put(Failed(e))
 
     def _feed(self, message: Message) -> None:
         """A message from the shell itself (a host address changed), taken now."""
@@ -291,7 +296,7 @@ class Daemon:
                     effects, bug = self.core.flush(), e
                 self.executor.update_probes(effects)
             self._count(message)
-            writes = self.executor.perform(effects)
+            writes = self.executor.perform(effects)  # never raises: an effect that fails is reported to the loop
             self._mirror()
             if bug is not None:
                 self.executor.post(writes)
