@@ -64,6 +64,7 @@ class Daemon:
         workers: int = WORKERS,
     ) -> None:
         self.source = source
+        self.sink = sink
         self.timing = t = timing or Timing()
         self.metrics: Metrics | NoMetrics = metrics or (Metrics() if settings.metrics_addr else NoMetrics())
         """What the metrics endpoint serves; counted only when there is one (``--metrics-addr``)."""
@@ -153,7 +154,8 @@ class Daemon:
             return "Docker engine unreachable"
         if not self.core.consul_up:
             return "Consul agent unreachable"
-        return ""
+        unkept = getattr(self.sink, "node_unkept", None)  # --catalog: the session that keeps this host's node
+        return str(unkept()) if unkept is not None else ""
 
     def _mirror(self) -> None:
         """The gauges, from the core's state (after each time it ran)."""
