@@ -16,7 +16,7 @@ import structlog
 
 from registrar import logs
 from registrar.adapters import ContainerSource, ServiceSink
-from registrar.desired import observed_from_inspect, retained_log
+from registrar.desired import retained_log
 from registrar.effects import (
     Effect,
     FullReconcileDone,
@@ -34,6 +34,7 @@ from registrar.host_address import BadAddress, parse_spec, resolve
 from registrar.messages import WAKE, AddressesResolved, AgentRead, Failed, Inspected, Listed, Message, Written
 from registrar.metrics import Metrics, NoMetrics
 from registrar.model import Deregister, HealthUpdate, Maintenance, Register, TtlPass, Write, write_key
+from registrar.observe import observed_from_inspect
 from registrar.probes import Prober
 from registrar.reconcile import owned_filter
 from registrar.reconciler import Reconciler
