@@ -22,8 +22,9 @@ stay in the catalog with their last status (Docker health passing) for ever. So:
   when it starts; a failed look forgets what was seen), is dead. One registrar removes it: the one that takes
   the lock ``registrar/locks/node-removal`` (a key acquired with its session, let go of after each pass; the
   others log ``catalog_node_removal_elsewhere`` and look again a grace later). It reads the node and its key
-  once more, then ``PUT /v1/catalog/deregister {"Node": ...}`` (the node, its services and checks) and logs
-  ``catalog_node_removed``. The rule is level-triggered: a registrar that starts after a host died
+  once more, then removes the node (its services and checks go with it) in one ``PUT /v1/txn`` that holds
+  only while the key is still as read (a registrar starting again on that host takes it) and the node too,
+  and logs ``catalog_node_removed``. The rule is level-triggered: a registrar that starts after a host died
   removes that host too.
 
 **A graceful stop leaves the session to expire** (it is not destroyed). Destroying it would delete the
@@ -45,6 +46,7 @@ py-consul's API on registrar's client (registrar.consul_sink.ConsulConnection).
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -52,7 +54,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
-from consul.exceptions import ACLPermissionDenied, NotFound
+from consul.callback import CB
+from consul.exceptions import ACLPermissionDenied, ClientError, NotFound
 
 from registrar.catalog_sink import EXTERNAL_NODE, is_external
 from registrar.consul_sink import ConsulConnection
@@ -358,18 +361,52 @@ class DeadNodeWatch:
 
     def _remove(self, node: str, keyless_for: float) -> bool:
         """Remove a dead node (this registrar holds the lock) if it is still registrar's external node, still
-        without its key. True: removed."""
+        without its key. True: removed.
+
+        The removal is one transaction (``PUT /v1/txn``) that holds only if the key is still as read (absent,
+        or unchanged without a session) and the node unchanged: a host whose registrar starts again between
+        the reads and the removal takes its key, and the transaction is rolled back (409) instead of removing
+        a live node."""
         client, token = self.consul.client, self.consul.token
         call = self.session.call
-        _, key = call(f"reading {PREFIX}{node}", lambda: client.kv.get(PREFIX + node, token=token))
+        key_name = PREFIX + node
+        _, key = call(f"reading {key_name}", lambda: client.kv.get(key_name, token=token))
         if key and key.get("Session"):
             return False  # back: alive
         _, found = call(f"reading catalog node {node}", lambda: client.catalog.node(node, token=token))
         if not found or not is_owned(found.get("Node") or {}):
             return False
-        call(f"deregistering catalog node {node}", lambda: client.catalog.deregister(node, token=token))
+        ops = removal_ops(node, key, found["Node"])
+        if not call(f"deregistering catalog node {node}", lambda: _transaction(client, token, ops)):
+            return False  # rolled back: the key or the node changed meanwhile (its registrar is back)
         log.info("catalog_node_removed", node=node, keyless_for=round(keyless_for, 1))
         return True
+
+
+def removal_ops(node: str, key: Mapping[str, Any] | None, found: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``/v1/txn`` operations that remove a dead node (its services and checks go with it, as with
+    ``/v1/catalog/deregister``) only if its key is still as read (``key``: None when absent) and the node as
+    read (``found``, from ``/v1/catalog/node/<node>``)."""
+    check: dict[str, Any] = {"Verb": "check-not-exists", "Key": PREFIX + node}
+    if key is not None:
+        check = {"Verb": "check-index", "Key": PREFIX + node, "Index": int(key.get("ModifyIndex") or 0)}
+    index = found.get("ModifyIndex")
+    delete: dict[str, Any] = {"Verb": "delete", "Node": {"Node": node}}
+    if isinstance(index, int) and index > 0:
+        delete = {"Verb": "delete-cas", "Node": {"Node": node, "ModifyIndex": index}}
+    return [{"KV": check}, {"Node": delete}]
+
+
+def _transaction(client: Any, token: str | None, ops: list[dict[str, Any]]) -> bool:
+    """``PUT /v1/txn`` through py-consul's client and callback (its ``txn.put`` sends no token): True when
+    applied, False when rolled back (409)."""
+    try:
+        client.http.put(CB.json(), "/v1/txn", data=json.dumps(ops), headers=client.prepare_headers(token))
+    except ClientError as e:
+        if str(e).startswith("409"):
+            return False
+        raise
+    return True
 
 
 class CatalogLiveness:

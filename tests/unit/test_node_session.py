@@ -3,11 +3,13 @@ dead, and the session and watch against an in-memory stand-in of Consul's sessio
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, cast
 
 import pytest
+from consul.base import Response
 from consul.exceptions import ACLPermissionDenied, ConsulException, NotFound
 from structlog.testing import capture_logs
 
@@ -25,6 +27,7 @@ from registrar.catalog_liveness import (
     next_look,
     node_of_key,
     past_grace,
+    removal_ops,
 )
 from registrar.catalog_sink import CatalogSink, catalog_node
 from registrar.cli import main
@@ -154,7 +157,15 @@ class FakeConsul:
         self.deregistered: list[str] = []
         self.deny = False
         self.down = False
-        self.session, self.kv, self.catalog = _Session(self), _KV(self), _Catalog(self)
+        self.index = 10
+        self.session, self.kv, self.catalog, self.http = _Session(self), _KV(self), _Catalog(self), _Txn(self)
+
+    def next_index(self) -> int:
+        self.index += 1
+        return self.index
+
+    def prepare_headers(self, token: Any) -> dict[str, str]:
+        return {"X-Consul-Token": token} if token else {}
 
     def check(self) -> None:
         if self.deny:
@@ -163,7 +174,14 @@ class FakeConsul:
             raise ConsulException("500 No cluster leader")
 
     def add_node(self, name: str, meta: dict[str, str]) -> None:
-        self.nodes[name] = {"Node": name, "Address": "10.0.0.1", "Meta": meta}
+        self.nodes[name] = {"Node": name, "Address": "10.0.0.1", "Meta": meta, "ModifyIndex": self.next_index()}
+
+    def remove_node(self, name: str) -> None:
+        """As Consul removes a node: its services and checks, and its sessions (their keys with them)."""
+        self.nodes.pop(name, None)
+        self.deregistered.append(name)
+        for sid in [s for s, info in self.sessions.items() if info["Node"] == name]:
+            self.destroy(sid)
 
     def destroy(self, sid: str) -> None:
         self.sessions.pop(sid, None)
@@ -206,11 +224,16 @@ class _KV:
         if release:
             if held != release:
                 return False
-            self.consul.keys[key] = {"Key": key, "Value": value}
+            self.consul.keys[key] = {"Key": key, "Value": value, "ModifyIndex": self.consul.next_index()}
             return True
         if acquire not in self.consul.sessions or (held and held != acquire):
             return False
-        self.consul.keys[key] = {"Key": key, "Value": value, "Session": acquire}
+        self.consul.keys[key] = {
+            "Key": key,
+            "Value": value,
+            "Session": acquire,
+            "ModifyIndex": self.consul.next_index(),
+        }
         return True
 
     def get(self, key: str, recurse: bool = False, index: Any = None, wait: Any = None, token: Any = None) -> Any:
@@ -233,11 +256,40 @@ class _Catalog:
         return "1", {"Node": found, "Services": {}} if found else None
 
     def deregister(self, name: str, token: Any) -> bool:
-        self.consul.nodes.pop(name, None)
-        self.consul.deregistered.append(name)
-        for sid in [s for s, info in self.consul.sessions.items() if info["Node"] == name]:
-            self.consul.destroy(sid)
+        self.consul.remove_node(name)
         return True
+
+
+class _Txn:
+    """``PUT /v1/txn`` with the verbs registrar sends (KV check-not-exists and check-index, Node delete-cas and
+    delete), all or nothing, answered through py-consul's callback (409 when rolled back)."""
+
+    def __init__(self, consul: FakeConsul) -> None:
+        self.consul = consul
+
+    def put(self, callback: Any, path: str, params: Any = None, data: str = "", headers: Any = None) -> Any:
+        assert path == "/v1/txn"
+        self.consul.check()
+        ops, errors, deletes = json.loads(data), [], []
+        for i, op in enumerate(ops):
+            if "KV" in op:
+                kv, entry = op["KV"], self.consul.keys.get(op["KV"]["Key"])
+                assert kv["Verb"] in ("check-not-exists", "check-index")
+                if (kv["Verb"] == "check-not-exists" and entry) or (
+                    kv["Verb"] == "check-index" and (entry or {}).get("ModifyIndex") != kv["Index"]
+                ):
+                    errors.append({"OpIndex": i, "What": "failed"})
+            else:
+                node = op["Node"]["Node"]
+                found = self.consul.nodes.get(node["Node"])
+                if op["Node"]["Verb"] == "delete-cas" and (found or {}).get("ModifyIndex") != node["ModifyIndex"]:
+                    errors.append({"OpIndex": i, "What": "index is stale"})
+                deletes.append(node["Node"])
+        if errors:
+            return callback(Response(409, {}, json.dumps({"Results": None, "Errors": errors})))
+        for name in deletes:
+            self.consul.remove_node(name)
+        return callback(Response(200, {}, json.dumps({"Results": [], "Errors": None})))
 
 
 class FakeSink:
@@ -581,3 +633,40 @@ def test_the_catalog_threads_outlive_errors_and_end_on_stop(
     watch.stop()
     session.stop()
     assert not watch._thread.is_alive() and not session._thread.is_alive()
+
+
+def test_a_host_that_comes_back_during_its_removal_keeps_its_node(consul: FakeConsul) -> None:
+    """The dead host's registrar starts again between the lock holder's last read of its key and the removal:
+    the removal does not happen (one transaction, checked against the key), and the node stays with its key."""
+    watch = watching(consul)
+    consul.add_node("h2", OWNED | {"registrar-host": "h2"})
+    watch.look(None)
+    watch.since["h2"] -= 10.0
+    read_node = consul.catalog.node
+    h2 = keeper(consul, "h2")
+
+    def node(name: str, token: Any) -> Any:
+        found = read_node(name, token)
+        if name == "h2":
+            h2._establish(take_over=True)  # h2's registrar is back: its session, its key
+        return found
+
+    consul.catalog.node = node  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        watch.look("7")
+    assert consul.deregistered == [] and "h2" in consul.nodes
+    assert consul.keys[f"{PREFIX}h2"]["Session"] == h2.session_id
+    assert "catalog_node_removed" not in [e["event"] for e in logs]
+
+
+def test_a_dead_node_is_removed_in_one_transaction_checked_against_its_key() -> None:
+    """The removal's transaction: the key still absent (or unchanged, without a session), then the node deleted
+    only if unchanged."""
+    node = {"Node": "h2", "ModifyIndex": 42}
+    assert removal_ops("h2", None, node) == [
+        {"KV": {"Verb": "check-not-exists", "Key": f"{PREFIX}h2"}},
+        {"Node": {"Verb": "delete-cas", "Node": {"Node": "h2", "ModifyIndex": 42}}},
+    ]
+    assert removal_ops("h2", {"Key": f"{PREFIX}h2", "ModifyIndex": 7}, {"Node": "h2"})[0] == {
+        "KV": {"Verb": "check-index", "Key": f"{PREFIX}h2", "Index": 7}
+    }
