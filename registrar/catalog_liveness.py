@@ -12,15 +12,19 @@ stay in the catalog with their last status (Docker health passing) for ever. So:
   TTL/2 in a thread of its own. When the session expires (Consul's timer runs for twice the TTL from the
   last renewal), Consul deletes the key. A renewal answered 404 (the session was lost: a leader change
   that lost it, a partition longer than the TTL) creates a new one and takes the key again, with a
-  warning; no registration is touched.
+  warning; no registration is touched. Each renewal also reads the key: one deleted while the session lives
+  (``consul kv delete -recurse registrar/``) is taken again (``catalog_key_lost``). A renewal that has not gone
+  through for a TTL makes ``/readyz`` say so (``unkept``).
 - **A watch on the prefix** (``DeadNodeWatch``): a blocking query on ``registrar/nodes/`` (``GET
   /v1/kv/registrar/nodes/?recurse&index=``) and the catalog's external nodes. A node that registrar owns
   (NodeMeta ``external-node=true``, ``external-source=registrar``, ``registrar-host``) and that has no key
-  held by a session, continuously for a grace of one TTL as this registrar sees it, is dead. One registrar
-  removes it: the one holding the lock ``registrar/locks/node-removal`` (a key acquired with its session;
-  the holder keeps it while it lives). It reads the node and its key once more, then ``PUT
-  /v1/catalog/deregister {"Node": ...}`` (the node, its services and checks) and logs
-  ``catalog_node_removed``. The rule is level-triggered: a registrar that starts after a host died
+  held by a session, continuously for a grace of one TTL as this registrar sees it (``catalog_node_keyless``
+  when it starts; a failed look forgets what was seen), is dead. One registrar removes it: the one that takes
+  the lock ``registrar/locks/node-removal`` (a key acquired with its session, let go of after each pass; the
+  others log ``catalog_node_removal_elsewhere`` and look again a grace later). It reads the node and its key
+  once more, then removes the node (its services and checks go with it) in one ``PUT /v1/txn`` that holds
+  only while the key is still as read (a registrar starting again on that host takes it) and the node too,
+  and logs ``catalog_node_removed``. The rule is level-triggered: a registrar that starts after a host died
   removes that host too.
 
 **A graceful stop leaves the session to expire** (it is not destroyed). Destroying it would delete the
@@ -42,6 +46,7 @@ py-consul's API on registrar's client (registrar.consul_sink.ConsulConnection).
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -49,7 +54,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
-from consul.exceptions import ACLPermissionDenied, NotFound
+from consul.callback import CB
+from consul.exceptions import ACLPermissionDenied, ClientError, NotFound
 
 from registrar.catalog_sink import EXTERNAL_NODE, is_external
 from registrar.consul_sink import ConsulConnection
@@ -136,6 +142,10 @@ class NodeSession:
         """The session's Name: the same for each run of this host's registrar, so a run knows its predecessor's."""
         self.session_id: str | None = None
         self.holds_key = False
+        self.renewed: float | None = None
+        """When (``time.monotonic``) the session was last made or renewed, its key checked; None before ``start``."""
+        self.error = ""
+        """Why the last turn of the renewals failed ("" when it succeeded)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="catalog-session", daemon=True)
 
@@ -168,6 +178,16 @@ class NodeSession:
         if self._thread.is_alive():
             self._thread.join(STOP_WAIT)
 
+    def unkept(self, now: float) -> str:
+        """Why this host's node is not kept alive (``/readyz``): no renewal has gone through for longer than the
+        TTL, so Consul may have let the session go and the other registrars may remove the node; "" otherwise."""
+        if self.renewed is None or now - self.renewed <= self.ttl:
+            return ""
+        return (
+            f"catalog node {self.node}: its session not renewed for {now - self.renewed:.0f} s "
+            f"(--node-ttl {self.ttl}s): {self.error or 'no answer yet'}"
+        )
+
     def _establish(self, take_over: bool) -> None:
         self.sink.ensure_node()
         client, token = self.consul.client, self.consul.token
@@ -178,6 +198,7 @@ class NodeSession:
             ),
         )
         self.holds_key = self._acquire(take_over)
+        self.renewed = time.monotonic()
 
     def _acquire(self, take_over: bool) -> bool:
         """Take the node's key with the session; ``take_over``: from this host's previous run too, whose
@@ -200,18 +221,24 @@ class NodeSession:
         return bool(self.call(what, lambda: client.kv.put(self.key, address, acquire=session, token=token)))
 
     def _run(self) -> None:
-        ok = True
-        while not self._stop.wait(self.ttl / 2 if ok else min(RETRY, self.ttl / 2)):
-            try:
-                self.keep()
-                ok = True
-            except Exception as e:  # ConsulError, NodeSessionDenied; anything else must not end the renewals
-                ok = False
-                if not self._stop.is_set():
-                    log.warning("catalog_session_failed", node=self.node, error=str(e) or type(e).__name__)
+        while not self._stop.wait(min(RETRY, self.ttl / 2) if self.error else self.ttl / 2):
+            self.turn()
+
+    def turn(self) -> None:
+        """One turn of the renewals (``keep``); a failure is logged and kept (``unkept`` reports it once no
+        renewal has gone through for a TTL), never raised: nothing must end the renewals."""
+        try:
+            self.keep()
+            self.error = ""
+        except Exception as e:  # ConsulError, NodeSessionDenied, a bug
+            self.error = str(e) or type(e).__name__
+            if not self._stop.is_set():
+                log.warning("catalog_session_failed", node=self.node, error=self.error)
 
     def keep(self) -> None:
-        """One turn: renew the session (or make a new one, when lost), and take the key if not held."""
+        """Renew the session (or make a new one, when lost), and make sure it holds the key: a key deleted
+        while the session lives (``consul kv delete -recurse registrar/``, a snapshot restored) is taken again,
+        else the others would remove this live node."""
         client, token, session = self.consul.client, self.consul.token, self.session_id
         if session is None:
             self._establish(take_over=False)
@@ -229,8 +256,16 @@ class NodeSession:
             self.session_id, self.holds_key = None, False
             self._establish(take_over=False)
             return
+        if self.holds_key:
+            # A read, not a second acquire: acquiring again would be idempotent, but a write, which wakes every
+            # registrar's watch of the prefix at each renewal of each host.
+            _, held = self.call(f"reading key {self.key}", lambda: client.kv.get(self.key, token=token))
+            if (held or {}).get("Session") != session:
+                log.warning("catalog_key_lost", node=self.node, key=self.key)
+                self.holds_key = False
         if not self.holds_key:
             self.holds_key = self._acquire(take_over=False)
+        self.renewed = time.monotonic()
 
 
 class DeadNodeWatch:
@@ -252,7 +287,8 @@ class DeadNodeWatch:
     def stop(self) -> None:
         """Stop watching; a blocking query in flight is not waited for (the thread ends with it or the process)."""
         self._stop.set()
-        self._thread.join(STOP_WAIT)
+        if self._thread.is_alive():
+            self._thread.join(STOP_WAIT)
 
     def _run(self) -> None:
         index: str | None = None
@@ -265,7 +301,8 @@ class DeadNodeWatch:
                 if self._stop.is_set():
                     return
                 log.warning("catalog_watch_failed", error=str(e) or type(e).__name__)
-                index = None
+                # A grace counts continuous observation: what was seen before the gap proves nothing after it.
+                index, self.since = None, {}
                 delay = min(2 * delay or RETRY, MOST_WAIT / 2)
                 self._stop.wait(delay)
 
@@ -286,35 +323,90 @@ class DeadNodeWatch:
         )
         now = time.monotonic()
         owned = {n["Node"] for n in nodes or () if is_owned(n) and n.get("Node") != self.node}
-        self.since = keyless_since(owned, held_nodes(entries), self.since, now)
-        for node in past_grace(self.since, now, self.grace):
-            if self._remove(node, now - self.since[node]):
-                del self.since[node]
-            else:  # another registrar holds the lock and removes it; if it does not, try again after a grace
-                self.since[node] = now
+        before, self.since = self.since, keyless_since(owned, held_nodes(entries), self.since, now)
+        for node in sorted(self.since.keys() - before.keys()):
+            log.info("catalog_node_keyless", node=node, grace_s=self.grace)
+        dead = past_grace(self.since, now, self.grace)
+        if dead:
+            self._remove_dead(dead, now)
         if index is not None and new_index is not None and int(new_index) < int(index):
             return "0"  # the index went back (a snapshot restored): start over, as Consul advises
         return str(new_index)
 
-    def _remove(self, node: str, keyless_for: float) -> bool:
-        """Remove a dead node if this registrar holds the lock, and the node is still registrar's external
-        node, still without its key. False: another registrar holds the lock (try again after a grace)."""
+    def _remove_dead(self, dead: list[str], now: float) -> None:
+        """Remove these nodes, if this registrar can take the node-removal lock; let go of it after. Another
+        registrar holding it removes them; should it not, they are tried again after a grace."""
         client, token, session = self.consul.client, self.consul.token, self.session.session_id
-        if session is None:
-            return False
         call = self.session.call
         lock = lambda: client.kv.put(LOCK_KEY, self.node, acquire=session, token=token)  # noqa: E731
+        if session is None:  # being made again (``NodeSession.keep``): try again after a grace
+            for node in dead:
+                self.since[node] = now
+            return
         if not call("taking the node-removal lock", lock):
-            return False
-        _, key = call(f"reading {PREFIX}{node}", lambda: client.kv.get(PREFIX + node, token=token))
+            _, held = call(f"reading {LOCK_KEY}", lambda: client.kv.get(LOCK_KEY, token=token))
+            holder = (held or {}).get("Value") or b""
+            holder = holder.decode(errors="replace") if isinstance(holder, bytes) else str(holder)
+            log.info("catalog_node_removal_elsewhere", nodes=dead, holder=holder)
+            for node in dead:
+                self.since[node] = now
+            return
+        try:
+            for node in dead:
+                self._remove(node, now - self.since[node])
+                del self.since[node]
+        finally:
+            unlock = lambda: client.kv.put(LOCK_KEY, self.node, release=session, token=token)  # noqa: E731
+            call("letting go of the node-removal lock", unlock)
+
+    def _remove(self, node: str, keyless_for: float) -> bool:
+        """Remove a dead node (this registrar holds the lock) if it is still registrar's external node, still
+        without its key. True: removed.
+
+        The removal is one transaction (``PUT /v1/txn``) that holds only if the key is still as read (absent,
+        or unchanged without a session) and the node unchanged: a host whose registrar starts again between
+        the reads and the removal takes its key, and the transaction is rolled back (409) instead of removing
+        a live node."""
+        client, token = self.consul.client, self.consul.token
+        call = self.session.call
+        key_name = PREFIX + node
+        _, key = call(f"reading {key_name}", lambda: client.kv.get(key_name, token=token))
         if key and key.get("Session"):
-            return True  # back: alive
+            return False  # back: alive
         _, found = call(f"reading catalog node {node}", lambda: client.catalog.node(node, token=token))
         if not found or not is_owned(found.get("Node") or {}):
-            return True
-        call(f"deregistering catalog node {node}", lambda: client.catalog.deregister(node, token=token))
+            return False
+        ops = removal_ops(node, key, found["Node"])
+        if not call(f"deregistering catalog node {node}", lambda: _transaction(client, token, ops)):
+            return False  # rolled back: the key or the node changed meanwhile (its registrar is back)
         log.info("catalog_node_removed", node=node, keyless_for=round(keyless_for, 1))
         return True
+
+
+def removal_ops(node: str, key: Mapping[str, Any] | None, found: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``/v1/txn`` operations that remove a dead node (its services and checks go with it, as with
+    ``/v1/catalog/deregister``) only if its key is still as read (``key``: None when absent) and the node as
+    read (``found``, from ``/v1/catalog/node/<node>``)."""
+    check: dict[str, Any] = {"Verb": "check-not-exists", "Key": PREFIX + node}
+    if key is not None:
+        check = {"Verb": "check-index", "Key": PREFIX + node, "Index": int(key.get("ModifyIndex") or 0)}
+    index = found.get("ModifyIndex")
+    delete: dict[str, Any] = {"Verb": "delete", "Node": {"Node": node}}
+    if isinstance(index, int) and index > 0:
+        delete = {"Verb": "delete-cas", "Node": {"Node": node, "ModifyIndex": index}}
+    return [{"KV": check}, {"Node": delete}]
+
+
+def _transaction(client: Any, token: str | None, ops: list[dict[str, Any]]) -> bool:
+    """``PUT /v1/txn`` through py-consul's client and callback (its ``txn.put`` sends no token): True when
+    applied, False when rolled back (409)."""
+    try:
+        client.http.put(CB.json(), "/v1/txn", data=json.dumps(ops), headers=client.prepare_headers(token))
+    except ClientError as e:
+        if str(e).startswith("409"):
+            return False
+        raise
+    return True
 
 
 class CatalogLiveness:
@@ -331,9 +423,21 @@ class CatalogLiveness:
         self.watch = DeadNodeWatch(self.session, self.connection, grace=float(ttl))
 
     def start(self) -> None:
-        self.session.start()
-        self.watch.start()
-        log.info("catalog_session_held", node=self.session.node, key=self.session.key, ttl=self.session.ttl)
+        """Raises what ``NodeSession.start`` raises, the connection closed."""
+        try:
+            self.session.start()
+            self.watch.start()
+        except BaseException:
+            self.close()
+            raise
+        session = self.session
+        log.info(
+            "catalog_session_held", node=session.node, key=session.key, holds_key=session.holds_key, ttl=session.ttl
+        )
+
+    def unkept(self) -> str:
+        """Why this host's node is not kept alive (``NodeSession.unkept``), or ""."""
+        return self.session.unkept(time.monotonic())
 
     def close(self) -> None:
         self.watch.stop()

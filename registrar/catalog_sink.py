@@ -265,9 +265,14 @@ class CatalogSink(ConsulConnection):
         from registrar.catalog_liveness import CatalogLiveness
 
         liveness = CatalogLiveness(self, ttl)
-        liveness.start()
+        liveness.start()  # closes its connection if it raises
         self._liveness = liveness
         return liveness
+
+    def node_unkept(self) -> str:
+        """Why this node is not kept alive (``/readyz``: its session not renewed for a TTL), or "" (as when no
+        session holds it: ``sync``)."""
+        return self._liveness.unkept() if self._liveness is not None else ""
 
     def close(self) -> None:
         """Stop keeping the node alive (its session is left to expire: see registrar.catalog_liveness), and

@@ -64,6 +64,7 @@ class Daemon:
         workers: int = WORKERS,
     ) -> None:
         self.source = source
+        self.sink = sink
         self.timing = t = timing or Timing()
         self.metrics: Metrics | NoMetrics = metrics or (Metrics() if settings.metrics_addr else NoMetrics())
         """What the metrics endpoint serves; counted only when there is one (``--metrics-addr``)."""
@@ -116,14 +117,6 @@ class Daemon:
         """Requests made to each system, by kind (``reconcile_done`` logs them; benchmarks read them)."""
         return self.core.calls
 
-    @property
-    def docker_up(self) -> bool:
-        return self.core.docker_up
-
-    @property
-    def consul_up(self) -> bool:
-        return self.core.consul_up
-
     # Health ------------------------------------------------------------------------------------
 
     def unhealthy(self) -> str:
@@ -153,7 +146,8 @@ class Daemon:
             return "Docker engine unreachable"
         if not self.core.consul_up:
             return "Consul agent unreachable"
-        return ""
+        unkept = getattr(self.sink, "node_unkept", None)  # --catalog: the session that keeps this host's node
+        return str(unkept()) if unkept is not None else ""
 
     def _mirror(self) -> None:
         """The gauges, from the core's state (after each time it ran)."""
@@ -259,9 +253,14 @@ class Daemon:
         self._perform(effects)
 
     def _perform(self, effects: list[Effect]) -> None:
-        writes = self.executor.perform(effects)
-        self._mirror()
-        self.executor.post(writes)
+        """Carry out what the core returned; an error is the loop's to log (``loop_error``), back off from and
+        reconcile after, as for one of the core's (the executor reports its own the same way)."""
+        try:
+            writes = self.executor.perform(effects)
+            self._mirror()
+            self.executor.post(writes)
+        except Exception as e:
+            self.inbox.put(Failed(e))
 
     def _feed(self, message: Message) -> None:
         """A message from the shell itself (a host address changed), taken now."""
@@ -291,7 +290,7 @@ class Daemon:
                     effects, bug = self.core.flush(), e
                 self.executor.update_probes(effects)
             self._count(message)
-            writes = self.executor.perform(effects)
+            writes = self.executor.perform(effects)  # never raises: an effect that fails is reported to the loop
             self._mirror()
             if bug is not None:
                 self.executor.post(writes)

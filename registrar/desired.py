@@ -21,12 +21,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from registrar.addresses import network_owner
-from registrar.container import container_name, is_running
 from registrar.effects import Effect, Log
 from registrar.model import NETWORK_EVENTS, DockerEvent, Problem, Service
 from registrar.reconcile import desired_state, kept_after_exit
-from registrar.services import services_from_container
 from registrar.settings import Settings
 
 DRAIN_GRACE_SECONDS = 1.0
@@ -38,7 +35,7 @@ class Observed:
     """What registrar last learned of one container."""
 
     fingerprint: int
-    """``summary_fingerprint``'s or ``inspect_fingerprint``'s; 0: none (inspect at the next listing)."""
+    """``summary_fingerprint``'s or ``observe.inspect_fingerprint``'s; 0: none (inspect at the next listing)."""
     name: str
     services: tuple[Service, ...]
     retain: bool = False
@@ -51,54 +48,14 @@ class Observed:
     network_owner: str = ""
     """With ``--internal``: the ID of the container whose network it shares (``--network container:ID``)."""
     problems: tuple[Problem, ...] = ()
-    """Its bad labels (``services_from_container``): logged when they are new for the container."""
+    """Its bad labels (``services.services_from_container``): logged when they are new for the container."""
     note: str = ""
-    """Why it yields nothing, when that is not plain (``services_from_container``): logged likewise."""
-
-
-def stop_signal(container: Mapping[str, Any]) -> int:
-    """The container's stop signal as a number (``SIGTERM``, ``TERM`` and ``15`` alike); SIGTERM if unset."""
-    text = str((container.get("Config") or {}).get("StopSignal") or "SIGTERM").strip().upper()
-    if text.isdigit():
-        return int(text)
-    name = text if text.startswith("SIG") else "SIG" + text
-    return int(getattr(signal.Signals, name, signal.SIGTERM))
+    """Why it yields nothing, when that is not plain (``services.services_from_container``): logged likewise."""
 
 
 def retained_log(name: str, exit_code: int | None) -> Log:
     """The line that says a crashed container's registrations stay (``--deregister on-success``)."""
     return Log("info", "services_kept", {"container": name, "exit_code": exit_code, "reason": "crashed (on-success)"})
-
-
-def observed_from_inspect(
-    container: Mapping[str, Any],
-    settings: Settings,
-    fingerprint: int = 0,
-    owner: Mapping[str, Any] | None = None,
-) -> Observed:
-    """What registrar keeps of a ``docker inspect`` payload, with its bad labels and why it yields
-    nothing (logged by ``DesiredState.record`` when they are new for the container).
-
-    ``owner``: with ``--internal``, the inspect of the container whose network it shares, if any
-    (``addresses.network_owner``; None when it is gone)."""
-    result = services_from_container(container, settings, owner)
-    name = container_name(container)
-    running = is_running(container)
-    retain = not running and kept_after_exit(settings, (container.get("State") or {}).get("ExitCode"))
-    timeout = (container.get("Config") or {}).get("StopTimeout")
-    owner_ref = network_owner(container) if settings.internal else ""
-    return Observed(
-        fingerprint or inspect_fingerprint(container),
-        name,
-        result.services,
-        retain,
-        stop_signal(container),
-        float(timeout) if isinstance(timeout, int | float) and timeout >= 0 else 10.0,
-        running,
-        str((owner or {}).get("Id") or owner_ref) if owner_ref else "",
-        tuple(result.problems),
-        result.note,
-    )
 
 
 _EXITED = re.compile(r"Exited \((-?\d+)\)")
@@ -129,29 +86,6 @@ def summary_fingerprint(summary: Mapping[str, Any]) -> int:
             tuple(ports),
             tuple(sorted((n, (v or {}).get("IPAddress") or "") for n, v in networks.items())),
             tuple(sorted(summary.get("Names") or [])),
-        )
-    )
-
-
-def inspect_fingerprint(container: Mapping[str, Any]) -> int:
-    """The same fingerprint as summary_fingerprint, read from ``docker inspect``."""
-    state = container.get("State") or {}
-    settings = container.get("NetworkSettings") or {}
-    ports = []
-    for key, bindings in (settings.get("Ports") or {}).items():
-        number, _, proto = key.partition("/")
-        for b in bindings or [{}]:
-            ports.append((int(number), proto, str(b.get("HostIp") or ""), int(b.get("HostPort") or 0)))
-    status = state.get("Status")
-    health = ((state.get("Health") or {}).get("Status") or "") if status == "running" else ""
-    return hash(
-        (
-            status,
-            str(state.get("ExitCode", "")) if status == "exited" else "",
-            health,
-            tuple(sorted(ports)),
-            tuple(sorted((n, (v or {}).get("IPAddress") or "") for n, v in (settings.get("Networks") or {}).items())),
-            ("/" + container_name(container),),
         )
     )
 

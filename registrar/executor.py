@@ -8,6 +8,7 @@ Exec probes are handed to the prober (registrar.probes).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from functools import partial
 
@@ -17,7 +18,7 @@ from registrar import logs
 from registrar.adapters import ContainerSource, ServiceSink
 from registrar.addresses import network_owner
 from registrar.container import container_name
-from registrar.desired import observed_from_inspect, retained_log
+from registrar.desired import retained_log
 from registrar.effects import (
     Effect,
     FullReconcileDone,
@@ -32,9 +33,10 @@ from registrar.effects import (
 )
 from registrar.errors import ConsulError, ConsulRejected
 from registrar.host_address import BadAddress, parse_spec, resolve
-from registrar.messages import WAKE, AddressesResolved, AgentRead, Inspected, Listed, Message, Written
+from registrar.messages import WAKE, AddressesResolved, AgentRead, Failed, Inspected, Listed, Message, Written
 from registrar.metrics import Metrics, NoMetrics
 from registrar.model import Deregister, HealthUpdate, Maintenance, Register, TtlPass, Write, write_key
+from registrar.observe import observed_from_inspect
 from registrar.probes import Prober
 from registrar.reconcile import owned_filter
 from registrar.reconciler import Reconciler
@@ -57,8 +59,26 @@ def described(write: Write) -> str:
     return f"a Consul {OPERATIONS[type(write)]} of {write_key(write)[1]}"
 
 
+def _failure(effect: Effect, error: Exception) -> Message:
+    """What the loop is told of an effect that could not be carried out: a request as if it had failed (so
+    that the core does not keep it in flight), anything else as a failure of the shell's."""
+    match effect:
+        case Inspect(container_id=cid):
+            return Inspected(cid, None, error)
+        case ListContainers():
+            return Listed([], error)
+        case ReadAgent():
+            return AgentRead({}, 0, error)
+        case Send(write=write):
+            return Written(write, error)
+    return Failed(error)
+
+
 def emit(line: Log) -> None:
-    getattr(log, line.level)(line.event, **line.fields)
+    """Write one log line; never raises (a log that cannot be written, stdout's reader gone, must not stop the
+    effects after it)."""
+    with contextlib.suppress(Exception):  # nowhere left to say it
+        getattr(log, line.level)(line.event, **line.fields)
 
 
 class Executor:
@@ -72,15 +92,15 @@ class Executor:
         metrics: Metrics | NoMetrics,
         workers: Workers,
         prober: Prober,
-        wake: Callable[[Message], None],
+        to_loop: Callable[[Message], None],
         resolved: Callable[[Message], None],
         done: Callable[[], None],
     ) -> None:
         self.core, self.source, self.sink, self.metrics = core, source, sink, metrics
         self.workers, self.prober = workers, prober
-        self._wake, self._resolved, self._done = wake, resolved, done
-        """Where a wake-up goes (the loop's inbox), a change of host address (back to the reconciler),
-        and the news that a full reconcile is done (the daemon is ready)."""
+        self._to_loop, self._resolved, self._done = to_loop, resolved, done
+        """Where a wake-up and an effect that failed go (the loop's inbox), a change of host address (back to
+        the reconciler), and the news that a full reconcile is done (the daemon is ready)."""
         self.probing = False
         """Exec probes run (a running daemon's, not a one-shot command's)."""
         s = core.settings
@@ -94,33 +114,39 @@ class Executor:
 
     def perform(self, effects: list[Effect]) -> list[Write]:
         """Perform every effect but the writes, which are returned in order (the caller sends them), and the
-        probes' updates (``update_probes``)."""
+        probes' updates (``update_probes``). Never raises: each effect is carried out on its own, and one that
+        fails is reported to the loop (``Failed``; a request that could not be started comes back with the
+        error, as if it had failed), which logs ``loop_error``, backs off and reconciles in full."""
         writes: list[Write] = []
         for effect in effects:
-            match effect:
-                case Send(write=write):
-                    writes.append(write)
-                case Log():
-                    emit(effect)
-                case Inspect(container_id=cid, fingerprint=fingerprint):
-                    self.workers.post(
-                        partial(self._inspected, cid, fingerprint),
-                        partial(Inspected, cid, None),
-                        f"inspecting container {cid[:12]}",
-                    )
-                case ListContainers():
-                    self.workers.post(self._listed, partial(Listed, []), "listing containers")
-                case ReadAgent(skip_digest=skip):
-                    self.workers.post(
-                        partial(self._read, skip), partial(AgentRead, {}, 0), "reading the agent's services"
-                    )
-                case StartFullReconcile():
-                    self._resolve_host_addresses()
-                case FullReconcileDone():
-                    self._full_done(effect)
-                case WakeAt():
-                    self._wake(WAKE)
+            try:
+                self._perform(effect, writes)
+            except Exception as e:
+                self._to_loop(_failure(effect, e))
         return writes
+
+    def _perform(self, effect: Effect, writes: list[Write]) -> None:
+        match effect:
+            case Send(write=write):
+                writes.append(write)
+            case Log():
+                emit(effect)
+            case Inspect(container_id=cid, fingerprint=fingerprint):
+                self.workers.post(
+                    partial(self._inspected, cid, fingerprint),
+                    partial(Inspected, cid, None),
+                    f"inspecting container {cid[:12]}",
+                )
+            case ListContainers():
+                self.workers.post(self._listed, partial(Listed, []), "listing containers")
+            case ReadAgent(skip_digest=skip):
+                self.workers.post(partial(self._read, skip), partial(AgentRead, {}, 0), "reading the agent's services")
+            case StartFullReconcile():
+                self._resolve_host_addresses()
+            case FullReconcileDone():
+                self._full_done(effect)
+            case WakeAt():
+                self._to_loop(WAKE)
 
     def update_probes(self, effects: list[Effect]) -> None:
         """Hand the prober the exec probes that changed. Called under the daemon's lock, in the order the
@@ -131,9 +157,13 @@ class Executor:
                     self.prober.update(effect.changed, effect.services)
 
     def post(self, writes: list[Write]) -> None:
-        """Run these writes on the workers."""
+        """Run these writes on the workers; one that cannot be started comes back to the loop as failed
+        (``Written`` with the error), so that it is not left in flight."""
         for write in writes:
-            self.workers.post(partial(self.send, write), partial(Written, write), described(write))
+            try:
+                self.workers.post(partial(self.send, write), partial(Written, write), described(write))
+            except Exception as e:
+                self._to_loop(Written(write, e))
 
     def _full_done(self, done: FullReconcileDone) -> None:
         self.metrics.reconcile.observe(done.duration)

@@ -94,12 +94,14 @@ class Probed:
 
 @dataclass(frozen=True)
 class Failed:
-    """A thread that took a message for the loop failed while doing so (a bug): the loop logs the error
-    (``loop_error``), backs off and reconciles in full, as for a bug of its own."""
+    """A thread that took a message for the loop failed while doing so, or the shell could not carry out an
+    effect (a bug, or a library failing in a way nobody foresaw): the loop logs the error (``loop_error``),
+    backs off and reconciles in full, as for a bug of its own."""
 
     error: Exception
-    message: Message
-    """The message whose taking failed: its work is abandoned, and done again by the full reconcile."""
+    message: Message | None = None
+    """The message whose taking failed: its work is abandoned, and done again by the full reconcile (None:
+    an effect failed; the request effects come back as their own message with the error instead)."""
 
 
 @dataclass(frozen=True)

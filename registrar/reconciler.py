@@ -299,7 +299,8 @@ class Reconciler:
             case Probed(service_id=service_id, probe=probe, health=health):
                 self.actual.probed(service_id, probe, health, self.desired.services)
             case Failed(error=error, message=failed):
-                _abandon(self.desired, self.actual, failed)
+                if failed is not None:
+                    _abandon(self.desired, self.actual, failed)
                 errors.append(error)
             case Resync():
                 self.schedule.full = now

@@ -40,13 +40,16 @@ class Workers:
         """Run ``work`` on a thread and hand its message on; an exception ``e`` hands on ``failed(e)``.
         ``what`` names the work for /healthz ("inspecting container 4fa8fd2b9613").
 
-        Nothing is run once the workers are closed (the daemon is stopping)."""
+        Nothing is run once the workers are closed (the daemon is stopping); otherwise work that cannot be
+        started raises (RuntimeError: no thread could be started)."""
         if self._closed:
             return
         try:
             self._pool.submit(self._do, work, failed, what)
-        except RuntimeError:  # closed meanwhile, by another thread
-            return
+        except RuntimeError:
+            if self._closed:  # closed meanwhile, by another thread
+                return
+            raise  # a thread that could not be started: the caller reports the work as failed
 
     def on_worker(self) -> bool:
         """Whether the calling thread is one of these workers."""

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from registrar.desired import observed_from_inspect
 from registrar.effects import Effect, Inspect, ListContainers, ReadAgent, Send
 from registrar.messages import AgentRead, Inspected, Listed, Message, Written
 from registrar.model import Deregister, DockerEvent, HealthUpdate, Maintenance, Register, TtlPass, Write
+from registrar.observe import observed_from_inspect
 from registrar.reconciler import Reconciler, Timing
 from registrar.settings import Settings
 from tests.unit.fakes import MemoryConsul, MemoryDocker

@@ -40,7 +40,7 @@ def watching(daemon: Daemon, until: Callable[[], bool]) -> tuple[Callable[[], bo
 
     def check() -> bool:
         gauge = daemon.metrics.registry.get_sample_value("registrar_docker_up")  # type: ignore[union-attr]
-        seen.add((daemon.docker_up, daemon.not_ready(), gauge))
+        seen.add((daemon.core.docker_up, daemon.not_ready(), gauge))
         return until()
 
     return check, seen
@@ -106,7 +106,7 @@ def test_the_backoff_starts_over_once_an_inspect_succeeds(started: Any) -> None:
     failed = [(e["container"], e["retry_in"]) for e in logs if e["event"] == "inspect_failed"]
     assert failed == [(web["Id"][:12], 0.01), (web["Id"][:12], 0.02), ("rec-web", 0.01)]
     assert consul.writes == writes and "vm:rec-web:80" in consul.registered
-    assert daemon.docker_up
+    assert daemon.core.docker_up
 
 
 def test_a_registration_stays_while_its_containers_inspect_is_retried(one_shot: Any, started: Any) -> None:
@@ -161,7 +161,7 @@ def test_an_inspect_that_cannot_reach_the_engine_is_docker_down_and_relists(star
         step_until(daemon, registered)
     assert (False, "Docker engine unreachable", 0.0) in seen
     assert daemon.calls["docker_list"] == listings + 1, "the full reconcile relists"
-    assert daemon.docker_up and daemon.not_ready() == ""
+    assert daemon.core.docker_up and daemon.not_ready() == ""
     events = [e["event"] for e in logs]
     assert "reconcile_failed" in events and "inspect_failed" not in events
 
@@ -185,7 +185,7 @@ def test_an_inspect_that_times_out_is_retried_alone_and_the_idle_ping_still_find
     assert daemon.calls["docker_list"] == listings
     assert [e["event"] for e in logs].count("inspect_failed") == 2
     docker.answers_ping = False
-    down, seen = watching(daemon, lambda: not daemon.docker_up)
+    down, seen = watching(daemon, lambda: not daemon.core.docker_up)
     with capture_logs() as logs:
         step_until(daemon, down, idle=False)
     assert (False, "Docker engine unreachable", 0.0) in seen

@@ -7,9 +7,10 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from registrar.desired import inspect_fingerprint, summary_fingerprint
+from registrar.desired import summary_fingerprint
 from registrar.messages import RESYNC
 from registrar.model import DockerEvent
+from registrar.observe import inspect_fingerprint
 from registrar.settings import Settings
 from tests.unit.fakes import MemoryConsul, MemoryDocker
 from tests.unit.loop import S, step_until, stopped

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from registrar.desired import inspect_fingerprint, observed_from_inspect
 from registrar.messages import RESYNC
 from registrar.model import DockerEvent
+from registrar.observe import inspect_fingerprint, observed_from_inspect
 from registrar.settings import Settings
 from tests.unit.fakes import MemoryConsul, MemoryDocker
 from tests.unit.loop import step_until, stopped

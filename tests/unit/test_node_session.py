@@ -3,17 +3,21 @@ dead, and the session and watch against an in-memory stand-in of Consul's sessio
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, cast
 
 import pytest
-from consul.exceptions import ACLPermissionDenied, NotFound
+from consul.base import Response
+from consul.exceptions import ACLPermissionDenied, ConsulException, NotFound
 from structlog.testing import capture_logs
 
+from registrar import catalog_liveness
 from registrar.catalog_liveness import (
     LOCK_KEY,
     PREFIX,
+    CatalogLiveness,
     DeadNodeWatch,
     NodeSession,
     NodeSessionDenied,
@@ -23,11 +27,15 @@ from registrar.catalog_liveness import (
     next_look,
     node_of_key,
     past_grace,
+    removal_ops,
 )
-from registrar.catalog_sink import catalog_node
+from registrar.catalog_sink import CatalogSink, catalog_node
 from registrar.cli import main
 from registrar.consul_sink import ConsulConnection
+from registrar.errors import ConsulError
 from registrar.settings import ConsulTarget, parse_node_ttl
+from tests.unit.fakes import MemoryConsul, MemoryDocker
+from tests.unit.loop import step_until
 from tests.unit.test_cli import settings_for
 
 OWNED = {"external-node": "true", "external-source": "registrar", "registrar-host": "h"}
@@ -148,14 +156,32 @@ class FakeConsul:
         self.nodes: dict[str, dict[str, Any]] = {}
         self.deregistered: list[str] = []
         self.deny = False
-        self.session, self.kv, self.catalog = _Session(self), _KV(self), _Catalog(self)
+        self.down = False
+        self.index = 10
+        self.session, self.kv, self.catalog, self.http = _Session(self), _KV(self), _Catalog(self), _Txn(self)
+
+    def next_index(self) -> int:
+        self.index += 1
+        return self.index
+
+    def prepare_headers(self, token: Any) -> dict[str, str]:
+        return {"X-Consul-Token": token} if token else {}
 
     def check(self) -> None:
         if self.deny:
             raise ACLPermissionDenied("403 Permission denied")
+        if self.down:
+            raise ConsulException("500 No cluster leader")
 
     def add_node(self, name: str, meta: dict[str, str]) -> None:
-        self.nodes[name] = {"Node": name, "Address": "10.0.0.1", "Meta": meta}
+        self.nodes[name] = {"Node": name, "Address": "10.0.0.1", "Meta": meta, "ModifyIndex": self.next_index()}
+
+    def remove_node(self, name: str) -> None:
+        """As Consul removes a node: its services and checks, and its sessions (their keys with them)."""
+        self.nodes.pop(name, None)
+        self.deregistered.append(name)
+        for sid in [s for s, info in self.sessions.items() if info["Node"] == name]:
+            self.destroy(sid)
 
     def destroy(self, sid: str) -> None:
         self.sessions.pop(sid, None)
@@ -192,12 +218,22 @@ class _KV:
     def __init__(self, consul: FakeConsul) -> None:
         self.consul = consul
 
-    def put(self, key: str, value: str, acquire: str, token: Any) -> bool:
+    def put(self, key: str, value: str, token: Any, acquire: str = "", release: str = "") -> bool:
         self.consul.check()
         held = self.consul.keys.get(key, {}).get("Session")
+        if release:
+            if held != release:
+                return False
+            self.consul.keys[key] = {"Key": key, "Value": value, "ModifyIndex": self.consul.next_index()}
+            return True
         if acquire not in self.consul.sessions or (held and held != acquire):
             return False
-        self.consul.keys[key] = {"Key": key, "Value": value, "Session": acquire}
+        self.consul.keys[key] = {
+            "Key": key,
+            "Value": value,
+            "Session": acquire,
+            "ModifyIndex": self.consul.next_index(),
+        }
         return True
 
     def get(self, key: str, recurse: bool = False, index: Any = None, wait: Any = None, token: Any = None) -> Any:
@@ -220,11 +256,40 @@ class _Catalog:
         return "1", {"Node": found, "Services": {}} if found else None
 
     def deregister(self, name: str, token: Any) -> bool:
-        self.consul.nodes.pop(name, None)
-        self.consul.deregistered.append(name)
-        for sid in [s for s, info in self.consul.sessions.items() if info["Node"] == name]:
-            self.consul.destroy(sid)
+        self.consul.remove_node(name)
         return True
+
+
+class _Txn:
+    """``PUT /v1/txn`` with the verbs registrar sends (KV check-not-exists and check-index, Node delete-cas and
+    delete), all or nothing, answered through py-consul's callback (409 when rolled back)."""
+
+    def __init__(self, consul: FakeConsul) -> None:
+        self.consul = consul
+
+    def put(self, callback: Any, path: str, params: Any = None, data: str = "", headers: Any = None) -> Any:
+        assert path == "/v1/txn"
+        self.consul.check()
+        ops, errors, deletes = json.loads(data), [], []
+        for i, op in enumerate(ops):
+            if "KV" in op:
+                kv, entry = op["KV"], self.consul.keys.get(op["KV"]["Key"])
+                assert kv["Verb"] in ("check-not-exists", "check-index")
+                if (kv["Verb"] == "check-not-exists" and entry) or (
+                    kv["Verb"] == "check-index" and (entry or {}).get("ModifyIndex") != kv["Index"]
+                ):
+                    errors.append({"OpIndex": i, "What": "failed"})
+            else:
+                node = op["Node"]["Node"]
+                found = self.consul.nodes.get(node["Node"])
+                if op["Node"]["Verb"] == "delete-cas" and (found or {}).get("ModifyIndex") != node["ModifyIndex"]:
+                    errors.append({"OpIndex": i, "What": "index is stale"})
+                deletes.append(node["Node"])
+        if errors:
+            return callback(Response(409, {}, json.dumps({"Results": None, "Errors": errors})))
+        for name in deletes:
+            self.consul.remove_node(name)
+        return callback(Response(200, {}, json.dumps({"Results": [], "Errors": None})))
 
 
 class FakeSink:
@@ -233,6 +298,7 @@ class FakeSink:
     def __init__(self, consul: FakeConsul, name: str, instance: str = "") -> None:
         self.node = catalog_node(name, "10.0.0.1", instance)
         self.consul = consul
+        self.target = ConsulTarget(port=1)
 
     def ensure_node(self) -> None:
         if self.node.name not in self.consul.nodes:
@@ -339,8 +405,10 @@ def test_a_node_keyless_past_the_grace_is_removed_once(consul: FakeConsul) -> No
     keeper(consul, "h3")._establish(take_over=True)
     consul.add_node("esm-node", {"external-node": "true"})
     consul.add_node("agent-node", {"consul-network-segment": ""})
-    watch.look(None)
+    with capture_logs() as logs:
+        watch.look(None)
     assert set(watch.since) == {"h2"} and consul.deregistered == []
+    assert [(e["event"], e["log_level"], e["node"]) for e in logs] == [("catalog_node_keyless", "info", "h2")]
 
     watch.since["h2"] -= 10.0
     with capture_logs() as logs:
@@ -348,7 +416,23 @@ def test_a_node_keyless_past_the_grace_is_removed_once(consul: FakeConsul) -> No
     assert consul.deregistered == ["h2"]
     assert [(e["event"], e["node"]) for e in logs] == [("catalog_node_removed", "h2")]
     assert set(consul.nodes) == {"h1", "h3", "esm-node", "agent-node"}
-    assert consul.keys[LOCK_KEY]["Session"] == watch.session.session_id
+
+
+def test_the_removal_lock_is_let_go_of_after_each_pass(consul: FakeConsul) -> None:
+    """Once this registrar has removed the dead nodes, the removal lock is free: another registrar takes it
+    and removes the next dead node."""
+    watch = watching(consul)
+    consul.add_node("h2", OWNED | {"registrar-host": "h2"})
+    watch.look(None)
+    watch.since["h2"] -= 10.0
+    watch.look("7")
+    assert consul.deregistered == ["h2"] and not consul.keys[LOCK_KEY].get("Session")
+    other = watching(consul, "h3")
+    consul.add_node("h4", OWNED | {"registrar-host": "h4"})
+    other.look(None)
+    other.since["h4"] -= 10.0
+    other.look("7")
+    assert consul.deregistered == ["h2", "h4"]
 
 
 def test_only_the_lock_holder_removes(consul: FakeConsul) -> None:
@@ -360,9 +444,13 @@ def test_only_the_lock_holder_removes(consul: FakeConsul) -> None:
     consul.add_node("h2", OWNED | {"registrar-host": "h2"})
     watch.look(None)
     watch.since["h2"] -= 10.0
-    watch.look("7")
+    with capture_logs() as logs:
+        watch.look("7")
     assert consul.deregistered == []
     assert past_grace(watch.since, time.monotonic(), 10.0) == []
+    assert [(e["event"], e["log_level"], e["nodes"], e["holder"]) for e in logs] == [
+        ("catalog_node_removal_elsewhere", "info", ["h2"], "h3")
+    ]
 
 
 def test_a_node_whose_key_came_back_is_not_removed(consul: FakeConsul) -> None:
@@ -371,7 +459,7 @@ def test_a_node_whose_key_came_back_is_not_removed(consul: FakeConsul) -> None:
     consul.add_node("h2", OWNED | {"registrar-host": "h2"})
     watch.look(None)
     keeper(consul, "h2")._establish(take_over=True)
-    assert watch._remove("h2", keyless_for=11.0)
+    assert not watch._remove("h2", keyless_for=11.0)
     assert consul.deregistered == []
 
 
@@ -382,3 +470,203 @@ def test_the_own_node_is_never_removed(consul: FakeConsul) -> None:
     watch.session.session_id = None
     watch.look(None)
     assert watch.since == {}
+
+
+def test_a_key_deleted_while_its_session_lives_is_taken_again(consul: FakeConsul) -> None:
+    """The node's key deleted under a live session (consul kv delete -recurse registrar/): the next renewal takes
+    it again, with a warning, and the other registrars never remove the node."""
+    h2 = keeper(consul, "h2")
+    h2._establish(take_over=True)
+    del consul.keys[f"{PREFIX}h2"]
+    with capture_logs() as logs:
+        h2.keep()
+    assert consul.keys[f"{PREFIX}h2"]["Session"] == h2.session_id and h2.holds_key
+    assert [(e["event"], e["log_level"]) for e in logs] == [("catalog_key_lost", "warning")]
+    watch = watching(consul, "h1")
+    watch.look(None)
+    assert watch.since == {}
+    watch.look("7")
+    assert consul.deregistered == []
+
+
+def test_a_grace_counts_only_what_was_seen_without_a_gap(consul: FakeConsul, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node seen keyless, then a watch that fails for a while: when it sees the node keyless again (its
+    registrar restarting at that moment), the grace starts over; the node is not removed at once."""
+    monkeypatch.setattr(catalog_liveness, "RETRY", 0.001)
+    watch = watching(consul)
+    consul.add_node("h2", OWNED | {"registrar-host": "h2"})
+    watch.look(None)
+    watch.since["h2"] -= 600.0  # ten minutes ago; then Consul is out of reach
+    real, looks = watch.look, []
+
+    def look(index: str | None) -> str:
+        looks.append(index)
+        if len(looks) == 1:
+            raise ConsulError("watching registrar/nodes/: connection refused")
+        try:
+            return real(index)
+        finally:
+            watch._stop.set()
+
+    monkeypatch.setattr(watch, "look", look)
+    watch._run()
+    assert len(looks) == 2
+    assert consul.deregistered == []
+    assert "h2" in watch.since
+
+
+class Turns:
+    """A stop event that lets a thread's loop run on the test's thread: ``wait`` returns at once, and True (stop)
+    after ``n`` calls."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.left -= 1
+        return self.left < 0
+
+    def is_set(self) -> bool:
+        return self.left < 0
+
+    def set(self) -> None:
+        self.left = -1
+
+
+def test_readyz_says_so_once_the_session_has_not_been_renewed_for_a_ttl(consul: FakeConsul, started: Any) -> None:
+    """Renewals failing for longer than --node-ttl: /readyz names the node and the error (the node may be
+    removed by the others); a renewal that goes through makes the daemon ready again."""
+    session = keeper(consul, "h1")
+    session._establish(take_over=True)
+
+    class CatalogStandIn(MemoryConsul):
+        def node_unkept(self) -> str:
+            return session.unkept(time.monotonic())
+
+    daemon = started(MemoryDocker(), CatalogStandIn())
+    step_until(daemon, daemon.ready.is_set)
+    consul.down = True
+    cast(Any, session)._stop = Turns(1)
+    session._run()
+    assert daemon.not_ready() == ""  # within the TTL
+    session.renewed = time.monotonic() - 11  # the last renewal that went through, 11 s ago
+    cast(Any, session)._stop = Turns(1)
+    session._run()
+    reason = daemon.not_ready()
+    assert reason.startswith("catalog node h1: its session not renewed for 11 s (--node-ttl 10s): renewing the session")
+    assert "500 No cluster leader" in reason
+    consul.down = False
+    cast(Any, session)._stop = Turns(1)
+    session._run()
+    assert daemon.not_ready() == ""
+
+
+def test_the_session_held_event_says_whether_the_key_is_held(
+    consul: FakeConsul, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """catalog_session_held says holds_key=False when another registrar of this node (another --instance)
+    holds its key."""
+    monkeypatch.setattr(DeadNodeWatch, "start", lambda self: None)
+    keeper(consul, "h1", instance="blue")._establish(take_over=True)
+    liveness = CatalogLiveness(cast(Any, FakeSink(consul, "h1")), 10)
+    client, liveness.connection.client = liveness.connection.client, cast(Any, consul)
+    try:
+        with capture_logs() as logs:
+            liveness.start()
+    finally:
+        liveness.connection.client = client
+        liveness.close()
+    assert [(e["event"], e["holds_key"]) for e in logs] == [("catalog_session_held", False)]
+
+
+def test_a_failed_start_closes_its_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hold_node failing (Consul unreachable; run retries it at start) leaves no connection to Consul open."""
+    made: list[ConsulConnection] = []
+
+    class Recorded(ConsulConnection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(catalog_liveness, "ConsulConnection", Recorded)
+    sink = CatalogSink(ConsulTarget(port=1), catalog_node("h1", "10.0.0.1"))
+    try:
+        with pytest.raises(ConsulError):
+            sink.hold_node(10)
+    finally:
+        sink.close()
+    assert len(made) == 1
+    assert made[0].client.http.pool.pool is None, "the liveness connection's pool is still open"
+
+
+def test_the_catalog_threads_outlive_errors_and_end_on_stop(
+    consul: FakeConsul, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error in a renewal or a look does not end its thread; stop() ends both."""
+    monkeypatch.setattr(catalog_liveness, "RETRY", 0.001)
+    watch = watching(consul)
+    session = watch.session
+    cast(Any, session).ttl = 0.002
+    keeps: list[int] = []
+    looks: list[int] = []
+
+    def keep() -> None:
+        keeps.append(1)
+        if len(keeps) == 1:
+            raise KeyError("a bug")
+
+    def look(index: str | None) -> str:
+        looks.append(1)
+        if len(looks) == 1:
+            raise KeyError("a bug")
+        time.sleep(0.001)
+        return "7"
+
+    monkeypatch.setattr(session, "keep", keep)
+    monkeypatch.setattr(watch, "look", look)
+    session._thread.start()
+    watch.start()
+    deadline = time.monotonic() + 5
+    while len(keeps) < 3 or len(looks) < 3:
+        assert time.monotonic() < deadline, f"renewals {len(keeps)}, looks {len(looks)}"
+        time.sleep(0.001)
+    watch.stop()
+    session.stop()
+    assert not watch._thread.is_alive() and not session._thread.is_alive()
+
+
+def test_a_host_that_comes_back_during_its_removal_keeps_its_node(consul: FakeConsul) -> None:
+    """The dead host's registrar starts again between the lock holder's last read of its key and the removal:
+    the removal does not happen (one transaction, checked against the key), and the node stays with its key."""
+    watch = watching(consul)
+    consul.add_node("h2", OWNED | {"registrar-host": "h2"})
+    watch.look(None)
+    watch.since["h2"] -= 10.0
+    read_node = consul.catalog.node
+    h2 = keeper(consul, "h2")
+
+    def node(name: str, token: Any) -> Any:
+        found = read_node(name, token)
+        if name == "h2":
+            h2._establish(take_over=True)  # h2's registrar is back: its session, its key
+        return found
+
+    consul.catalog.node = node  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        watch.look("7")
+    assert consul.deregistered == [] and "h2" in consul.nodes
+    assert consul.keys[f"{PREFIX}h2"]["Session"] == h2.session_id
+    assert "catalog_node_removed" not in [e["event"] for e in logs]
+
+
+def test_a_dead_node_is_removed_in_one_transaction_checked_against_its_key() -> None:
+    """The removal's transaction: the key still absent (or unchanged, without a session), then the node deleted
+    only if unchanged."""
+    node = {"Node": "h2", "ModifyIndex": 42}
+    assert removal_ops("h2", None, node) == [
+        {"KV": {"Verb": "check-not-exists", "Key": f"{PREFIX}h2"}},
+        {"Node": {"Verb": "delete-cas", "Node": {"Node": "h2", "ModifyIndex": 42}}},
+    ]
+    assert removal_ops("h2", {"Key": f"{PREFIX}h2", "ModifyIndex": 7}, {"Node": "h2"})[0] == {
+        "KV": {"Verb": "check-index", "Key": f"{PREFIX}h2", "Index": 7}
+    }

@@ -14,7 +14,9 @@ from prometheus_client import generate_latest
 from structlog.testing import LogCapture, capture_logs
 from structlog.typing import EventDict
 
+from registrar import executor
 from registrar.daemon import Daemon, Timing
+from registrar.effects import Log
 from registrar.errors import DockerError
 from registrar.messages import RESYNC, Inspected, StreamFailed
 from registrar.model import DockerEvent
@@ -300,8 +302,106 @@ def test_nothing_is_logged_while_the_lock_is_held(started: Any) -> None:
         docker.emit("die", web["Id"], exit_code=0)
         step_until(daemon, lambda: consul.registered == {})
         consul.down = True
-        step_until(daemon, lambda: not daemon.consul_up, idle=False)
+        step_until(daemon, lambda: not daemon.core.consul_up, idle=False)
     events = {e["event"] for e in logs}
     assert {"reconcile_done", "service_registered", "container_draining", "service_draining"} <= events
     assert {"service_deregistered", "consul_unreachable", "reconcile_failed"} <= events
     assert held == []
+
+
+def test_a_log_line_that_cannot_be_written_stops_nothing(started: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log write that raises (stdout's reader gone) on the worker that takes an inspect: the container's
+    service is registered all the same."""
+    real = executor.log
+    failing = {"container_label_problem"}
+
+    class BrokenLog:
+        def __getattr__(self, level: str) -> Any:
+            def write(event: str, **fields: Any) -> Any:
+                if event in failing:
+                    failing.discard(event)  # once
+                    raise BrokenPipeError(32, "Broken pipe")
+                return getattr(real, level)(event, **fields)
+
+            return write
+
+    monkeypatch.setattr(executor, "log", BrokenLog())
+    docker, consul = MemoryDocker(), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, daemon.ready.is_set)
+    web = named("web", "bad")
+    web["Config"]["Labels"]["SERVICE_ENABLE_TAG_OVERRIDE"] = "banana"
+    docker.containers[web["Id"]] = web
+    docker.emit("start", web["Id"])
+    step_until(daemon, lambda: "vm:bad:80" in consul.registered)
+    assert not failing
+
+
+def test_an_effect_that_fails_is_logged_and_the_rest_are_carried_out(
+    started: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any effect that raises while a worker carries it out is logged as loop_error, and the writes decided with
+    it are sent: the service is registered."""
+    real = executor.emit
+    failing = {"container_label_problem"}
+
+    def emit(line: Log) -> None:
+        if line.event in failing:
+            failing.discard(line.event)
+            raise BrokenPipeError(32, "Broken pipe")
+        real(line)
+
+    monkeypatch.setattr(executor, "emit", emit)
+    docker, consul = MemoryDocker(), MemoryConsul()
+    daemon = started(docker, consul)
+    step_until(daemon, daemon.ready.is_set)
+    web = named("web", "bad")
+    web["Config"]["Labels"]["SERVICE_ENABLE_TAG_OVERRIDE"] = "banana"
+    with capture_logs() as logs:
+        docker.containers[web["Id"]] = web
+        docker.emit("start", web["Id"])
+        step_until(daemon, lambda: "vm:bad:80" in consul.registered and any(e["event"] == "loop_error" for e in logs))
+    error = next(e for e in logs if e["event"] == "loop_error")
+    assert isinstance(error["exc_info"], BrokenPipeError)
+
+
+def test_a_host_address_that_cannot_be_looked_up_is_logged_and_retried(
+    started: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--ip eth0 whose lookup raises an OSError (out of file descriptors): loop_error, and the daemon keeps
+    running and registering rather than exit."""
+
+    def resolve(*args: Any) -> str:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(executor, "resolve", resolve)
+    docker, consul = MemoryDocker(payload("web")), MemoryConsul()
+    with capture_logs() as logs:
+        daemon = started(docker, consul, replace(S, ip="10.0.0.1", ip_from="eth0"))
+        step_until(
+            daemon, lambda: "vm:rec-web:80" in consul.registered and any(e["event"] == "loop_error" for e in logs)
+        )
+    error = next(e for e in logs if e["event"] == "loop_error")
+    assert isinstance(error["exc_info"], OSError)
+
+
+def test_an_inspect_that_cannot_be_started_is_retried(started: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An inspect whose worker thread cannot be started is not left in flight: loop_error, and the full
+    reconcile that follows registers the container's service."""
+    web = payload("web")
+    docker, consul = MemoryDocker(web), MemoryConsul()
+    daemon = started(docker, consul)
+    post = daemon.workers.post
+    failing = [f"inspecting container {web['Id'][:12]}"]
+
+    def flaky(work: Any, failed: Any, what: str = "work") -> None:
+        if what in failing:
+            failing.remove(what)
+            raise RuntimeError("can't start new thread")
+        post(work, failed, what)
+
+    monkeypatch.setattr(daemon.workers, "post", flaky)
+    with capture_logs() as logs:
+        step_until(daemon, lambda: "vm:rec-web:80" in consul.registered)
+    assert not failing
+    assert any(e["event"] == "loop_error" and "can't start new thread" in str(e["exc_info"]) for e in logs)

@@ -13,8 +13,9 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from registrar.desired import DesiredState, observed_from_inspect
+from registrar.desired import DesiredState
 from registrar.effects import Log
+from registrar.observe import observed_from_inspect
 from registrar.services import INGRESS_ONLY, services_from_container
 from registrar.settings import Settings
 from tests.unit.payloads import payload
