@@ -19,7 +19,7 @@ import structlog
 
 from registrar import logs
 from registrar.errors import DockerError
-from registrar.lifecycle import Backoff
+from registrar.backoff import Backoff
 from registrar.messages import RESYNC, Message, StreamFailed, WatcherExited
 from registrar.model import DockerEvent
 
