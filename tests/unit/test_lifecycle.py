@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from structlog.testing import capture_logs
 from registrar import logs
 from registrar.errors import DockerError
 from registrar.lifecycle import Shutdown, capture_signals, retry_at_start
+from registrar.messages import Message
 
 # The main thread drains the daemon's inbox in a tight loop (the path a signal handler wakes) while another
 # thread sends SIGTERM, one at a time: the next once the last was handled and the loop has turned since. A
@@ -117,9 +119,22 @@ def test_retry_at_start_logs_each_attempt_then_gives_up() -> None:
     )
 
 
+class WaitedOn(queue.SimpleQueue[Message]):
+    """A queue that says when a read of it begins (``waiting``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Message:
+        self.waiting.set()
+        return super().get(block, timeout)
+
+
 def test_stop_requested_while_waiting_at_start_returns_none() -> None:
     """A stop requested while registrar waits a minute between attempts ends the wait at once, without an error."""
-    shutdown = Shutdown()
+    shutdown, wakes = Shutdown(), WaitedOn()
+    shutdown._waiters[0] = wakes  # what Shutdown.wait blocks on, once it has seen no request
     calls: list[int] = []
     results: list[object] = []
 
@@ -131,8 +146,7 @@ def test_stop_requested_while_waiting_at_start_returns_none() -> None:
         target=lambda: results.append(retry_at_start("docker", refuse, DockerError, -1, 60_000, shutdown))
     )
     waiter.start()
-    while not calls:
-        waiter.join(0.01)
+    assert wakes.waiting.wait(10), "no wait after the attempt"
     shutdown.request()
     waiter.join(10)
     assert not waiter.is_alive(), "the wait did not end on the request"
