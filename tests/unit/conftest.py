@@ -9,7 +9,7 @@ import pytest
 from registrar.daemon import Daemon, Timing
 from registrar.settings import Settings
 from tests.unit.fakes import MemoryConsul, MemoryDocker
-from tests.unit.loop import FAST, S
+from tests.unit.loop import FAST, S, WatchedLock
 
 
 @pytest.fixture
@@ -28,11 +28,13 @@ def one_shot() -> Iterator[Callable[..., Daemon]]:
 
 @pytest.fixture
 def started() -> Iterator[Callable[..., Daemon]]:
-    """Daemons started (subscribed) but not turning: the test turns them with step(); closed afterwards."""
+    """Daemons started (subscribed) but not turning: the test turns them with step(); closed afterwards. Each has
+    a WatchedLock, so a test can wait for its state to change (``wait_idle``)."""
     made: list[Daemon] = []
 
     def start(docker: MemoryDocker, consul: MemoryConsul, settings: Settings = S, timing: Timing = FAST) -> Daemon:
         daemon = Daemon(docker, consul, settings, timing=timing)
+        daemon.lock = WatchedLock()  # type: ignore[assignment]  # used as a Lock is; set before a thread takes it
         daemon.start()
         made.append(daemon)
         return daemon

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-import time
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -52,12 +52,36 @@ def stopping(c: dict[str, Any], stop_signal: str = "SIGTERM", timeout: int = 10)
     return c
 
 
+class WatchedLock:
+    """The daemon's lock as the ``started`` fixture installs it: each release notifies ``released``, so a test
+    waits on the core's state (changed only under this lock) rather than polling it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.released = threading.Condition(self._lock)
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.released.notify_all()
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+
 def wait_idle(daemon: Daemon) -> None:
-    """Wait (5 s at most) until no inspect, read or write the daemon started is out (taken by its workers)."""
-    deadline = time.monotonic() + 5
-    while daemon.actual.reading or daemon.actual.in_flight or daemon.desired.inspecting:
-        assert time.monotonic() < deadline, "work still out after 5 s"
-        time.sleep(0.001)
+    """Wait (5 s at most) until no inspect, read or write the daemon started is out (taken by its workers),
+    woken each time its lock is let go (a daemon of the ``started`` fixture)."""
+    lock = daemon.lock
+    assert isinstance(lock, WatchedLock), "wait_idle needs the lock the started fixture installs"
+
+    def idle() -> bool:
+        return not (daemon.actual.reading or daemon.actual.in_flight or daemon.desired.inspecting)
+
+    with lock.released:
+        assert lock.released.wait_for(idle, timeout=5), "work still out after 5 s"
 
 
 def named(base: str, name: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -46,6 +46,8 @@ HEADS = {
 }
 LAST_CHUNK = b"0\r\n\r\n"
 DEADLINE = 2.0
+HELD = "held"
+"""A container the stand-in engine answers for only once released: a request for it times out."""
 
 
 def recorded(engine: str) -> list[bytes]:
@@ -87,8 +89,8 @@ def events_of(engine: str, then: str = "end") -> Stream:
 class Scripted(socketserver.BaseServer):
     """What the stand-in engine answers and what it saw: ``/version`` (the recorded answer of ``kind``),
     the event stream (``stream``), OK for ``/_ping`` (or ``ping_status``), ``info`` for ``/info``, 404 for
-    a container, ``{}`` for Consul's ``/v1/agent/services``, ``listing`` (none by default) for
-    ``/containers/json``."""
+    a container (container ``HELD``: only once ``released``), ``{}`` for Consul's ``/v1/agent/services``,
+    ``listing`` (none by default) for ``/containers/json``."""
 
     def __init__(self, kind: str, stream: Stream) -> None:
         self.version = payload("versions")[kind]
@@ -100,6 +102,8 @@ class Scripted(socketserver.BaseServer):
         self.connections = 0
         self.changed = threading.Condition()
         self.streams_closed = threading.Semaphore(0)
+        self.released = threading.Event()
+        """Set by the test, or at its end: what the engine holds is let go."""
 
     def closed_all(self, timeout: float = DEADLINE) -> bool:
         """Whether every connection made to the engine is closed (by registrar) within ``timeout``."""
@@ -161,6 +165,9 @@ class Handler(socketserver.StreamRequestHandler):
                 self.answer(self.server.ping_status, "OK" if ok else {"message": "engine shutting down"})
             elif path.endswith("/info"):
                 self.answer(200, self.server.info)
+            elif path.endswith(f"/containers/{HELD}/json"):
+                self.server.released.wait()  # the client gives up first (its timeout), or the test ends
+                self.answer(404, {"message": f"No such container: {HELD}"})
             elif path == "/v1/agent/services":
                 self.answer(200, {})
             elif path.endswith("/containers/json"):
@@ -196,6 +203,7 @@ def serve(socket_dir: Path) -> Iterator[Callable[..., Engine]]:
 
     yield start
     for engine in engines:
+        engine.released.set()
         engine.shutdown()
         engine.server_close()
 
@@ -472,18 +480,65 @@ def test_subscription_is_made_before_events_returns(serve: Any, connect: Any) ->
     assert [r.split("?")[0] for r in engine.requests] == ["/version", "/v1.41/events"]
 
 
+class Reads:
+    """A socket, wrapped: counts the reads (``recv_into``) begun and returned on it."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self.changed = threading.Condition()
+        self.begun = self.returned = 0
+
+    def recv_into(self, *args: Any) -> int:
+        with self.changed:
+            self.begun += 1
+            self.changed.notify_all()
+        try:
+            return int(self._sock.recv_into(*args))
+        finally:
+            with self.changed:
+                self.returned += 1
+                self.changed.notify_all()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def blocked(self, timeout: float = DEADLINE) -> bool:
+        """Whether a read is in progress (begun, not returned) within ``timeout``."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.begun > self.returned, timeout)
+
+
+def watch_reads(source: DockerSource) -> Reads:
+    """The reads of ``source``'s event stream, once ``events()`` has returned and before it is read: its socket, as
+    the stream's file reads it (and ``close_events()`` finds it), wrapped in Reads."""
+    file = source._stream._response.raw._fp.fp.raw  # docker-py's response, urllib3's, http.client's: the SocketIO
+    file._sock = Reads(file._sock)
+    return cast(Reads, file._sock)
+
+
 def test_a_quiet_stream_is_no_error(serve: Any, connect: Any) -> None:
     """A stream quiet for longer than the request timeout still delivers the next event (no read timeout)."""
 
     def quiet(rfile: io.BufferedIOBase, wfile: io.BufferedIOBase) -> None:
         wfile.write(HEADS["docker"])
         wfile.flush()
-        time.sleep(0.6)  # the source's timeout is 0.2 s
+        engine.released.wait()  # quiet until a request sent after the head has timed out
         wfile.write(chunk(recorded("docker")[1]) + LAST_CHUNK)
         wfile.flush()
 
-    source = connect(serve("docker", quiet), timeout=0.2)
-    assert [e.action for e in source.events()] == ["start"]
+    engine = serve("docker", quiet)
+    source = connect(engine, timeout=0.2)
+    events = source.events()
+    reads = watch_reads(source)
+    out, reader = read_on_a_thread(events)
+    assert reads.blocked(), "the reader never read the quiet stream"
+    with pytest.raises(DockerError, match="timed out"):
+        source.inspect(HELD)  # the same timeout, on a request sent since: the read has waited for longer
+    engine.released.set()
+    assert out.get(timeout=DEADLINE) == "start"
+    assert out.get(timeout=DEADLINE) == "ended"
+    reader.join(DEADLINE)
+    assert not reader.is_alive()
 
 
 def read_on_a_thread(events: Iterator[DockerEvent]) -> tuple[queue.SimpleQueue[object], threading.Thread]:
@@ -507,9 +562,11 @@ def test_close_events_unblocks_a_blocked_reader(serve: Any, connect: Any) -> Non
     """close_events() from another thread ends a reader blocked on a quiet stream at once, without an error."""
     engine = serve("docker", sends(HEADS["docker"], chunk(recorded("docker")[1])))
     source = connect(engine)
-    out, reader = read_on_a_thread(source.events())
+    events = source.events()
+    reads = watch_reads(source)
+    out, reader = read_on_a_thread(events)
     assert out.get(timeout=DEADLINE) == "start"
-    time.sleep(0.1)  # blocked on the socket by now
+    assert reads.blocked(), "the reader is not reading the quiet stream"
     began = time.monotonic()
     source.close_events()
     reader.join(DEADLINE)
@@ -532,9 +589,10 @@ def test_close_events_before_reading_ends_the_iterator(serve: Any, connect: Any)
 def test_close_events_while_subscribing_ends_the_subscription(serve: Any, connect: Any) -> None:
     """close_events() while events() waits for the engine's answer: once answered, the stream yields nothing and
     its connection is closed (docker-py gives no hold on a request before its answer)."""
-    closed = threading.Event()
+    asked, closed = threading.Event(), threading.Event()
 
     def late(rfile: io.BufferedIOBase, wfile: io.BufferedIOBase) -> None:
+        asked.set()
         closed.wait(DEADLINE)  # answers only after close_events()
         events_of("docker", then="hold")(rfile, wfile)
 
@@ -543,9 +601,7 @@ def test_close_events_while_subscribing_ends_the_subscription(serve: Any, connec
     out: queue.SimpleQueue[object] = queue.SimpleQueue()
     subscriber = threading.Thread(target=lambda: out.put(list(source.events())), daemon=True)
     subscriber.start()
-    deadline = time.monotonic() + DEADLINE
-    while not engine.subscriptions() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert asked.wait(DEADLINE), "the subscription never reached the engine"
     source.close_events()
     closed.set()
     subscriber.join(DEADLINE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -17,54 +18,71 @@ from structlog.testing import capture_logs
 from registrar import logs
 from registrar.errors import DockerError
 from registrar.lifecycle import Shutdown, capture_signals, retry_at_start
+from registrar.messages import Message
 
-# The main thread drains the daemon's inbox in a tight loop (the path a signal handler wakes) while
-# another thread sends SIGTERM thousands of times a second. A handler that takes a lock the drain
-# holds (as queue.Queue.put does) deadlocks this within a few hundred signals.
+# The main thread drains the daemon's inbox in a tight loop (the path a signal handler wakes) while another
+# thread sends SIGTERM, one at a time: the next once the last was handled and the loop has turned since. A
+# handler that takes a lock the drain holds (as queue.Queue.put does) deadlocks this within a few signals
+# (each lands wherever the loop was); the other thread then says where it stopped and ends the process (exit 3).
 REPLAY = """
-import os, signal, threading, time
+import os, queue, signal, sys, threading
 from registrar.daemon import Daemon
 from registrar.lifecycle import Shutdown, capture_signals
 from registrar.settings import Settings
 from registrar.messages import RESYNC
 from tests.unit.fakes import MemoryConsul, MemoryDocker
 
+SIGNALS, STUCK = int(sys.argv[1]), 20.0
+sys.setswitchinterval(0.0005)  # the threads take turns more often: the signals come faster, not differently
 shutdown = Shutdown()
 daemon = Daemon(MemoryDocker(), MemoryConsul(), Settings(hostname="vm"), shutdown=shutdown)
-forced = []
-sent = 0
-done = threading.Event()
+forced = queue.SimpleQueue()  # the handler's force_exit: put takes no lock
+turned, done = threading.Event(), threading.Event()
+exits = []  # each forced exit's code, as the handler asked for it
+
+def stuck(what, sent):
+    print(f"{what} after {sent} signal(s)", file=sys.stderr, flush=True)
+    os._exit(3)
 
 def hammer():
-    global sent
-    while not done.is_set():
+    for sent in range(1, SIGNALS + 1):
         os.kill(os.getpid(), signal.SIGTERM)
-        sent += 1
-        time.sleep(0.0001)  # thousands a second, but each handler gets to finish
+        if sent == 1:  # the first requests the stop
+            if not shutdown.wait(STUCK):
+                stuck("the signal handler never returned", sent)
+        else:  # the others force the exit
+            try:
+                exits.append(forced.get(timeout=STUCK))
+            except queue.Empty:
+                stuck("the signal handler never returned", sent)
+        turned.clear()
+        if not turned.wait(STUCK):
+            stuck("the loop stopped turning", sent)
+    done.set()
 
-with capture_signals(shutdown, force_exit=forced.append):
+with capture_signals(shutdown, force_exit=forced.put):
     threading.Thread(target=hammer, daemon=True).start()
-    deadline = time.monotonic() + 2.0
     turns = 0
-    while time.monotonic() < deadline:
+    while not done.is_set():
         daemon.inbox.put(RESYNC)
         daemon._receive(0)
         turns += 1
-    done.set()
-print(sent, len(forced), turns, shutdown.requested)
+        turned.set()
+print(SIGNALS, exits.count(128 + signal.SIGTERM), turns, shutdown.requested)
 """
+SIGNALS = 300
 
 
 def test_signal_handler_never_blocks_the_loop() -> None:
-    """Thousands of SIGTERMs while the loop drains its inbox: no deadlock, every one handled."""
+    """300 SIGTERMs while the loop drains its inbox, each once the loop has turned since the last: all handled."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     result = subprocess.run(
-        [sys.executable, "-c", REPLAY], capture_output=True, text=True, timeout=60, cwd=root, check=False
+        [sys.executable, "-c", REPLAY, str(SIGNALS)], capture_output=True, text=True, timeout=120, cwd=root, check=False
     )
     assert result.returncode == 0, result.stderr
-    sent, forced, _turns, requested = result.stdout.split()
-    assert int(sent) > 300, "the replay sent enough signals to have deadlocked the old handler"
-    assert requested == "True" and int(forced) >= 1
+    sent, forced, turns, requested = result.stdout.split()
+    assert (int(sent), int(forced), requested) == (SIGNALS, SIGNALS - 1, "True")
+    assert int(turns) >= SIGNALS
 
 
 def test_second_signal_forces_exit_and_handlers_are_restored() -> None:
@@ -101,9 +119,22 @@ def test_retry_at_start_logs_each_attempt_then_gives_up() -> None:
     )
 
 
+class WaitedOn(queue.SimpleQueue[Message]):
+    """A queue that says when a read of it begins (``waiting``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Message:
+        self.waiting.set()
+        return super().get(block, timeout)
+
+
 def test_stop_requested_while_waiting_at_start_returns_none() -> None:
     """A stop requested while registrar waits a minute between attempts ends the wait at once, without an error."""
-    shutdown = Shutdown()
+    shutdown, wakes = Shutdown(), WaitedOn()
+    shutdown._waiters[0] = wakes  # what Shutdown.wait blocks on, once it has seen no request
     calls: list[int] = []
     results: list[object] = []
 
@@ -115,8 +146,7 @@ def test_stop_requested_while_waiting_at_start_returns_none() -> None:
         target=lambda: results.append(retry_at_start("docker", refuse, DockerError, -1, 60_000, shutdown))
     )
     waiter.start()
-    while not calls:
-        waiter.join(0.01)
+    assert wakes.waiting.wait(10), "no wait after the attempt"
     shutdown.request()
     waiter.join(10)
     assert not waiter.is_alive(), "the wait did not end on the request"

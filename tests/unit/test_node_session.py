@@ -4,6 +4,7 @@ dead, and the session and watch against an in-memory stand-in of Consul's sessio
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from typing import Any, cast
@@ -609,29 +610,34 @@ def test_the_catalog_threads_outlive_errors_and_end_on_stop(
     cast(Any, session).ttl = 0.002
     keeps: list[int] = []
     looks: list[int] = []
+    counted = threading.Condition()
 
     def keep() -> None:
-        keeps.append(1)
+        with counted:
+            keeps.append(1)
+            counted.notify_all()
         if len(keeps) == 1:
             raise KeyError("a bug")
 
     def look(index: str | None) -> str:
-        looks.append(1)
+        with counted:
+            looks.append(1)
+            counted.notify_all()
         if len(looks) == 1:
             raise KeyError("a bug")
-        time.sleep(0.001)
+        if len(looks) >= 3:
+            watch._stop.wait()  # a blocking query that returns when the watch stops, as Consul's ends with it
         return "7"
 
     monkeypatch.setattr(session, "keep", keep)
     monkeypatch.setattr(watch, "look", look)
     session._thread.start()
     watch.start()
-    deadline = time.monotonic() + 5
-    while len(keeps) < 3 or len(looks) < 3:
-        assert time.monotonic() < deadline, f"renewals {len(keeps)}, looks {len(looks)}"
-        time.sleep(0.001)
+    with counted:
+        turned = counted.wait_for(lambda: len(keeps) >= 3 and len(looks) >= 3, timeout=5)
     watch.stop()
     session.stop()
+    assert turned, f"renewals {len(keeps)}, looks {len(looks)}"
     assert not watch._thread.is_alive() and not session._thread.is_alive()
 
 

@@ -34,10 +34,13 @@ class Engine:
         self.concurrent = 0
         self.most = 0
         self.lock = threading.Lock()
+        self.ran = threading.Condition(self.lock)
+        """Notified at each run's start."""
 
     def exec_probe(self, container_id: str, args: tuple[str, ...], timeout: float, output_max: int) -> ExecResult:
         with self.lock:
             self.runs.append((container_id, args))
+            self.ran.notify_all()
             self.concurrent += 1
             self.most = max(self.most, self.concurrent)
         try:
@@ -145,7 +148,7 @@ def test_close_ends_a_hanging_probe_at_once(prober: tuple[Prober, Engine, queue.
     p, engine, results = prober
     engine.held.add("c1")
     p.update(["vm:web:80"], {"vm:web:80": service(PROBE)})
-    while not engine.runs:
-        pass
+    with engine.ran:
+        assert engine.ran.wait_for(lambda: engine.runs, 5), "the probe never ran"
     p.close()
     assert engine.cancelled and results.empty()
