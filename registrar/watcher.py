@@ -18,8 +18,8 @@ from typing import Protocol
 import structlog
 
 from registrar import logs
-from registrar.errors import DockerError
 from registrar.backoff import Backoff
+from registrar.errors import DockerError
 from registrar.messages import RESYNC, Message, StreamFailed, WatcherExited
 from registrar.model import DockerEvent
 
