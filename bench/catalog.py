@@ -1,7 +1,8 @@
 """registrar on hosts without a Consul agent (``run --catalog``, issue 35), measured. Prints figures, one line
 each; asserts nothing. Run it through bench/run-catalog.sh (arguments go here: --ttls, --repeats, --per-host,
---services, --idle, --root); only the fleets' own processes are used (servers on 127.0.1.1-3, engines of their
-own, the test image imported into each from the busybox binary), all stopped by pid at the end.
+--services, --idle, --windows, --skip, --root); only the fleets' own processes are used (servers on
+127.0.1.1-3, engines of their own, the test image imported into each from the busybox binary), all stopped by
+pid at the end.
 
 1. A host's SIGKILL to its services gone from DNS: the fleet of tests/integration/test_catalog_sessions.py
    (three Consul servers, three hosts of a Docker engine and ``registrar run --catalog --node-ttl T``, no client

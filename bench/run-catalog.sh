@@ -4,7 +4,7 @@
 # running `registrar run --catalog`, and one host with a client agent for agent mode. Neither the shared engine
 # nor the shared Consul agent is used: nothing of tests/run.sh's must run meanwhile (the fleets take the same
 # addresses, bridges and names as tests/integration/test_fleet.py and test_catalog_sessions.py).
-# Arguments go to bench/catalog.py (--ttls, --repeats, --per-host, --services, --idle, --skip, --root).
+# Arguments go to bench/catalog.py (--ttls, --repeats, --per-host, --services, --idle, --windows, --skip, --root).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source deploy/bootstrap.sh
