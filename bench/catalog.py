@@ -40,10 +40,9 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import dns.exception
 import dns.resolver
@@ -51,7 +50,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from bench.bench import cpu_seconds, rss_mib
+from bench.bench import cpu_seconds, rss_mib, wait_until
 from tests.fleet import LABEL, SERVER_ADDRESSES, Agent, Fleet, Host, Process
 from tests.integration.harness import IMAGE, log_events
 from tests.integration.test_catalog_sessions import IMAGE_CMD, CatalogFleet, CatalogHost, image_tar
@@ -61,16 +60,6 @@ HEALTHCHECK = {"test": ["CMD", "true"], "interval": 30_000_000_000, "timeout": 5
 """Docker runs ``true`` in each container every 30 s: healthy 30 s after the start, and so it stays."""
 BASELINE = 30.0
 """Seconds of the raft index's growth measured before any registrar runs."""
-
-
-def until(probe: Callable[[], Any], what: str, timeout: float = 300, poll: float = 0.1) -> Any:
-    """``probe()``'s first true value, polled every ``poll`` s; the bench ends after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: timed out waiting for {what}")
-        time.sleep(poll)
-    return value
 
 
 def srv(server: str, service: str) -> set[tuple[str, int]] | None:
@@ -110,29 +99,6 @@ def import_image(hosts: list[Host]) -> None:
 # 1. SIGKILL -> gone from DNS ---------------------------------------------------------------------------------
 
 
-class TtlHost(CatalogHost):
-    """test_catalog_sessions.py's host (engine, ``run --catalog``, no agent) with a ``--node-ttl`` of the bench's."""
-
-    def __init__(self, root: Path, n: int, ttl: int) -> None:
-        super().__init__(root, n)
-        server = SERVER_ADDRESSES[(n - 1) % len(SERVER_ADDRESSES)]
-        args = [sys.executable, "-m", "registrar", "run", "--hostname", self.name, "--ip", self.address]
-        args += ["--docker-host", self.docker_url, "--retry-attempts", "-1", "--log-format", "json"]
-        args += ["--metrics-addr", f"{self.address}:0", "--node-ttl", f"{ttl}s", "--catalog", f"consul://{server}:8500"]
-        self.registrar = Process(f"registrar {self.name}", args, self.root / "registrar.log")
-
-
-class TtlFleet(CatalogFleet):
-    """test_catalog_sessions.py's fleet (three servers, three hosts without an agent) at ``--node-ttl`` ``ttl``."""
-
-    def __init__(self, root: Path, ttl: int) -> None:
-        super().__init__(root)
-        for host in self.hosts:
-            host.docker.close()
-        self.catalog_hosts = [TtlHost(root, n, ttl) for n in range(1, len(self.hosts) + 1)]
-        self.hosts = list(self.catalog_hosts)
-
-
 @contextlib.contextmanager
 def started(fleet: Fleet) -> Iterator[None]:
     """The fleet started, and stopped and removed on the way out whatever happens."""
@@ -154,7 +120,7 @@ def removed_by(hosts: list[CatalogHost], node: str, seen: int) -> str:
 def kill_to_dns(root: Path, ttl: int, repeats: int, per_host: int) -> list[float]:
     """Seconds from a host's registrar's SIGKILL to its instances gone from DNS, ``repeats`` times."""
     print(f"== SIGKILL -> out of DNS: 3 hosts without an agent, --node-ttl {ttl}s, {per_host} containers per host")
-    f = TtlFleet(root, ttl)
+    f = CatalogFleet(root, ttl=ttl)
     seconds = []
     with started(f):
         dns_server = f.servers[0].address
@@ -169,7 +135,7 @@ def kill_to_dns(root: Path, ttl: int, repeats: int, per_host: int) -> list[float
             def all_in(instances: set[tuple[str, int]] = everyone) -> bool:
                 return srv(dns_server, SERVICE) == instances
 
-            until(all_in, f"all {len(everyone)} in DNS", timeout=120)
+            wait_until(all_in, f"all {len(everyone)} in DNS", timeout=120, poll=0.1)
             removals = sum(
                 1 for h in f.catalog_hosts for e in h.events("catalog_node_removed") if e["node"] == host.name
             )
@@ -181,7 +147,7 @@ def kill_to_dns(root: Path, ttl: int, repeats: int, per_host: int) -> list[float
                 answer = srv(dns_server, SERVICE)
                 return answer is not None and not answer & host_instances
 
-            until(gone, f"{host.name}'s instances to leave DNS", timeout=10 * ttl, poll=0.05)
+            wait_until(gone, f"{host.name}'s instances to leave DNS", timeout=10 * ttl, poll=0.05)
             took = time.monotonic() - killed
             seconds.append(took)
             left = srv(dns_server, SERVICE)
@@ -210,10 +176,10 @@ class PairFleet(Fleet):
         host = self.hosts[0]
         host.start_engine()
         host.agent.start()
-        until(host.engine_up, "the engine to answer", timeout=60)
+        wait_until(host.engine_up, "the engine to answer", timeout=60, poll=0.1)
         import_image(self.hosts)
-        until(lambda: all(s.leader() for s in self.servers), "the servers to elect a leader", timeout=60)
-        until(host.agent.ready, "the client agent to join", timeout=60)
+        wait_until(lambda: all(s.leader() for s in self.servers), "the servers to elect a leader", timeout=60, poll=0.1)
+        wait_until(host.agent.ready, "the client agent to join", timeout=60, poll=0.1)
 
 
 def raft_index(server: Agent) -> int:
@@ -291,7 +257,7 @@ def side_by_side(root: Path, services: int, idle: float, windows: int) -> None:
         def healthy() -> bool:
             return len(host.docker.containers.list(filters={"label": LABEL, "health": "healthy"})) == services
 
-        until(healthy, f"{services} containers healthy", timeout=180, poll=1)
+        wait_until(healthy, f"{services} containers healthy", timeout=180, poll=1)
         time.sleep(max(0.0, BASELINE - (time.monotonic() - t0)))
         baseline = (raft_index(leader) - raft0) / (time.monotonic() - t0) * 60
         print(f"  baseline, no registrar: raft index +{baseline:.0f} per minute (servers and client agent alone)")

@@ -50,12 +50,12 @@ IMAGE_CMD = "hostname > /www/index.html && exec httpd -f -p 80 -h /www"
 class CatalogHost(Host):
     """A fleet host with no Consul agent: its registrar writes its node into the catalog of a server."""
 
-    def __init__(self, root: Path, n: int) -> None:
+    def __init__(self, root: Path, n: int, ttl: int = TTL) -> None:
         super().__init__(root, n)
         server = SERVER_ADDRESSES[(n - 1) % len(SERVER_ADDRESSES)]
         args = [sys.executable, "-m", "registrar", "run", "--hostname", self.name, "--ip", self.address]
         args += ["--docker-host", self.docker_url, "--retry-attempts", "-1", "--log-format", "json"]
-        args += ["--metrics-addr", f"{self.address}:0", "--node-ttl", f"{TTL}s", "--catalog", f"consul://{server}:8500"]
+        args += ["--metrics-addr", f"{self.address}:0", "--node-ttl", f"{ttl}s", "--catalog", f"consul://{server}:8500"]
         self.registrar = Process(f"registrar {self.name}", args, self.root / "registrar.log")
 
     def kill_registrar(self) -> None:
@@ -90,11 +90,14 @@ def image_tar() -> bytes:
 
 
 class CatalogFleet(Fleet):
-    """Three servers, three hosts of engine and ``registrar run --catalog``, no client agent anywhere."""
+    """Three servers, three hosts of engine and ``registrar run --catalog`` (``--node-ttl`` ``ttl``), no client
+    agent anywhere."""
 
-    def __init__(self, root: Path, hosts: int = 3) -> None:
+    def __init__(self, root: Path, hosts: int = 3, ttl: int = TTL) -> None:
         super().__init__(root, hosts)
-        self.hosts = [CatalogHost(root, n) for n in range(1, hosts + 1)]
+        for host in self.hosts:  # the fleet's own hosts, replaced
+            host.docker.close()
+        self.hosts = [CatalogHost(root, n, ttl) for n in range(1, hosts + 1)]
         self.catalog_hosts: list[CatalogHost] = list(self.hosts)  # type: ignore[arg-type]
 
     def start(self) -> None:
