@@ -21,8 +21,10 @@ shares ConsulSink's client and error translation (registrar.consul_sink.ConsulCo
   nodes (registrar.catalog_liveness), stopped by ``close``.
 
 The catalog runs no check: a status is whatever was written last (PITFALLS, "Catalog registration and
-sessions"). A check is written with the status registrar knows (Docker health's), else the one the
-catalog holds for it, else its initial status (``CHECK_INITIAL_STATUS``), else critical.
+sessions"); registrar runs HTTP and TCP checks itself (registrar.host_checks, unless ``--catalog-checks esm``).
+A check is written with the status registrar knows (Docker health's), else the one the catalog holds for it,
+else its initial status (``CHECK_INITIAL_STATUS``), else critical. A status equal to the one last written is
+not written again (each write is a Raft entry) until a full read finds the catalog holding another.
 
 A node name that a live agent owns is refused at start (``NodeTaken``, a ConfigError): that agent's
 anti-entropy would delete what registrar writes under it (consul#7513). py-consul's ``catalog.register``
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -59,10 +60,6 @@ MAINTENANCE_PREFIX = "_service_maintenance:"
 """The CheckID prefix of a service's maintenance check, as the agent names it."""
 MAINTENANCE_NAME = "Service Maintenance Mode"
 MAINTENANCE_REASON = "registrar: the container is stopping"
-REWRITE_AFTER = 60.0
-"""Seconds for which a check's status and output, once written by this sink, are not written again unchanged:
-the loop refreshes Docker health every 10 s (and ``--ttl`` passes) for an agent's TTLs, which the catalog
-does not have; each catalog write is a write of the servers' Raft log."""
 DEFINITION_KEYS = {
     "HTTP": "HTTP",
     "Header": "Header",
@@ -84,13 +81,15 @@ DEFINITION_KEYS = {
 KINDS = (("HTTP", "http"), ("TCP", "tcp"), ("GRPC", "grpc"), ("H2PING", "h2ping"), ("Args", "script"), ("TTL", "ttl"))
 """The field that makes a check of each kind (its ``Type`` in the catalog)."""
 NOT_RUN = {
-    "http": "not run: registrar does not run HTTP checks in catalog mode yet; consul-esm runs it from its Definition",
-    "tcp": "not run: registrar does not run TCP checks in catalog mode yet; consul-esm runs it from its Definition",
-    "grpc": "not run: registrar does not run gRPC checks in catalog mode yet",
-    "h2ping": "not run: registrar does not run H2PING checks in catalog mode yet",
+    "http": "not run by registrar (--catalog-checks esm): consul-esm runs it from its Definition",
+    "tcp": "not run by registrar (--catalog-checks esm): consul-esm runs it from its Definition",
+    "grpc": "not run: registrar does not run gRPC checks in catalog mode; consul-esm can, from its Definition",
+    "h2ping": "not run: registrar does not run H2PING checks in catalog mode",
     "script": "not run: script checks need a Consul agent on the host",
 }
-"""The output of a new check that nothing runs yet, by kind: what an operator reads next to its status."""
+"""The output of a new check that registrar does not run, by kind: what an operator reads next to its status."""
+STARTING = "registrar runs this check from the host: no result yet"
+"""The output of a new check that registrar runs (``--catalog``), until its first result."""
 
 
 class NodeTaken(ConfigError):
@@ -162,7 +161,8 @@ def catalog_check(
     elif held is not None and held.get("Status"):
         body.update(Status=held["Status"], Output=held.get("Output") or "")
     else:
-        body.update(Status=check.get("Status") or "critical", Output=NOT_RUN.get(kind, ""))
+        runs = any(c.check_id == check["CheckID"] and c.probe is not None for c in service.checks)
+        body.update(Status=check.get("Status") or "critical", Output=STARTING if runs else NOT_RUN.get(kind, ""))
     return body
 
 
@@ -208,8 +208,9 @@ class CatalogSink(ConsulConnection):
         """The node is in the catalog as this sink writes it (address and NodeMeta): registrations skip it."""
         self._checks: dict[str, dict[str, Any]] = {}
         """CheckID -> the check as last written or read, without Status and Output: what a status update sends."""
-        self._written: dict[str, tuple[str, str, float]] = {}
-        """CheckID -> the Status and Output this sink last wrote for it, and when (``time.monotonic``)."""
+        self._written: dict[str, tuple[str, str]] = {}
+        """CheckID -> the Status and Output this sink last wrote for it, as the catalog still holds them at the
+        last full read: a refresh with the same is not written (each catalog write is a Raft entry)."""
         self._liveness: CatalogLiveness | None = None
         """``run``: the session that keeps this node alive and the watch for dead nodes (``hold_node``)."""
 
@@ -236,7 +237,21 @@ class CatalogSink(ConsulConnection):
             return digest, None
         if answer is not None and isinstance(answer, dict) and not is_external(answer.get("Node") or {}):
             raise ConsulError(node_taken_message(self.node.name))
-        return digest, self._services_of(answer)
+        services = self._services_of(answer)
+        if not unless:
+            self._call(f"reading the checks of catalog node {self.node.name}", self._forget_overwritten)
+        return digest, services
+
+    def _forget_overwritten(self) -> None:
+        """``GET /v1/health/node/<node>``: forget the statuses written here that the catalog no longer holds
+        (someone else wrote the check, or it is gone), so the next refresh writes them again, as the agent's
+        TTL refresh puts its own status back."""
+        held = self._held_checks("")
+        with self._lock:
+            for check_id, written in list(self._written.items()):
+                check = held.get(check_id)
+                if check is None or (check.get("Status"), check.get("Output") or "") != written:
+                    del self._written[check_id]
 
     def _services_of(self, answer: Any) -> dict[str, Any]:
         """The services of a ``/v1/catalog/node/<node>`` answer (None: no such node); notes whether the node
@@ -285,7 +300,7 @@ class CatalogSink(ConsulConnection):
     def _held_checks(self, filter: str) -> dict[str, dict[str, Any]]:
         """``GET /v1/health/node/<node>?filter=...`` (py-consul's ``health.node``): the node's checks that
         ``filter`` selects, by CheckID."""
-        _index, checks = self.client.health.node(self.node.name, filter_expr=filter)
+        _index, checks = self.client.health.node(self.node.name, filter_expr=filter or None)
         return {c["CheckID"]: c for c in checks or () if isinstance(c, dict) and c.get("CheckID")}
 
     # Writes ------------------------------------------------------------------------------------------
@@ -304,10 +319,9 @@ class CatalogSink(ConsulConnection):
             body = register_body(self.node, service, held, self._node_current)
             self._put_register(body)
             self._node_current = True
-            now = time.monotonic()
             with self._lock:
                 for check in body.get("Checks", ()):
-                    self._remember(check, now)
+                    self._remember(check)
             for check_id in held.keys() - {c["CheckID"] for c in body.get("Checks", ())}:
                 self.client.catalog.deregister(self.node.name, check_id=check_id, token=self.token)
                 with self._lock:
@@ -316,10 +330,10 @@ class CatalogSink(ConsulConnection):
 
         self._call(f"registering {service.id}", write)
 
-    def _remember(self, check: Mapping[str, Any], now: float) -> None:
+    def _remember(self, check: Mapping[str, Any]) -> None:
         """Keep a check as written (under the lock): its body for status updates, its status and output."""
         self._checks[check["CheckID"]] = {k: v for k, v in check.items() if k not in ("Status", "Output")}
-        self._written[check["CheckID"]] = (check["Status"], check.get("Output") or "", now)
+        self._written[check["CheckID"]] = (check["Status"], check.get("Output") or "")
 
     def deregister(self, service_id: str) -> None:
         """``PUT /v1/catalog/deregister`` {Node, ServiceID}: the service and its checks; one already gone is done."""
@@ -333,37 +347,36 @@ class CatalogSink(ConsulConnection):
 
         self._call(f"deregistering {service_id}", write)
 
-    def pass_ttl(self, check_id: str) -> None:
-        """Registrar's TTL check (``--ttl``) written passing (nothing expires it in the catalog)."""
-        self._call(f"passing TTL check {check_id}", lambda: self._set_status(check_id, "passing", ""))
+    def pass_ttl(self, check_id: str) -> bool:
+        """Registrar's TTL check (``--ttl``) written passing (nothing expires it in the catalog); False: it is."""
+        return self._call(f"passing TTL check {check_id}", lambda: self._set_status(check_id, "passing", ""))
 
-    def set_health(self, health: Health) -> None:
-        """Docker's health, or an exec probe's result, written as its check's Status and Output."""
+    def set_health(self, health: Health) -> bool:
+        """Docker's health, or a probe's result, written as its check's Status and Output; False: it is so."""
         what = f"updating check {health.check_id}"
-        self._call(what, lambda: self._set_status(health.check_id, health.status, health.output))
+        return self._call(what, lambda: self._set_status(health.check_id, health.status, health.output))
 
-    def _set_status(self, check_id: str, status: str, output: str) -> None:
-        """Write one check again with this Status and Output; unchanged since this sink wrote it less than
-        ``REWRITE_AFTER`` ago: nothing to do. A check the catalog does not hold (its service is not registered):
+    def _set_status(self, check_id: str, status: str, output: str) -> bool:
+        """Write one check again with this Status and Output; the same as this sink last wrote (and the last
+        full read found): nothing to do. A check the catalog does not hold (its service is not registered):
         nothing to do either, as the agent ignores a TTL update of a check it does not have."""
-        now = time.monotonic()
         with self._lock:
             check = self._checks.get(check_id)
-            last = self._written.get(check_id)
-        if last is not None and last[:2] == (status, output) and now - last[2] < REWRITE_AFTER:
-            return
+            if self._written.get(check_id) == (status, output):
+                return False
         if check is None:  # not written by this process (a restart): the catalog has it
             held = self._held_checks(f"CheckID == {_quoted(check_id)}").get(check_id)
             if held is None:
                 log.debug("check_not_in_catalog", check_id=check_id, node=self.node.name)
-                return
+                return False
             check = {k: held[k] for k in ("Node", "CheckID", "Name", "ServiceID", "Notes", "Type") if held.get(k)}
             if any((held.get("Definition") or {}).values()):
                 check["Definition"] = held["Definition"]
         body = {**check, "Status": status, "Output": output}
         self._put_register(self._check_body(body))
         with self._lock:
-            self._remember(body, now)
+            self._remember(body)
+        return True
 
     def _check_body(self, check: Mapping[str, Any]) -> dict[str, Any]:
         """A registration body of one check of this node, the node itself skipped (it is written, if missing)."""

@@ -57,6 +57,8 @@ class CheckContext:
     allow_script_checks: bool = False
     ttl: int = 0
     exec_checks: bool = True
+    host_checks: bool = False
+    """``--catalog`` (and not ``--catalog-checks esm``): registrar runs HTTP and TCP checks from the host."""
 
 
 class _Invalid(Exception):
@@ -268,6 +270,26 @@ def _exec(fields: Mapping[str, Value], ctx: CheckContext, problems: list[Problem
     return {"ttl": probe.ttl, "probe": probe, "exec_notes": f"registrar runs in the container: {value.value}"}
 
 
+HOST_CHECK_TIMEOUT = 10.0
+"""Seconds an HTTP or TCP check that registrar runs (``--catalog``) waits without a TIMEOUT: the agent's default."""
+
+
+def host_probe(check: Check) -> Probe:
+    """The probe that runs an HTTP or TCP check from the host (``--catalog``): its interval and timeout (the
+    agent's default 10 s), the output it keeps (OUTPUT_MAX_SIZE, else 4 KiB) and its thresholds."""
+    options = check.options or CheckOptions()
+    return Probe(
+        check.check_id,
+        (),
+        duration_seconds(check.interval or DEFAULT_INTERVAL),
+        duration_seconds(check.timeout) if check.timeout else HOST_CHECK_TIMEOUT,
+        options.output_max_size or DEFAULT_EXEC_OUTPUT,
+        target=check,
+        passing_after=max(1, options.success_before_passing or 1),
+        critical_after=max(1, options.failures_before_critical or 1),
+    )
+
+
 KINDS = ("http", "https", "script", "ttl", "tcp", "grpc", "h2ping", "exec")
 """The kinds of check, in the order ``_kind`` takes the first that is set (registrator's, then ours)."""
 _FLAG_KINDS = frozenset({"tcp", "grpc", "h2ping"})
@@ -298,7 +320,16 @@ def _check(fields: Mapping[str, Value], ctx: CheckContext, check_id: str, proble
             attrs.pop("output_max_size", None)
             attrs.setdefault("notes", attrs.pop("exec_notes"))
         options = {name: attrs.pop(name) for name in _OPTIONS if name in attrs}
-        return Check(check_id, options=CheckOptions(**options) if options else None, **attrs)
+        check = Check(check_id, options=CheckOptions(**options) if options else None, **attrs)
+        if ctx.host_checks and (check.http or check.tcp):
+            return replace(check, probe=host_probe(check))
+        if ctx.host_checks and (check.grpc or check.h2ping):
+            kind = "grpc" if check.grpc else "h2ping"
+            message = (
+                f"registrar does not run {kind.upper()} checks with --catalog: the check stays at its initial status"
+            )
+            problems.append(Problem(ctx.container, fields[kind].source, message))
+        return check
     except _Invalid as e:
         problems.append(Problem(ctx.container, e.value.source, f"check dropped: {e}"))
         return None

@@ -147,6 +147,13 @@ SHARED_PARAMS: list[click.Parameter] = [
         help="No Consul agent on this host: write into the catalog at URI (any agent or server; bare: "
         "REGISTRY_URI's), this host an external node named --hostname at --ip.",
     ),
+    _opt(
+        "catalog-checks",
+        type=click.Choice(["registrar", "esm"]),
+        default="registrar",
+        help="With --catalog: who runs HTTP and TCP checks, registrar from this host or consul-esm (from each "
+        "check's Definition).",
+    ),
     click.Argument(["registry_uri"], required=False, envvar="REGISTRAR_REGISTRY_URI"),
 ]
 """The options and the argument every command takes: built once, and each command lists these same

@@ -290,19 +290,21 @@ class ConsulSink(ConsulConnection):
             f"deregistering {service_id}", lambda: self.client.agent.service.deregister(service_id, token=self.token)
         )
 
-    def pass_ttl(self, check_id: str) -> None:
-        """``PUT /v1/agent/check/pass/<id>``: keep a TTL check passing."""
+    def pass_ttl(self, check_id: str) -> bool:
+        """``PUT /v1/agent/check/pass/<id>``: keep a TTL check passing (always sent: the agent's TTL runs)."""
         self._call(
             f"passing TTL check {check_id}", lambda: self.client.agent.check.ttl_pass(check_id, token=self.token)
         )
+        return True
 
-    def set_health(self, health: Health) -> None:
+    def set_health(self, health: Health) -> bool:
         """``PUT /v1/agent/check/pass|warn|fail/<id>?note=<output>``: Docker's health, or an exec probe's
         result, onto registrar's TTL check."""
         check = self.client.agent.check
         update = {"passing": check.ttl_pass, "warning": check.ttl_warn}.get(health.status, check.ttl_fail)
         what = f"updating check {health.check_id}"
         self._call(what, lambda: update(health.check_id, notes=health.output or None, token=self.token))
+        return True
 
     def maintenance(self, service_id: str, enable: bool) -> None:
         """``PUT /v1/agent/service/maintenance/<id>?enable=...``: in or out of the passing set."""

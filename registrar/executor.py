@@ -109,7 +109,7 @@ class Executor:
         self._consul_ops = {
             (op, result): metrics.consul_ops.labels(op, result)
             for op in ("read", *OPERATIONS.values())
-            for result in ("ok", "error", "rejected")
+            for result in ("ok", "error", "rejected", "unchanged")
         }
 
     def perform(self, effects: list[Effect]) -> list[Write]:
@@ -227,6 +227,7 @@ class Executor:
     def send(self, write: Write) -> Written:
         """One write, logged as soon as the agent has answered (the line's time is when it did)."""
         operation = OPERATIONS[type(write)]
+        sent = True
         try:
             match write:
                 case Register(service=s):
@@ -239,12 +240,12 @@ class Executor:
                 case Maintenance(service_id=service_id, enable=enable):
                     self.sink.maintenance(service_id, enable)
                 case TtlPass(check_id=check_id):
-                    self.sink.pass_ttl(check_id)
+                    sent = self.sink.pass_ttl(check_id)
                 case HealthUpdate(health=health):
-                    self.sink.set_health(health)
+                    sent = self.sink.set_health(health)
         except ConsulError as e:
             result = "rejected" if isinstance(e, ConsulRejected) else "error"
             self._consul_ops[operation, result].inc()
             return Written(write, e)
-        self._consul_ops[operation, "ok"].inc()
+        self._consul_ops[operation, "ok" if sent else "unchanged"].inc()
         return Written(write)

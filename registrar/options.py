@@ -42,6 +42,8 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         raise click.UsageError(f"--node-ttl {params.get('node_ttl')!r}: {e}") from None
     if catalog:
         _catalog_needs(params, ip)
+    elif params.get("catalog_checks", "registrar") != "registrar":
+        raise click.UsageError("--catalog-checks: only with --catalog (an agent runs the checks otherwise)")
     consul = parse_registry_uri(catalog_uri or params["registry_uri"], environ)
     for label, path in (
         ("CONSUL_CACERT", consul.ca_file),
@@ -89,6 +91,7 @@ def build_settings(params: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         meta=_meta(params.get("meta", ())),
         catalog=catalog,
         node_ttl=node_ttl,
+        catalog_checks=params.get("catalog_checks") or "registrar",
     )
 
 

@@ -1,11 +1,14 @@
-"""Exec probes: commands registrar runs inside containers (``SERVICE_CHECK_EXEC``), reported on TTL checks.
+"""Probes: the checks registrar runs itself. Commands inside containers (``SERVICE_CHECK_EXEC``), reported on TTL
+checks; with ``--catalog``, the HTTP and TCP checks no agent runs, run from the host (registrar.host_checks).
 
 The loop tells the prober which probes the desired state holds (``update``); the prober's own thread
 starts each one when it is due, on a bounded pool of its own, so probes never hold up the loop or its
 workers. One run per check is in flight at a time: a probe still running when its next run is due is
 not started twice. Each result goes to ``deliver`` as a ``Probed`` message: exit 0 is passing, 1 is
 warning, anything else (or the timeout, or an engine that refuses) is critical, with the output as
-the check's output.
+the check's output. A result that has not yet come ``SUCCESS_BEFORE_PASSING`` (passing or warning) or
+``FAILURES_BEFORE_CRITICAL`` (critical) times in a row is not delivered: the agent's rule
+(agent/checks/check.go, StatusHandler).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Protocol
 import structlog
 
 from registrar.errors import DockerError
+from registrar.host_checks import HostChecks
 from registrar.messages import Message, Probed
 from registrar.model import ExecResult, Health, Probe, Service
 
@@ -47,9 +51,20 @@ def result_health(probe: Probe, exit_code: int | None, output: str) -> Health:
 class Prober:
     """Runs the desired state's exec probes on ``size`` threads of its own; results go to ``deliver``."""
 
-    def __init__(self, source: ExecSource, deliver: Callable[[Message], None], size: int = PROBE_THREADS) -> None:
+    def __init__(
+        self,
+        source: ExecSource,
+        deliver: Callable[[Message], None],
+        size: int = PROBE_THREADS,
+        host_checks: HostChecks | None = None,
+    ) -> None:
         self.source = source
         self.deliver = deliver
+        self.host_checks = host_checks
+        """Runs the probes with a ``target`` (``--catalog``); made at the first such probe when not given."""
+        self.streaks: dict[str, tuple[bool, int]] = {}
+        """Check ID -> (its last results passed, how many in a row): for SUCCESS_BEFORE_PASSING and
+        FAILURES_BEFORE_CRITICAL."""
         self.pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="registrar-probe")
         self.changed = threading.Condition()
         self.probes: dict[str, tuple[str, str, Probe]] = {}
@@ -79,8 +94,12 @@ class Prober:
                     self.by_service.setdefault(service_id, []).append(probe.check_id)
                     if before.pop(probe.check_id, None) != entry:
                         self.due[probe.check_id] = now
+                        self.streaks.pop(probe.check_id, None)
+                    if probe.target is not None and self.host_checks is None:
+                        self.host_checks = HostChecks()
                 for check_id in before:
                     self.due.pop(check_id, None)
+                    self.streaks.pop(check_id, None)
             self.changed.notify()
             if self._thread is None and self.probes and not self._closed:
                 self._thread = threading.Thread(target=self._run, name="registrar-prober", daemon=True)
@@ -106,8 +125,11 @@ class Prober:
                 self.changed.notify()
                 return
         try:
-            result = self.source.exec_probe(container_id, probe.args, probe.timeout, probe.output_max)
-            health = result_health(probe, result.exit_code, result.output)
+            if probe.target is not None and self.host_checks is not None:
+                health = self.host_checks.run(probe)
+            else:
+                result = self.source.exec_probe(container_id, probe.args, probe.timeout, probe.output_max)
+                health = result_health(probe, result.exit_code, result.output)
         except DockerError as e:
             health = Health(probe.check_id, "critical", str(e))
         except Exception as e:  # a bug: logged with its traceback; the check says the probe could not run
@@ -118,8 +140,19 @@ class Prober:
                 self.running.discard(probe.check_id)
                 self.runs += 1
                 self.changed.notify()
-        if not self._closed:
+        with self.changed:
+            reached = self._reached(probe, health.status != "critical")
+        if not reached:
+            log.debug("probe_below_threshold", check_id=probe.check_id, status=health.status)
+        elif not self._closed:
             self.deliver(Probed(service_id, probe, health))
+
+    def _reached(self, probe: Probe, passed: bool) -> bool:
+        """Count one result (under the lock): whether as many have come in a row as the probe's threshold asks."""
+        last, count = self.streaks.get(probe.check_id, (passed, 0))
+        count = count + 1 if last == passed else 1
+        self.streaks[probe.check_id] = (passed, count)
+        return count >= (probe.passing_after if passed else probe.critical_after)
 
     def close(self) -> None:
         """Stop starting probes and end the runs in flight at once (the engine's connections are shut)."""
@@ -127,4 +160,6 @@ class Prober:
             self._closed = True
             self.changed.notify()
         self.source.cancel_probes()
+        if self.host_checks is not None:
+            self.host_checks.close()
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -208,6 +208,7 @@ class _Builder:
                 allow_script_checks=self.settings.allow_script_checks,
                 ttl=self.settings.ttl,
                 exec_checks=self.settings.exec_checks,
+                host_checks=self.settings.host_checks,
             ),
         )
         self.problems.extend(problems)

@@ -132,8 +132,9 @@ class MemoryConsul:
             self.registered.pop(service_id, None)
             self.changed.notify_all()
 
-    def pass_ttl(self, check_id: str) -> None:
+    def pass_ttl(self, check_id: str) -> bool:
         self._check()
+        return True
 
     def maintenance(self, service_id: str, enable: bool) -> None:
         self._check()
@@ -144,11 +145,12 @@ class MemoryConsul:
                 self.in_maintenance.discard(service_id)
             self.changed.notify_all()
 
-    def set_health(self, health: Health) -> None:
+    def set_health(self, health: Health) -> bool:
         self._check()
         with self.changed:
             self.health[health.check_id] = (health.status, health.output)
             self.changed.notify_all()
+        return True
 
     def close(self) -> None:
         pass

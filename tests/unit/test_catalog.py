@@ -12,17 +12,21 @@ import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from registrar.catalog_sink import CatalogSink, NodeTaken, catalog_node
+from registrar import catalog_sink
+from registrar.catalog_sink import NOT_RUN, CatalogSink, NodeTaken, catalog_node
+from registrar.checks import host_probe
 from registrar.cli import main, run
 from registrar.daemon import Daemon
 from registrar.errors import ConfigError, ConsulError
-from registrar.model import Check, CheckOptions, Health, Service
+from registrar.metrics import Metrics
+from registrar.model import Check, CheckOptions, Health, HealthUpdate, Service, TtlPass
 from registrar.options import build_settings
 from registrar.settings import ConsulTarget, Settings
 from tests.unit.fakes import MemoryDocker
@@ -98,8 +102,11 @@ class StandInCatalog:
                 return 200, None if node is None else {"Node": node, "Services": self.services.get(name, {})}
             if r.method == "GET" and r.path.startswith("/v1/health/node/"):
                 name = r.path.removeprefix("/v1/health/node/")
+                checks = list(self.checks.get(name, {}).values())
+                if "filter" not in r.query:
+                    return 200, checks
                 field, value = re.fullmatch(r'(\w+) == (".*")', r.query["filter"]).groups()  # type: ignore[union-attr]
-                return 200, [c for c in self.checks.get(name, {}).values() if c.get(field) == json.loads(value)]
+                return 200, [c for c in checks if c.get(field) == json.loads(value)]
             if r.path == "/v1/catalog/register":
                 return self.register(r.body)
             if r.path == "/v1/catalog/deregister":
@@ -236,6 +243,19 @@ def test_checks_are_written_with_the_definition_consul_esm_runs(
     )
 
 
+def test_a_check_registrar_runs_is_written_as_such_until_its_first_result(
+    catalog: StandInCatalog, sink: Callable[..., CatalogSink]
+) -> None:
+    """An HTTP check registrar runs (--catalog) starts critical, saying it waits for registrar's first result;
+    one left to consul-esm (--catalog-checks esm) says so."""
+    s = sink()
+    s.register(web(replace(HTTP, probe=host_probe(HTTP)), TCP))
+    ran, left = catalog.checks[NODE][HTTP.check_id], catalog.checks[NODE][TCP.check_id]
+    assert (ran["Status"], ran["Output"]) == ("critical", "registrar runs this check from the host: no result yet")
+    assert (left["Status"], left["Output"]) == ("critical", NOT_RUN["tcp"])
+    assert ran["Definition"]["HTTP"] == HTTP.http
+
+
 def test_a_status_the_catalog_holds_is_kept_when_the_service_is_written_again(
     catalog: StandInCatalog, sink: Callable[..., CatalogSink]
 ) -> None:
@@ -282,6 +302,40 @@ def test_an_unchanged_status_is_not_written_again(catalog: StandInCatalog, sink:
     s.set_health(HEALTH)
     s.set_health(HEALTH)
     assert len(catalog.writes()) == 1
+
+
+def test_an_unchanged_status_is_not_written_again_however_long_after(
+    catalog: StandInCatalog, sink: Callable[..., CatalogSink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An hour of Docker health refreshes with the status and output last written makes no write: each would be
+    a Raft entry on the servers for nothing."""
+    clock = [1000.0]
+    monkeypatch.setattr(catalog_sink, "time", SimpleNamespace(monotonic=lambda: clock[0]), raising=False)
+    s = sink()
+    s.register(web(health=HEALTH))
+    for _ in range(360):
+        clock[0] += 10.0
+        s.set_health(HEALTH)
+    assert len(catalog.writes()) == 1
+
+
+def test_a_status_changed_behind_registrars_back_is_written_again_after_a_full_read(
+    catalog: StandInCatalog, sink: Callable[..., CatalogSink]
+) -> None:
+    """A check's status written by someone else is put back by the first refresh after a full read of the node
+    (the start, --resync, the read after writes), as the agent's TTL refresh would."""
+    s = sink()
+    s.register(web(health=HEALTH))
+    catalog.checks[NODE][HEALTH.check_id].update(Status="critical", Output="someone else")
+    s.set_health(HEALTH)
+    assert catalog.checks[NODE][HEALTH.check_id]["Status"] == "critical"  # no read since: not known
+    s.read_services(unless=0)
+    s.set_health(HEALTH)
+    check = catalog.checks[NODE][HEALTH.check_id]
+    assert (check["Status"], check["Output"]) == ("passing", "ok")
+    s.read_services(unless=0)
+    s.set_health(HEALTH)
+    assert len(catalog.writes()) == 2
 
 
 def test_a_restarted_registrar_updates_checks_it_did_not_write(
@@ -332,7 +386,8 @@ def test_the_loop_reads_each_service_meta_by_id_with_the_digest_rule(
     s.register(web())
     digest, services = s.read_services(0, 'Meta["registrar-host"] == "host1"')
     assert services == {"host1:web:80": {"Meta": {**dict(OWNED), "registrar-digest": web().digest}}}
-    assert catalog.requests[-1].query == {"filter": 'Meta["registrar-host"] == "host1"'}
+    node_reads = [r for r in catalog.requests if r.path == f"/v1/catalog/node/{NODE}"]
+    assert node_reads[-1].query == {"filter": 'Meta["registrar-host"] == "host1"'}
     assert s.read_services(digest, 'Meta["registrar-host"] == "host1"') == (digest, None)
 
 
@@ -386,6 +441,25 @@ def test_the_loop_syncs_containers_into_the_catalog(catalog: StandInCatalog, sin
     assert catalog.nodes[NODE]["Meta"]["external-node"] == "true"
 
 
+def test_the_metrics_tell_a_status_sent_from_one_left_unchanged(
+    catalog: StandInCatalog, sink: Callable[..., CatalogSink]
+) -> None:
+    """registrar_consul_operations_total counts a refresh the catalog sink did not write as result="unchanged"."""
+    daemon = Daemon(MemoryDocker(), sink(), Settings(hostname=NODE, ip="10.0.0.9", catalog=True), metrics=Metrics())
+    try:
+        daemon.sink.register(web(health=HEALTH))
+        for health in (Health(HEALTH.check_id, "critical", "unhealthy"), HEALTH, HEALTH, HEALTH):
+            daemon.executor.send(HealthUpdate(health))
+        daemon.executor.send(TtlPass(HEALTH.check_id))
+        counted = daemon.metrics.registry.get_sample_value  # type: ignore[union-attr]
+        labels = [{"operation": op, "result": r} for op, r in (("health_update", "ok"), ("health_update", "unchanged"))]
+        assert [counted("registrar_consul_operations_total", x) for x in labels] == [2.0, 2.0]
+        assert counted("registrar_consul_operations_total", {"operation": "ttl_pass", "result": "ok"}) == 1.0
+    finally:
+        daemon.close()
+    assert len(catalog.writes()) == 4  # the service, two changes, the TTL pass's new output
+
+
 def settings_for(args: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -410,6 +484,14 @@ def test_catalog_option_and_environment(
     """--catalog URI, bare --catalog (REGISTRY_URI's or CONSUL_HTTP_ADDR's endpoint) or REGISTRAR_CATALOG."""
     settings = settings_for(args, env, monkeypatch)
     assert (settings.catalog, settings.consul.host) == (on, host)
+    assert settings.host_checks == on
+
+
+def test_catalog_checks_esm_leaves_http_and_tcp_checks_to_consul_esm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--catalog-checks esm (or REGISTRAR_CATALOG_CHECKS=esm): registrar runs no HTTP or TCP check."""
+    args = ["--catalog", "consul://10.1.1.1:8500", "--ip", "10.0.0.9"]
+    assert not settings_for([*args, "--catalog-checks", "esm"], {}, monkeypatch).host_checks
+    assert not settings_for(args, {"REGISTRAR_CATALOG_CHECKS": "esm"}, monkeypatch).host_checks
 
 
 @pytest.mark.parametrize(
@@ -420,6 +502,8 @@ def test_catalog_option_and_environment(
         (["sync", "--ip", "10.0.0.9", "--catalog", "consul://a:1", "consul://b:1"], "name two Consul endpoints"),
         (["run", "--ip", "10.0.0.9", "--catalog", "--allow-script-checks"], "--allow-script-checks: a Consul agent"),
         (["sync", "--ip", "10.0.0.9", "--catalog", "--forget-host", "old"], "--forget-host with --catalog"),
+        (["run", "--catalog-checks", "esm"], "--catalog-checks: only with --catalog"),
+        (["run", "--catalog", "--ip", "10.0.0.9", "--catalog-checks", "agent"], "'agent' is not one of"),
     ],
 )
 def test_catalog_usage_errors_are_one_line(args: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -435,3 +435,34 @@ def test_a_second_kind_in_one_check_is_one_warning(labels: dict[str, str], keys:
     """One kind a check (registrator's first-wins order): each other kind set in the same check is one warning."""
     assert problem_keys(labels) == keys
     assert [next(k for k in ("HTTP", "TTL", "TCP", "GRPC") if k in c) for c in checks_of(labels)] == kinds
+
+
+def test_with_catalog_registrar_runs_http_and_tcp_checks_itself() -> None:
+    """--catalog: an HTTP and a TCP check are kept as they are (their Definition is written) and run by registrar:
+    its interval, timeout (the agent's 10 s without one), output maximum and thresholds."""
+    labels = {
+        "SERVICE_CHECK_HTTP": "/health",
+        "SERVICE_CHECK_INTERVAL": "5s",
+        "SERVICE_CHECK_SUCCESS_BEFORE_PASSING": "2",
+        "SERVICE_CHECK_FAILURES_BEFORE_CRITICAL": "3",
+        "SERVICE_CHECK_OUTPUT_MAX_SIZE": "100",
+        "SERVICE_CHECK_2_TCP": "true",
+        "SERVICE_CHECK_2_TIMEOUT": "1s",
+        "SERVICE_CHECK_3_GRPC": "true",
+    }
+    http, tcp = probes_of(labels, Settings(hostname="h", catalog=True, ip="127.0.0.1"))
+    assert (http.check_id, http.interval, http.timeout, http.output_max) == (ID, 5.0, 10.0, 100)
+    assert (http.passing_after, http.critical_after) == (2, 3)
+    assert http.target is not None and http.target.http == "http://127.0.0.1:30000/health"
+    assert (tcp.check_id, tcp.interval, tcp.timeout) == (f"{ID}:2", 10.0, 1.0)
+    assert tcp.target is not None and tcp.target.tcp == "127.0.0.1:30000"
+    assert checks_of(labels, Settings(hostname="h", catalog=True, ip="127.0.0.1"))[0]["HTTP"].endswith("/health")
+    assert problem_keys(labels, Settings(hostname="h", catalog=True, ip="127.0.0.1")) == ["label SERVICE_CHECK_3_GRPC"]
+
+
+@pytest.mark.parametrize(
+    "settings", [S, Settings(hostname="h", catalog=True, ip="127.0.0.1", catalog_checks="esm")], ids=["agent", "esm"]
+)
+def test_an_agent_or_consul_esm_runs_http_checks_not_registrar(settings: Settings) -> None:
+    """With an agent, or --catalog-checks esm, registrar runs no HTTP or TCP check."""
+    assert probes_of({"SERVICE_CHECK_HTTP": "/", "SERVICE_CHECK_2_TCP": "true"}, settings) == ()

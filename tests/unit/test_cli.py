@@ -91,6 +91,8 @@ OPTION_TABLE: list[tuple[list[str], dict[str, str], str, Any]] = [
     (["--ip", "10.0.0.9"], {"REGISTRAR_CATALOG": "consul://10.1.2.3:8500"}, "catalog", True),
     (["--node-ttl", "15s"], {}, "node_ttl", 15),
     ([], {"REGISTRAR_NODE_TTL": "1m"}, "node_ttl", 60),
+    (["--catalog", "--ip", "10.0.0.9", "--catalog-checks", "esm"], {}, "catalog_checks", "esm"),
+    (["--catalog", "--ip", "10.0.0.9"], {"REGISTRAR_CATALOG_CHECKS": "esm"}, "catalog_checks", "esm"),
 ]
 
 

@@ -152,3 +152,36 @@ def test_close_ends_a_hanging_probe_at_once(prober: tuple[Prober, Engine, queue.
         assert engine.ran.wait_for(lambda: engine.runs, 5), "the probe never ran"
     p.close()
     assert engine.cancelled and results.empty()
+
+
+class Scripted(Engine):
+    """Answers each run with the next exit code of ``codes`` (the last one again once they are used up); the
+    output names the run."""
+
+    def __init__(self, codes: list[int]) -> None:
+        super().__init__()
+        self.codes = codes
+
+    def exec_probe(self, container_id: str, args: tuple[str, ...], timeout: float, output_max: int) -> ExecResult:
+        with self.lock:
+            self.runs.append((container_id, args))
+            n = len(self.runs)
+        return ExecResult(self.codes[min(n, len(self.codes)) - 1], f"run {n}")
+
+
+def test_a_status_is_delivered_once_its_threshold_of_results_in_a_row_is_met() -> None:
+    """SUCCESS_BEFORE_PASSING=2, FAILURES_BEFORE_CRITICAL=3: a result is delivered only once that many in a row
+    agree (a warning counts as a success), as the agent's StatusHandler does."""
+    engine, results = Scripted([0, 2, 1, 0, 2, 2, 2]), queue.SimpleQueue[Message]()
+    p = Prober(engine, results.put, size=1)
+    try:
+        counted = Probe(PROBE.check_id, ("check",), interval=0.01, timeout=1.0, passing_after=2, critical_after=3)
+        p.update(["vm:web:80"], {"vm:web:80": service(counted)})
+        delivered = [next_health(results) for _ in range(3)]
+    finally:
+        p.close()
+    assert [(h.status, h.output) for h in delivered] == [
+        ("passing", "run 4"),
+        ("critical", "run 7"),
+        ("critical", "run 8"),
+    ]

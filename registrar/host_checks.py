@@ -1,0 +1,122 @@
+"""HTTP and TCP checks that registrar runs from the host (``--catalog``): no agent runs an external node's checks.
+
+Each run gives the status and output Consul's agent gives for the same check (agent/checks/check.go):
+HTTP: the request with the check's method (GET), headers, body and TLS settings, through urllib3, following
+redirects as Go's client does; 2xx is passing, 429 warning, anything else or no answer critical; the output
+``HTTP <METHOD> <url>: <code> <reason> Output: <body>``, the body cut at OUTPUT_MAX_SIZE bytes. TCP: a
+connection opened, then closed; ``TCP connect <host:port>: Success``, or critical with the error. A run never
+takes longer than the check's timeout.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import urllib3
+from urllib3.exceptions import HTTPError
+
+from registrar.model import Check, Health, Probe
+
+USER_AGENT = "Consul Health Check"
+"""The agent's User-Agent, so services that leave their health checks out of access logs see them as ever."""
+ACCEPT = "text/plain, text/*, */*"
+"""The agent's Accept header, unless the check sets one."""
+REDIRECTS = 10
+"""Redirects followed, as Go's HTTP client (and so the agent's check) does."""
+
+
+def http_status(code: int) -> str:
+    """An HTTP check's status for a response code: the agent's rule."""
+    if 200 <= code < 300:
+        return "passing"
+    return "warning" if code == 429 else "critical"
+
+
+def split_hostport(target: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port). Raises ValueError on anything else."""
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{target!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+class HostChecks:
+    """Runs HTTP and TCP checks from this host; safe from the prober's threads at once; ``close`` ends it."""
+
+    def __init__(self) -> None:
+        self._managers: dict[tuple[bool, str], urllib3.PoolManager] = {}
+        """(verify the server's certificate, TLSServerName) -> urllib3's pools, one for each host:port."""
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _manager(self, verify: bool, server_name: str) -> urllib3.PoolManager:
+        with self._lock:
+            manager = self._managers.get((verify, server_name))
+            if manager is None:
+                tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE"}
+                if server_name:
+                    tls.update(server_hostname=server_name, assert_hostname=server_name)
+                manager = self._managers[verify, server_name] = urllib3.PoolManager(num_pools=64, maxsize=1, **tls)
+            return manager
+
+    def run(self, probe: Probe) -> Health:
+        """One run of ``probe``'s check; its status and output (never raises for the check's own failures)."""
+        check = probe.target
+        if check is None:
+            raise ValueError(f"{probe.check_id}: not an HTTP or TCP check")
+        if self._closed:
+            return Health(probe.check_id, "critical", "registrar is stopping")
+        if check.http:
+            return self._http(probe, check, check.http)
+        if check.tcp:
+            return self._tcp(probe, check.tcp)
+        raise ValueError(f"{probe.check_id}: not an HTTP or TCP check")
+
+    def _http(self, probe: Probe, check: Check, url: str) -> Health:
+        options = check.options
+        method = check.method or "GET"
+        headers = {"User-Agent": USER_AGENT, "Accept": ACCEPT}
+        for name, values in options.header if options else ():  # several values: one line, comma-separated
+            headers = {k: v for k, v in headers.items() if k.lower() != name.lower()}
+            headers[name] = ", ".join(values)
+        server_name = options.tls_server_name or "" if options else ""
+        try:
+            response = self._manager(not check.tls_skip_verify, server_name).urlopen(
+                method,
+                url,
+                body=options.body if options else None,
+                headers=headers,
+                retries=urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=REDIRECTS),
+                timeout=urllib3.Timeout(total=probe.timeout),
+                preload_content=False,
+            )
+            try:
+                body = response.read(probe.output_max, decode_content=True)
+            finally:
+                response.release_conn()
+        except (HTTPError, OSError, ValueError) as e:
+            return Health(probe.check_id, "critical", f"HTTP {method} {url}: {e}")
+        text = body.decode("utf-8", "replace")
+        return Health(
+            probe.check_id,
+            http_status(response.status),
+            f"HTTP {method} {url}: {response.status} {response.reason} Output: {text}",
+        )
+
+    def _tcp(self, probe: Probe, target: str) -> Health:
+        try:
+            with socket.create_connection(split_hostport(target), timeout=probe.timeout):
+                pass
+        except (OSError, ValueError) as e:
+            return Health(probe.check_id, "critical", f"dial tcp {target}: {e}")
+        return Health(probe.check_id, "passing", f"TCP connect {target}: Success")
+
+    def close(self) -> None:
+        """Refuse new runs and close the pools' connections (runs in flight end at their timeout)."""
+        with self._lock:
+            self._closed = True
+            managers = list(self._managers.values())
+        for manager in managers:
+            manager.clear()

@@ -1,0 +1,177 @@
+"""HTTP and TCP checks registrar runs from the host with ``--catalog`` (registrar.host_checks), against servers on
+loopback: the status and output Consul's agent gives for the same check."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from registrar.host_checks import HostChecks, http_status, split_hostport
+from registrar.model import Check, CheckOptions, Probe
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class App:
+    """A service on loopback: answers ``code`` with ``body`` (``/moved`` redirects to ``/``); records requests."""
+
+    port: int = 0
+    code: int = 200
+    body: bytes = b"ok"
+    seen: list[Seen] = field(default_factory=list)
+
+
+@pytest.fixture
+def app() -> Iterator[App]:
+    state = App()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def handle_one(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            state.seen.append(Seen(self.command, self.path, dict(self.headers.items()), body))
+            if self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", "/")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(state.code)
+            self.send_header("Content-Length", str(len(state.body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(state.body)
+
+        do_GET = do_POST = do_HEAD = do_PUT = handle_one
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def checks() -> Iterator[HostChecks]:
+    runner = HostChecks()
+    yield runner
+    runner.close()
+
+
+def probe(check: Check, timeout: float = 2.0, output_max: int = 4096) -> Probe:
+    return Probe(check.check_id, (), 10.0, timeout, output_max, target=check)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [(200, "passing"), (204, "passing"), (429, "warning"), (404, "critical"), (503, "critical")]
+)
+def test_http_status_is_the_agents_rule(code: int, status: str) -> None:
+    """2xx passing, 429 warning, anything else critical (agent/checks/check.go)."""
+    assert http_status(code) == status
+
+
+def test_an_http_check_passes_with_the_agents_output(app: App, checks: HostChecks) -> None:
+    """A 200 is passing; the output says method, URL, status and the body, as the agent's does."""
+    url = f"http://127.0.0.1:{app.port}/health"
+    health = checks.run(probe(Check("service:web", http=url)))
+    assert (health.check_id, health.status) == ("service:web", "passing")
+    assert health.output == f"HTTP GET {url}: 200 OK Output: ok"
+    assert app.seen[0].headers["User-Agent"] == "Consul Health Check"
+
+
+def test_an_http_check_sends_its_method_headers_and_body(app: App, checks: HostChecks) -> None:
+    """METHOD, HEADER_<Name> (several values, one line) and BODY go with the request."""
+    options = CheckOptions(header=(("Accept", ("application/json",)), ("X-Probe", ("a", "b"))), body='{"q": 1}')
+    url = f"http://127.0.0.1:{app.port}/health"
+    checks.run(probe(Check("service:web", http=url, method="POST", options=options)))
+    seen = app.seen[0]
+    assert (seen.method, seen.path, seen.body) == ("POST", "/health", b'{"q": 1}')
+    assert (seen.headers["X-Probe"], seen.headers["Accept"]) == ("a, b", "application/json")
+
+
+def test_an_http_check_answered_429_is_warning_and_500_critical(app: App, checks: HostChecks) -> None:
+    """The status follows the response code; the body cut at the output maximum."""
+    url = f"http://127.0.0.1:{app.port}/"
+    app.code, app.body = 429, b"slow down" * 100
+    health = checks.run(probe(Check("service:web", http=url), output_max=9))
+    assert (health.status, health.output) == ("warning", f"HTTP GET {url}: 429 Too Many Requests Output: slow down")
+    app.code = 500
+    assert checks.run(probe(Check("service:web", http=url))).status == "critical"
+
+
+def test_an_http_check_follows_redirects(app: App, checks: HostChecks) -> None:
+    """A redirect is followed, as Go's client does for the agent: the answer at its end decides."""
+    url = f"http://127.0.0.1:{app.port}/moved"
+    health = checks.run(probe(Check("service:web", http=url)))
+    assert health.status == "passing"
+    assert [s.path for s in app.seen] == ["/moved", "/"]
+
+
+def test_an_http_check_with_nothing_listening_is_critical(checks: HostChecks) -> None:
+    """No answer is critical, with the error in the output."""
+    url = f"http://127.0.0.1:{closed_port()}/"
+    health = checks.run(probe(Check("service:web", http=url)))
+    assert health.status == "critical"
+    assert health.output.startswith(f"HTTP GET {url}: ")
+    assert "refused" in health.output.lower()
+
+
+def test_an_http_check_that_does_not_answer_in_time_is_critical(checks: HostChecks) -> None:
+    """A server that accepts and never answers: critical once the check's timeout has passed."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        health = checks.run(probe(Check("service:web", http=url), timeout=0.2))
+    assert health.status == "critical"
+    assert "timed out" in health.output.lower()
+
+
+def test_a_tcp_check_passes_when_the_port_accepts(app: App, checks: HostChecks) -> None:
+    """A connection opened is passing (``TCP connect <target>: Success``); refused is critical."""
+    target = f"127.0.0.1:{app.port}"
+    assert checks.run(probe(Check("service:web:2", tcp=target))).output == f"TCP connect {target}: Success"
+    refused = checks.run(probe(Check("service:web:2", tcp=f"127.0.0.1:{closed_port()}")))
+    assert refused.status == "critical"
+    assert refused.output.startswith("dial tcp 127.0.0.1:")
+
+
+def test_a_tcp_check_reaches_ipv6_loopback(checks: HostChecks) -> None:
+    """``[::1]:port`` targets, as an --ipv6 host's checks are written, are reached."""
+    with socket.socket(socket.AF_INET6) as server:
+        server.bind(("::1", 0))
+        server.listen()
+        target = f"[::1]:{server.getsockname()[1]}"
+        assert checks.run(probe(Check("service:web:2", tcp=target))).status == "passing"
+    assert split_hostport(target) == ("::1", int(target.rsplit(":", 1)[1]))
+
+
+def test_a_closed_runner_runs_nothing(app: App, checks: HostChecks) -> None:
+    """After close (registrar stopping) a run is critical at once and sends nothing."""
+    checks.close()
+    health = checks.run(probe(Check("service:web", http=f"http://127.0.0.1:{app.port}/")))
+    assert (health.status, app.seen) == ("critical", [])
