@@ -13,19 +13,20 @@ pid at the end.
    instances is in the answer: seconds from the SIGKILL. The registrar is then started again (its node comes
    back) before the next kill. ``--repeats`` kills per TTL, each printed, then the median; for each TTL of
    ``--ttls`` (default 10 and the default 30 s) on a fleet of its own.
-2. CPU and memory with ``--services`` containers (default 200) with a published port and a Docker HEALTHCHECK
-   (registrar keeps its status in a check: Docker health, the check catalog mode writes and rewrites itself), on
-   one engine, watched side by side by two registrars with their own ``--hostname``: one in agent mode against a
-   Consul client agent on that host, one with ``--catalog`` against a server (default ``--node-ttl``). Three
-   servers, that host's engine and client agent. Per registrar: CPU seconds from its process start until all its
-   services are passing on a server's health API (the cold start); then, in ``--windows`` idle windows of
-   ``--idle`` s one after the other (default two of 60 s: catalog mode writes an unchanged check again once it
-   is 60 s old, at the next 10 s refresh, so one minute may or may not hold those writes), CPU seconds per
-   minute (session renewals, watches, reads of the agent or node every 3 s, Docker health sent again every
-   10 s), the loop's Consul operations (``registrar_consul_operations_total``: catalog mode counts a status it
-   skips as unchanged too), how many of each registrar's checks were modified in the catalog, and the servers'
-   raft index growth (both registrars and the client agent together; baseline: its growth over 30 s before
-   the registrars started); resident memory (VmRSS) at the end.
+2. CPU and memory with ``--services`` containers (default 200) with a published port, a Docker HEALTHCHECK
+   (registrar keeps its status in a check: Docker health) and an HTTP check every 10 s (``SERVICE_CHECK_HTTP=/``:
+   the client agent runs it in agent mode, registrar itself in catalog mode), on one engine, watched side by side
+   by two registrars with their own ``--hostname``: one in agent mode against a Consul client agent on that
+   host, one with ``--catalog`` against a server (default ``--node-ttl``). Three servers, that host's engine and
+   client agent. Per registrar: CPU seconds from its process start until all its services are passing on a
+   server's health API (the cold start); then, in ``--windows`` idle windows of ``--idle`` s one after the other
+   (default two of 60 s), CPU seconds per minute (session renewals, watches, reads of the agent or node every
+   3 s, Docker health sent again every 10 s, catalog mode's 20 HTTP checks a second), the client agent's too,
+   the loop's Consul operations (``registrar_consul_operations_total``; ``health_update/unchanged``: a status
+   catalog mode did not send, the catalog holding it already), how many of each registrar's checks were
+   modified in the catalog, and the servers' raft index growth (both registrars and the client agent
+   together; baseline: its growth over 30 s before the registrars started); resident memory (VmRSS) at the
+   end.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ from tests.integration.test_catalog_sessions import IMAGE_CMD, CatalogFleet, Cat
 SERVICE = "bench-cat"
 HEALTHCHECK = {"test": ["CMD", "true"], "interval": 30_000_000_000, "timeout": 5_000_000_000, "retries": 1}
 """Docker runs ``true`` in each container every 30 s: healthy 30 s after the start, and so it stays."""
+LABELS = {"SERVICE_NAME": SERVICE, "SERVICE_CHECK_HTTP": "/"}
+"""Each container's service: an HTTP check every 10 s (busybox httpd answers 200), run by the client agent in agent
+mode and by registrar itself in catalog mode."""
 BASELINE = 30.0
 """Seconds of the raft index's growth measured before any registrar runs."""
 
@@ -208,18 +212,21 @@ def metrics_address(log: Path) -> str:
 
 
 def consul_operations(address: str) -> dict[str, float]:
-    """``registrar_consul_operations_total`` by operation (results summed), from a registrar's /metrics."""
+    """``registrar_consul_operations_total`` from a registrar's /metrics: by operation (result ok), and by
+    ``operation/result`` for the others (``health_update/unchanged``: a status catalog mode did not send)."""
     out: dict[str, float] = {}
     for line in requests.get(f"http://{address}/metrics", timeout=5).text.splitlines():
         if line.startswith("registrar_consul_operations_total{"):
             labels, value = line.rsplit(" ", 1)
             operation = labels.split('operation="', 1)[1].split('"', 1)[0]
-            out[operation] = out.get(operation, 0.0) + float(value)
+            result = labels.split('result="', 1)[1].split('"', 1)[0]
+            key = operation if result == "ok" else f"{operation}/{result}"
+            out[key] = out.get(key, 0.0) + float(value)
     return out
 
 
 def side_by_side(root: Path, services: int, idle: float, windows: int) -> None:
-    print(f"== {services} containers with Docker health, agent mode and --catalog side by side on one engine")
+    print(f"== {services} containers with Docker health and an HTTP check, agent mode and --catalog side by side")
     no_consul_on_the_servers_addresses()
     f = PairFleet(root)
     host = f.hosts[0]
@@ -250,7 +257,7 @@ def side_by_side(root: Path, services: int, idle: float, windows: int) -> None:
         for process in registrars.values():
             stack.callback(process.stop)
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda _: host.run({"SERVICE_NAME": SERVICE}, healthcheck=HEALTHCHECK), range(services)))
+            list(pool.map(lambda _: host.run(LABELS, healthcheck=HEALTHCHECK), range(services)))
         leader = f.leader()
         raft0, t0 = raft_index(leader), time.monotonic()
 
@@ -284,6 +291,7 @@ def side_by_side(root: Path, services: int, idle: float, windows: int) -> None:
 
         time.sleep(5)  # what is left of the cold start settles
         pids = {mode: p.pid or 0 for mode, p in registrars.items()}
+        pids["client agent"] = host.agent.process.pid or 0  # runs agent mode's HTTP checks
         addresses = {mode: metrics_address(p.log) for mode, p in registrars.items()}
         for window in range(1, windows + 1):
             ops0 = {mode: consul_operations(address) for mode, address in addresses.items()}
@@ -294,6 +302,8 @@ def side_by_side(root: Path, services: int, idle: float, windows: int) -> None:
             cpu1 = {mode: cpu_seconds(pid) for mode, pid in pids.items()}
             raft1 = raft_index(leader)
             ops1 = {mode: consul_operations(address) for mode, address in addresses.items()}
+            agent_cpu = (cpu1["client agent"] - cpu0["client agent"]) / elapsed * 60
+            print(f"  the client agent (agent mode's HTTP checks): {agent_cpu:.2f} s CPU per minute")
             for mode in registrars:
                 per_minute = (cpu1[mode] - cpu0[mode]) / elapsed * 60
                 ops = {
@@ -310,8 +320,8 @@ def side_by_side(root: Path, services: int, idle: float, windows: int) -> None:
                 f"  both, idle window {window}: raft index +{raft1 - raft0} in {elapsed:.0f} s "
                 f"({growth:.0f} per minute; baseline {baseline:.0f})"
             )
-        for mode in registrars:
-            print(f"  {mode} mode: VmRSS {rss_mib(pids[mode]):.1f} MiB after the idle windows")
+        for mode in [*registrars, "client agent"]:
+            print(f"  {mode}: VmRSS {rss_mib(pids[mode]):.1f} MiB after the idle windows")
         errors = {
             mode: [e.get("event") for e in log_events(p.log) if e.get("level") in ("warning", "error")]
             for mode, p in registrars.items()

@@ -91,6 +91,6 @@ if [ ! -x "$REPO/.venv/bin/registrar" ] || [ "$REPO/setup.cfg" -nt "$REPO/.venv/
     say "creating the virtualenv"
     python3 -m venv "$REPO/.venv"
     "$REPO/.venv/bin/pip" install -q --upgrade pip >&2
-    "$REPO/.venv/bin/pip" install -q -e "$REPO[dev]" >&2
+    "$REPO/.venv/bin/pip" install -q -e "$REPO[dev,grpc]" >&2
     touch "$REPO/.venv/.installed"
 fi

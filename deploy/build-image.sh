@@ -18,7 +18,7 @@ fi
 # Wheels of registrar and its dependencies, built here where pip reaches the package index.
 rm -rf .wheels && mkdir -p .wheels
 python="$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )"
-"$python" -m pip wheel -q --disable-pip-version-check -w .wheels . >&2
+"$python" -m pip wheel -q --disable-pip-version-check -w .wheels ".[grpc]" >&2
 trap 'rm -rf .wheels' EXIT
 DOCKER_BUILDKIT=0 docker build -q -f deploy/Dockerfile --build-arg "BASE=$base" -t "$tag" . >/dev/null
 echo "$tag"

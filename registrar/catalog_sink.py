@@ -21,7 +21,8 @@ shares ConsulSink's client and error translation (registrar.consul_sink.ConsulCo
   nodes (registrar.catalog_liveness), stopped by ``close``.
 
 The catalog runs no check: a status is whatever was written last (PITFALLS, "Catalog registration and
-sessions"); registrar runs HTTP and TCP checks itself (registrar.host_checks, unless ``--catalog-checks esm``).
+sessions"); registrar runs HTTP, TCP and gRPC checks itself (registrar.host_checks; not with
+``--catalog-checks esm``).
 A check is written with the status registrar knows (Docker health's), else the one the catalog holds for it,
 else its initial status (``CHECK_INITIAL_STATUS``), else critical. A status equal to the one last written is
 not written again (each write is a Raft entry) until a full read finds the catalog holding another.
@@ -83,7 +84,7 @@ KINDS = (("HTTP", "http"), ("TCP", "tcp"), ("GRPC", "grpc"), ("H2PING", "h2ping"
 NOT_RUN = {
     "http": "not run by registrar (--catalog-checks esm): consul-esm runs it from its Definition",
     "tcp": "not run by registrar (--catalog-checks esm): consul-esm runs it from its Definition",
-    "grpc": "not run: registrar does not run gRPC checks in catalog mode; consul-esm can, from its Definition",
+    "grpc": "not run by registrar (--catalog-checks esm): left to consul-esm, from its Definition",
     "h2ping": "not run: registrar does not run H2PING checks in catalog mode",
     "script": "not run: script checks need a Consul agent on the host",
 }

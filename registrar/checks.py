@@ -58,7 +58,7 @@ class CheckContext:
     ttl: int = 0
     exec_checks: bool = True
     host_checks: bool = False
-    """``--catalog`` (and not ``--catalog-checks esm``): registrar runs HTTP and TCP checks from the host."""
+    """``--catalog`` (and not ``--catalog-checks esm``): registrar runs HTTP, TCP and gRPC checks from the host."""
 
 
 class _Invalid(Exception):
@@ -271,11 +271,12 @@ def _exec(fields: Mapping[str, Value], ctx: CheckContext, problems: list[Problem
 
 
 HOST_CHECK_TIMEOUT = 10.0
-"""Seconds an HTTP or TCP check that registrar runs (``--catalog``) waits without a TIMEOUT: the agent's default."""
+"""Seconds an HTTP, TCP or gRPC check that registrar runs (``--catalog``) waits without a TIMEOUT: the agent's
+default."""
 
 
 def host_probe(check: Check) -> Probe:
-    """The probe that runs an HTTP or TCP check from the host (``--catalog``): its interval and timeout (the
+    """The probe that runs an HTTP, TCP or gRPC check from the host (``--catalog``): its interval and timeout (the
     agent's default 10 s), the output it keeps (OUTPUT_MAX_SIZE, else 4 KiB) and its thresholds."""
     options = check.options or CheckOptions()
     return Probe(
@@ -321,14 +322,14 @@ def _check(fields: Mapping[str, Value], ctx: CheckContext, check_id: str, proble
             attrs.setdefault("notes", attrs.pop("exec_notes"))
         options = {name: attrs.pop(name) for name in _OPTIONS if name in attrs}
         check = Check(check_id, options=CheckOptions(**options) if options else None, **attrs)
-        if ctx.host_checks and (check.http or check.tcp):
+        if ctx.host_checks and check.grpc and check.grpc_use_tls and check.tls_skip_verify:
+            message = "registrar cannot run a gRPC check over TLS without verifying the server: it stays critical"
+            problems.append(Problem(ctx.container, fields["tls_skip_verify"].source, message))
+        if ctx.host_checks and (check.http or check.tcp or check.grpc):
             return replace(check, probe=host_probe(check))
-        if ctx.host_checks and (check.grpc or check.h2ping):
-            kind = "grpc" if check.grpc else "h2ping"
-            message = (
-                f"registrar does not run {kind.upper()} checks with --catalog: the check stays at its initial status"
-            )
-            problems.append(Problem(ctx.container, fields[kind].source, message))
+        if ctx.host_checks and check.h2ping:
+            message = "registrar does not run H2PING checks with --catalog: it stays at its initial status"
+            problems.append(Problem(ctx.container, fields["h2ping"].source, message))
         return check
     except _Invalid as e:
         problems.append(Problem(ctx.container, e.value.source, f"check dropped: {e}"))

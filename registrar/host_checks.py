@@ -1,11 +1,14 @@
-"""HTTP and TCP checks that registrar runs from the host (``--catalog``): no agent runs an external node's checks.
+"""HTTP, TCP and gRPC checks that registrar runs from the host (``--catalog``): no agent runs an external node's
+checks.
 
-Each run gives the status and output Consul's agent gives for the same check (agent/checks/check.go):
+Each run gives the status and output Consul's agent gives for the same check (agent/checks/check.go, grpc.go):
 HTTP: the request with the check's method (GET), headers, body and TLS settings, through urllib3, following
 redirects as Go's client does; 2xx is passing, 429 warning, anything else or no answer critical; the output
 ``HTTP <METHOD> <url>: <code> <reason> Output: <body>``, the body cut at OUTPUT_MAX_SIZE bytes. TCP: a
-connection opened, then closed; ``TCP connect <host:port>: Success``, or critical with the error. A run never
-takes longer than the check's timeout.
+connection opened, then closed; ``TCP connect <host:port>: Success``, or critical with the error. gRPC: the
+standard health service's ``Check`` (grpc.health.v1) through grpcio (the ``grpc`` extra, imported at the first
+gRPC check), a channel for each run as the agent dials for each; SERVING is passing (``gRPC check <target>:
+success``), anything else critical. A run never takes longer than the check's timeout.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ USER_AGENT = "Consul Health Check"
 """The agent's User-Agent, so services that leave their health checks out of access logs see them as ever."""
 ACCEPT = "text/plain, text/*, */*"
 """The agent's Accept header, unless the check sets one."""
+GRPC_MISSING = "registrar runs gRPC checks with grpcio, which is not installed: pip install 'registrar[grpc]'"
+GRPC_SKIP_VERIFY = "registrar cannot run a gRPC check over TLS without verifying the server (grpcio cannot skip it)"
 REDIRECTS = 10
 """Redirects followed, as Go's HTTP client (and so the agent's check) does."""
 
@@ -65,14 +70,16 @@ class HostChecks:
         """One run of ``probe``'s check; its status and output (never raises for the check's own failures)."""
         check = probe.target
         if check is None:
-            raise ValueError(f"{probe.check_id}: not an HTTP or TCP check")
+            raise ValueError(f"{probe.check_id}: not an HTTP, TCP or gRPC check")
         if self._closed:
             return Health(probe.check_id, "critical", "registrar is stopping")
         if check.http:
             return self._http(probe, check, check.http)
         if check.tcp:
             return self._tcp(probe, check.tcp)
-        raise ValueError(f"{probe.check_id}: not an HTTP or TCP check")
+        if check.grpc:
+            return self._grpc(probe, check, check.grpc)
+        raise ValueError(f"{probe.check_id}: not an HTTP, TCP or gRPC check")
 
     def _http(self, probe: Probe, check: Check, url: str) -> Health:
         options = check.options
@@ -112,6 +119,34 @@ class HostChecks:
         except (OSError, ValueError) as e:
             return Health(probe.check_id, "critical", f"dial tcp {target}: {e}")
         return Health(probe.check_id, "passing", f"TCP connect {target}: Success")
+
+    def _grpc(self, probe: Probe, check: Check, target: str) -> Health:
+        """``target``: ``host:port`` or ``host:port/service`` (the service asked of the health service)."""
+        try:
+            import grpc
+            from grpc_health.v1 import health_pb2, health_pb2_grpc
+        except ImportError:
+            return Health(probe.check_id, "critical", GRPC_MISSING)
+        server, _, service = target.partition("/")
+        if check.grpc_use_tls and check.tls_skip_verify:
+            return Health(probe.check_id, "critical", GRPC_SKIP_VERIFY)
+        if check.grpc_use_tls:
+            name = check.options.tls_server_name if check.options else None
+            options = [("grpc.ssl_target_name_override", name)] if name else []
+            channel = grpc.secure_channel(server, grpc.ssl_channel_credentials(), options)
+        else:
+            channel = grpc.insecure_channel(server)
+        try:
+            with channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=probe.timeout)
+        except grpc.RpcError as e:
+            code = "".join(w.capitalize() for w in e.code().name.split("_"))  # Go's name: DeadlineExceeded
+            return Health(probe.check_id, "critical", f"rpc error: code = {code} desc = {e.details()}")
+        if response.status != health_pb2.HealthCheckResponse.SERVING:
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+            return Health(probe.check_id, "critical", f"gRPC {target} serving status: {status}")
+        return Health(probe.check_id, "passing", f"gRPC check {target}: success")
 
     def close(self) -> None:
         """Refuse new runs and close the pools' connections (runs in flight end at their timeout)."""

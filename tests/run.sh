@@ -40,10 +40,10 @@ if [ ! -x .venv-lowest/bin/pytest ] || [ constraints/lowest.txt -nt .venv-lowest
     || [ setup.cfg -nt .venv-lowest/.installed ] || [ tests/run.sh -nt .venv-lowest/.installed ]; then
     python3 -m venv .venv-lowest
     .venv-lowest/bin/pip install -q --upgrade pip >&2
-    .venv-lowest/bin/pip install -q -c constraints/lowest.txt -e . pytest hypothesis dnspython >&2
+    .venv-lowest/bin/pip install -q -c constraints/lowest.txt -e ".[grpc]" pytest hypothesis dnspython >&2
     touch .venv-lowest/.installed
 fi
-.venv-lowest/bin/pip list --format=freeze 2>/dev/null | grep -iE '^(docker|py-consul|requests|urllib3|click|structlog|prometheus.client|psutil)==' >&2 || true
+.venv-lowest/bin/pip list --format=freeze 2>/dev/null | grep -iE '^(docker|py-consul|requests|urllib3|click|structlog|prometheus.client|psutil|grpcio|grpcio.health.checking|protobuf)==' >&2 || true
 .venv-lowest/bin/python -m pytest -q tests/unit tests/integration/test_security.py::test_token_in_header_not_url \
     tests/integration/test_commands.py::test_sync_registers_and_exits_zero
 

@@ -7,12 +7,13 @@ Each test starts a Consul agent of its own (free loopback ports, a node name of 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from tests.integration.harness import Consul, ConsulAgent, free_port, run_cli, unique_host
+from tests.grpc_health import health_server
+from tests.integration.harness import IMAGE, Consul, ConsulAgent, free_port, run_cli, unique_host, wait_until
 
 Run = Callable[..., Any]
 
@@ -99,3 +100,47 @@ def test_the_name_of_a_node_an_agent_owns_is_refused(catalog: tuple[ConsulAgent,
     assert result.stdout == ""
     assert agent.client.get(f"/v1/catalog/service/{label}").json() == []
     assert "external-node" not in agent.client.get(f"/v1/catalog/node/{agent_node}").json()["Node"]["Meta"]
+
+
+@pytest.fixture
+def grpc_health() -> Iterator[tuple[int, Any]]:
+    """A gRPC server on 127.0.0.1 with the standard health service, SERVING: (its port, the servicer to set)."""
+    with health_server() as server:
+        yield server
+
+
+def test_run_runs_a_grpc_check_from_the_host(
+    catalog: tuple[ConsulAgent, str, str], docker_client: Any, daemon: Callable[..., Any], grpc_health: tuple[int, Any]
+) -> None:
+    """run --catalog runs a container's gRPC check itself (grpc.health.v1 Check on the service's address): passing
+    while the server says SERVING, critical once it says NOT_SERVING, as the agent would write them."""
+    agent, uri, _ = catalog
+    port, servicer = grpc_health
+    host, label = unique_host("grpc"), f"catalog-{uuid.uuid4().hex[:8]}"
+    # On the host's network the service is --ip with the exposed port: the test's own gRPC server answers there.
+    labels = {label: "1", "SERVICE_80_IGNORE": "true", f"SERVICE_{port}_NAME": label}
+    labels |= {f"SERVICE_{port}_CHECK_GRPC": "true", f"SERVICE_{port}_CHECK_INTERVAL": "1s"}
+    api = docker_client.api  # docker-py's containers.run cannot expose a port without publishing it
+    created = api.create_container(
+        IMAGE, ["sleep", "600"], labels=labels, ports=[port], host_config=api.create_host_config(network_mode="host")
+    )
+    try:
+        api.start(created["Id"])
+        daemon("--catalog", uri, "--hostname", host, "--ip", "127.0.0.1", "--filter", f"label={label}")
+        passes_then_fails(agent, label, f"127.0.0.1:{port}", servicer)
+    finally:
+        api.remove_container(created["Id"], force=True)
+
+
+def passes_then_fails(agent: ConsulAgent, label: str, target: str, servicer: Any) -> None:
+    """The service's one check passes, then turns critical once the health service says NOT_SERVING."""
+    from grpc_health.v1 import health_pb2
+
+    def check() -> tuple[str, str]:
+        found = agent.client.get(f"/v1/health/checks/{label}").json()
+        return (found[0]["Status"], found[0]["Output"]) if found else ("", "")
+
+    wait_until(lambda: check() == ("passing", f"gRPC check {target}: success"), "the gRPC check to pass")
+    servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    expected = ("critical", f"gRPC {target} serving status: NOT_SERVING")
+    wait_until(lambda: check() == expected, "the gRPC check to turn critical")

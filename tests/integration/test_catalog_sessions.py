@@ -295,6 +295,42 @@ def test_a_node_that_only_sync_writes_is_removed_after_the_grace(cluster: Catalo
     assert [e["node"] for h in cluster.catalog_hosts for e in h.events("catalog_node_removed")].count(name) == 1
 
 
+def test_dns_answers_only_the_instances_whose_checks_registrar_sees_pass(cluster: CatalogFleet) -> None:
+    """No agent runs the checks: each host's registrar runs its containers' HTTP and TCP checks and writes their
+    status, so DNS leaves out the instance whose page is missing (404, critical) until the page is there."""
+    h1, h2, h3 = cluster.catalog_hosts
+    name = unique_host("checked")
+    every_second = {"SERVICE_NAME": name, "SERVICE_CHECK_INTERVAL": "1s"}
+    try:
+        h1.run({**every_second, "SERVICE_CHECK_HTTP": "/"})
+        missing = h2.run({**every_second, "SERVICE_CHECK_HTTP": "/missing"})
+        h3.run({**every_second, "SERVICE_CHECK_TCP": "true"})
+        where = {n: (a, p) for n, a, p in cluster.running(name)}
+
+        def statuses() -> dict[str, tuple[str, str]]:
+            found = cluster.leader().get(f"/v1/health/service/{name}")
+            return {e["Node"]["Node"]: (e["Checks"][0]["Status"], e["Checks"][0]["Output"]) for e in found}
+
+        def looks(expected: dict[str, str]) -> bool:
+            return {n: status for n, (status, _) in statuses().items()} == expected
+
+        wait_until(lambda: looks({"host1": "passing", "host2": "critical", "host3": "passing"}), "the checks' status")
+        a2, p2 = where["host2"]
+        assert statuses()["host2"][1].startswith(f"HTTP GET http://{a2}:{p2}/missing: 404 Not Found Output: ")
+        assert statuses()["host3"][1] == "TCP connect {}:{}: Success".format(*where["host3"])
+        dns = cluster.servers[0]
+        passing = {where["host1"], where["host3"]}
+        wait_until(lambda: dns.srv(name) == passing, f"{dns.node}'s DNS to answer {sorted(passing)}", timeout=10)
+
+        missing.exec_run(["sh", "-c", "hostname > /www/missing"])
+        wait_until(lambda: looks(dict.fromkeys(("host1", "host2", "host3"), "passing")), "host 2's check to pass")
+        every = set(where.values())
+        wait_until(lambda: dns.srv(name) == every, f"{dns.node}'s DNS to answer {sorted(every)}", timeout=10)
+    finally:
+        for host in cluster.catalog_hosts:
+            host.remove_containers()
+
+
 def test_an_unreachable_consul_is_one_line_and_a_non_zero_exit(cluster: CatalogFleet) -> None:
     """run --catalog at an address where no Consul answers: one line on stderr and exit 5, once its retries end."""
     h1 = cluster.catalog_hosts[0]

@@ -437,9 +437,9 @@ def test_a_second_kind_in_one_check_is_one_warning(labels: dict[str, str], keys:
     assert [next(k for k in ("HTTP", "TTL", "TCP", "GRPC") if k in c) for c in checks_of(labels)] == kinds
 
 
-def test_with_catalog_registrar_runs_http_and_tcp_checks_itself() -> None:
-    """--catalog: an HTTP and a TCP check are kept as they are (their Definition is written) and run by registrar:
-    its interval, timeout (the agent's 10 s without one), output maximum and thresholds."""
+def test_with_catalog_registrar_runs_http_tcp_and_grpc_checks_itself() -> None:
+    """--catalog: HTTP, TCP and gRPC checks are kept as they are (their Definition is written) and run by
+    registrar: its interval, timeout (the agent's 10 s without one), output maximum and thresholds."""
     labels = {
         "SERVICE_CHECK_HTTP": "/health",
         "SERVICE_CHECK_INTERVAL": "5s",
@@ -449,15 +449,27 @@ def test_with_catalog_registrar_runs_http_and_tcp_checks_itself() -> None:
         "SERVICE_CHECK_2_TCP": "true",
         "SERVICE_CHECK_2_TIMEOUT": "1s",
         "SERVICE_CHECK_3_GRPC": "true",
+        "SERVICE_CHECK_4_H2PING": "true",
     }
-    http, tcp = probes_of(labels, Settings(hostname="h", catalog=True, ip="127.0.0.1"))
+    catalog = Settings(hostname="h", catalog=True, ip="127.0.0.1")
+    http, tcp, grpc = probes_of(labels, catalog)
     assert (http.check_id, http.interval, http.timeout, http.output_max) == (ID, 5.0, 10.0, 100)
     assert (http.passing_after, http.critical_after) == (2, 3)
     assert http.target is not None and http.target.http == "http://127.0.0.1:30000/health"
     assert (tcp.check_id, tcp.interval, tcp.timeout) == (f"{ID}:2", 10.0, 1.0)
     assert tcp.target is not None and tcp.target.tcp == "127.0.0.1:30000"
-    assert checks_of(labels, Settings(hostname="h", catalog=True, ip="127.0.0.1"))[0]["HTTP"].endswith("/health")
-    assert problem_keys(labels, Settings(hostname="h", catalog=True, ip="127.0.0.1")) == ["label SERVICE_CHECK_3_GRPC"]
+    assert grpc.target is not None and grpc.target.grpc == "127.0.0.1:30000"
+    assert checks_of(labels, catalog)[0]["HTTP"].endswith("/health")
+    assert problem_keys(labels, catalog) == ["label SERVICE_CHECK_4_H2PING"]
+
+
+def test_a_grpc_check_over_tls_without_verification_is_one_warning_with_catalog() -> None:
+    """grpcio cannot skip verifying a server: GRPC_USE_TLS with TLS_SKIP_VERIFY is one warning naming the key."""
+    labels = {"SERVICE_CHECK_GRPC": "true", "SERVICE_CHECK_GRPC_USE_TLS": "true", "SERVICE_CHECK_TLS_SKIP_VERIFY": "1"}
+    assert problem_keys(labels, Settings(hostname="h", catalog=True, ip="127.0.0.1")) == [
+        "label SERVICE_CHECK_TLS_SKIP_VERIFY"
+    ]
+    assert problem_keys(labels) == []
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,10 @@
-"""HTTP and TCP checks registrar runs from the host with ``--catalog`` (registrar.host_checks), against servers on
+"""HTTP, TCP and gRPC checks registrar runs from the host with ``--catalog`` (registrar.host_checks), against servers on
 loopback: the status and output Consul's agent gives for the same check."""
 
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from registrar.host_checks import HostChecks, http_status, split_hostport
+from registrar.host_checks import GRPC_MISSING, HostChecks, http_status, split_hostport
 from registrar.model import Check, CheckOptions, Probe
+from tests.grpc_health import health_server
 
 
 @dataclass
@@ -175,3 +177,42 @@ def test_a_closed_runner_runs_nothing(app: App, checks: HostChecks) -> None:
     checks.close()
     health = checks.run(probe(Check("service:web", http=f"http://127.0.0.1:{app.port}/")))
     assert (health.status, app.seen) == ("critical", [])
+
+
+@pytest.fixture
+def grpc_health() -> Iterator[tuple[str, Any]]:
+    """A gRPC server on loopback with the standard health service: (its host:port, the servicer to set)."""
+    with health_server(serving=False) as (port, servicer):
+        yield f"127.0.0.1:{port}", servicer
+
+
+def test_a_grpc_check_passes_while_the_health_service_says_serving(
+    grpc_health: tuple[str, Any], checks: HostChecks
+) -> None:
+    """SERVING is passing (``gRPC check <target>: success``); NOT_SERVING, or a service it does not know,
+    critical with the agent's output."""
+    from grpc_health.v1 import health_pb2
+
+    target, servicer = grpc_health
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health = checks.run(probe(Check("service:web:3", grpc=target)))
+    assert (health.status, health.output) == ("passing", f"gRPC check {target}: success")
+    servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    health = checks.run(probe(Check("service:web:3", grpc=target)))
+    assert (health.status, health.output) == ("critical", f"gRPC {target} serving status: NOT_SERVING")
+    unknown = checks.run(probe(Check("service:web:3", grpc=f"{target}/other")))
+    assert (unknown.status, unknown.output) == ("critical", "rpc error: code = NotFound desc = ")
+
+
+def test_a_grpc_check_with_nothing_listening_is_critical(checks: HostChecks) -> None:
+    """No server: critical, ``rpc error: code = Unavailable ...``, within the check's timeout."""
+    health = checks.run(probe(Check("service:web:3", grpc=f"127.0.0.1:{closed_port()}"), timeout=2.0))
+    assert health.status == "critical"
+    assert health.output.startswith("rpc error: code = Unavailable desc = ")
+
+
+def test_a_grpc_check_without_grpcio_says_how_to_get_it(checks: HostChecks, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the grpc extra a gRPC check is critical, its output naming what to install."""
+    monkeypatch.setitem(sys.modules, "grpc", None)
+    health = checks.run(probe(Check("service:web:3", grpc="127.0.0.1:1")))
+    assert (health.status, health.output) == ("critical", GRPC_MISSING)
