@@ -72,8 +72,9 @@ class ActualState:
     """Service IDs registrar has put in maintenance (draining)."""
     health_sent: dict[str, Health] = field(default_factory=dict)
     """Check ID -> the Docker health or exec probe result last sent to the agent for it."""
-    probe_results: dict[str, Health] = field(default_factory=dict)
-    """Check ID -> the last run of its exec probe (registrar.probes), sent while its service is registered."""
+    probe_results: dict[str, tuple[str, Health]] = field(default_factory=dict)
+    """Check ID -> the container its probe last ran for (registrar.probes), and that run's result: sent while
+    its service is registered for that container (a recreated one, same IDs, waits for its own)."""
     reading: bool = False
     """A read of the agent's services is in flight."""
     plan_all: bool = True
@@ -217,8 +218,8 @@ class ActualState:
             if service.health is not None:
                 current[service.health.check_id] = service.health
             for probe in service.probes:
-                result = self.probe_results.get(probe.check_id)
-                if result is not None:
+                container_id, result = self.probe_results.get(probe.check_id, ("", None))
+                if result is not None and container_id == service.container_id:
                     current[probe.check_id] = result
         if every:
             self.health_sent = {k: v for k, v in self.health_sent.items() if k in current}
@@ -234,13 +235,15 @@ class ActualState:
             if (refresh or self.health_sent.get(check_id) != h) and ("check", check_id) not in self.in_flight
         ]
 
-    def probed(self, service_id: str, probe: Probe, health: Health, desired: Mapping[str, Service]) -> None:
-        """Take an exec probe's result; a new status or output is planned at the next ``writes()``
+    def probed(
+        self, service_id: str, container_id: str, probe: Probe, health: Health, desired: Mapping[str, Service]
+    ) -> None:
+        """Take a probe's result for ``container_id``; a new status or output is planned at the next ``writes()``
         (while its service is registered: a registration is followed by its probes' last results)."""
         service = desired.get(service_id)
-        if service is None or probe not in service.probes:
-            return  # its container is gone, or its check changed meanwhile
-        self.probe_results[health.check_id] = health
+        if service is None or probe not in service.probes or service.container_id != container_id:
+            return  # its container is gone or another now, or its check changed meanwhile
+        self.probe_results[health.check_id] = (container_id, health)
         if self.health_sent.get(health.check_id) != health:
             self.replan.add(service_id)
 

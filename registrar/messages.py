@@ -84,9 +84,11 @@ class Written:
 
 @dataclass(frozen=True)
 class Probed:
-    """An exec probe's run is back (registrar.probes): the status and output for its service's check."""
+    """A probe's run is back (registrar.probes): the status and output for its service's check."""
 
     service_id: str
+    container_id: str
+    """The container it ran for (a result for another container than the service's now is dropped)."""
     probe: Probe
     """The probe that ran (a result of a probe changed since is dropped)."""
     health: Health

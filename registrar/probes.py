@@ -145,7 +145,7 @@ class Prober:
         if not reached:
             log.debug("probe_below_threshold", check_id=probe.check_id, status=health.status)
         elif not self._closed:
-            self.deliver(Probed(service_id, probe, health))
+            self.deliver(Probed(service_id, container_id, probe, health))
 
     def _reached(self, probe: Probe, passed: bool) -> bool:
         """Count one result (under the lock): whether as many have come in a row as the probe's threshold asks."""

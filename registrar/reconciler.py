@@ -97,7 +97,8 @@ class Schedule:
     ttl: float | None
     """Passes of registrar's own TTL checks (``--ttl``)."""
     health: float | None
-    """Docker health and exec probe results sent again, before their TTL runs out."""
+    """Docker health and exec probe results sent again, before their TTL runs out (none with ``--catalog``:
+    they are sent again after each parsed read of the node instead)."""
 
     def due(self, name: str, now: float, every: float | None) -> bool:
         """Whether ``name`` is due at ``now``; if so it moves on by ``every`` (None: not due until set again).
@@ -170,7 +171,7 @@ class Reconciler:
             read=now + timing.consul_probe,
             resync=now + s.resync if s.resync > 0 else None,
             ttl=now + s.ttl_refresh_seconds if s.ttl > 0 else None,
-            health=now + HEALTH_REFRESH_SECONDS if s.docker_health or s.exec_checks else None,
+            health=now + HEALTH_REFRESH_SECONDS if (s.docker_health or s.exec_checks) and not s.catalog else None,
         )
 
     # Queries -----------------------------------------------------------------------------------
@@ -284,6 +285,8 @@ class Reconciler:
                     self.actual.read_unchanged()
                 else:
                     self.actual.read(services, digest)
+                    if self.settings.catalog:  # no TTL to keep: a status someone else wrote is put back now
+                        self._send(self.actual.refresh_health(self.desired.services))
                 if error is None:
                     self._set_consul_up(True)
                     self.writes_paused = False  # the agent's state is known again: what failed is planned afresh
@@ -296,8 +299,8 @@ class Reconciler:
                 else:  # a bug: raised by the step, the write is not retried until the full reconcile
                     self.actual.in_flight.discard(write_key(write))
                     errors.append(error)
-            case Probed(service_id=service_id, probe=probe, health=health):
-                self.actual.probed(service_id, probe, health, self.desired.services)
+            case Probed(service_id=service_id, container_id=container_id, probe=probe, health=health):
+                self.actual.probed(service_id, container_id, probe, health, self.desired.services)
             case Failed(error=error, message=failed):
                 if failed is not None:
                     _abandon(self.desired, self.actual, failed)
@@ -315,10 +318,9 @@ class Reconciler:
     def _apply_events(self, events: list[DockerEvent], now: float) -> None:
         """Docker events to the desired state, and the inspects they call for; a container that died or is
         gone needs no retry of a failed inspect (the event says what the inspect would)."""
-        if self.inspect_retries:
-            for event in events:
-                if event.action in ("die", "destroy"):
-                    self.inspect_retries.done(event.container_id)
+        for event in events if self.inspect_retries else ():
+            if event.action in ("die", "destroy"):
+                self.inspect_retries.done(event.container_id)
         for cid in self.desired.apply_events(events, now):
             self._inspect(cid)
 

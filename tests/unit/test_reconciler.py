@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import copy
 from pathlib import Path
+from typing import Any
 
 from registrar.desired import summary_fingerprint
 from registrar.effects import (
@@ -18,13 +20,13 @@ from registrar.effects import (
     WakeAt,
 )
 from registrar.errors import ConsulError, DockerError
-from registrar.messages import RESYNC, AgentRead, Inspected, Listed, Written
-from registrar.model import Deregister, DockerEvent, Maintenance, Register, TtlPass
+from registrar.messages import RESYNC, AgentRead, Inspected, Listed, Probed, Written
+from registrar.model import Deregister, DockerEvent, Health, HealthUpdate, Maintenance, Register, TtlPass
 from registrar.reconciler import Reconciler, Timing
 from registrar.settings import Settings
 from tests.unit.core import Driven, S, started
 from tests.unit.loop import named, stopped, stopping
-from tests.unit.payloads import payload
+from tests.unit.payloads import container, payload
 
 ROOT = Path(__file__).resolve().parents[2] / "registrar"
 CORE = ("reconciler", "effects", "desired", "actual", "reconcile", "backoff", "messages")
@@ -361,3 +363,70 @@ def test_consul_down_and_back_is_logged_once_each_way() -> None:
         driven.answer_all()
     assert logged == ["consul_unreachable", "reconcile_failed", "reconcile_failed", "consul_reachable"]
     assert driven.core.consul_up
+
+
+def healthy(container: dict[str, Any]) -> dict[str, Any]:
+    """The container with a Docker HEALTHCHECK that says healthy."""
+    state = {**container["State"], "Health": {"Status": "healthy", "FailingStreak": 0, "Log": []}}
+    return {**container, "State": state}
+
+
+def test_with_catalog_health_is_sent_again_after_a_parsed_read_not_every_10_s() -> None:
+    """--catalog has no TTL to keep: no refresh of Docker health on the 10 s clock (each one a request for
+    nothing); after a read of the node that is parsed (the one after writes, a resync), every status is sent
+    again, so one that someone else overwrote is put back."""
+    settings = Settings(hostname="vm", catalog=True, ip="10.0.0.9")
+    driven = started(healthy(payload("web")), settings=settings)
+    health = [w for w in driven.writes() if isinstance(w, HealthUpdate)]
+    assert [h.health.status for h in health] == ["passing"]
+    sent = []
+    for at in (10.0, 20.0, 29.0):  # the read at 10 s is the first since the registration: parsed
+        before = len(driven.effects)
+        driven.step(at=at)
+        driven.answer_all()
+        sent.append([w for w in driven.writes(before) if isinstance(w, HealthUpdate)])
+    assert sent == [health, [], []]
+    before = len(driven.effects)
+    driven.step(RESYNC, at=30.0)
+    driven.answer_all()
+    assert [w for w in driven.writes(before) if isinstance(w, HealthUpdate)] == health
+
+
+def test_with_an_agent_health_is_sent_again_every_10_s() -> None:
+    """Against an agent, Docker health is sent again every 10 s (its TTL check of 45 s must not run out)."""
+    driven = started(healthy(payload("web")))
+    before = len(driven.effects)
+    for at in (9.9, 10.0):
+        driven.step(at=at)
+        driven.answer_all()
+    assert [w.health.status for w in driven.writes(before) if isinstance(w, HealthUpdate)] == ["passing"]
+
+
+def test_a_recreated_container_does_not_inherit_the_last_result_of_its_predecessors_probe() -> None:
+    """docker compose's recreate keeps the name (so the service and check IDs): the new container's check is
+    registered at its initial status and stays there until its own probe reports; a late result of the old
+    container's probe is dropped."""
+    old = container("web", labels={"SERVICE_CHECK_EXEC": "check --quick"})
+    driven = started(old)
+    (service,) = driven.core.desired.services.values()
+    (probe,) = service.probes
+    passing = Health(probe.check_id, "passing", "ready")
+    driven.handle(Probed(service.id, old["Id"], probe, passing))
+    driven.answer_all()
+    assert HealthUpdate(passing) in driven.writes()
+
+    before = len(driven.effects)
+    new = {**copy.deepcopy(old), "Id": "f" * 64}
+    del driven.docker.containers[old["Id"]]
+    driven.event("destroy", old["Id"])
+    driven.docker.containers[new["Id"]] = new
+    driven.event("start", new["Id"])
+    driven.answer_all()
+    driven.handle(Probed(service.id, old["Id"], probe, passing))  # the old one's run, back late
+    driven.answer_all()
+    assert [w.service.container_id for w in driven.writes() if isinstance(w, Register)][-1] == new["Id"]
+    assert [w for w in driven.writes(before) if isinstance(w, HealthUpdate)] == []
+    starting = Health(probe.check_id, "critical", "not yet")
+    driven.handle(Probed(service.id, new["Id"], probe, starting))
+    driven.answer_all()
+    assert [w for w in driven.writes(before) if isinstance(w, HealthUpdate)] == [HealthUpdate(starting)]
