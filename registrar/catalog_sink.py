@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,7 +48,15 @@ from consul.callback import CB
 
 from registrar.consul_sink import DEFAULT_TIMEOUT, ConsulConnection, meta_only
 from registrar.errors import ConfigError, ConsulError
-from registrar.model import META_HOST, META_INSTANCE, META_SOURCE, META_SOURCE_VALUE, Health, Service
+from registrar.model import (
+    CATALOG_OUTPUT_SYNC_SECONDS,
+    META_HOST,
+    META_INSTANCE,
+    META_SOURCE,
+    META_SOURCE_VALUE,
+    Health,
+    Service,
+)
 from registrar.settings import ConsulTarget
 
 if TYPE_CHECKING:
@@ -89,8 +98,9 @@ NOT_RUN = {
     "script": "not run: script checks need a Consul agent on the host",
 }
 """The output of a new check that registrar does not run, by kind: what an operator reads next to its status."""
-STARTING = "registrar runs this check from the host: no result yet"
-"""The output of a new check that registrar runs (``--catalog``), until its first result."""
+STARTING = "registrar runs this check: no result yet"
+"""The output of a new check that registrar runs (an exec probe; with ``--catalog`` HTTP, TCP, gRPC), until its
+first result."""
 
 
 class NodeTaken(ConfigError):
@@ -209,9 +219,10 @@ class CatalogSink(ConsulConnection):
         """The node is in the catalog as this sink writes it (address and NodeMeta): registrations skip it."""
         self._checks: dict[str, dict[str, Any]] = {}
         """CheckID -> the check as last written or read, without Status and Output: what a status update sends."""
-        self._written: dict[str, tuple[str, str]] = {}
-        """CheckID -> the Status and Output this sink last wrote for it, as the catalog still holds them at the
-        last full read: a refresh with the same is not written (each catalog write is a Raft entry)."""
+        self._written: dict[str, tuple[str, str, float]] = {}
+        """CheckID -> the Status and Output this sink last wrote for it (as the catalog still holds them at the
+        last full read), and when (``time.monotonic``): a refresh with the same is not written (each catalog
+        write is a Raft entry), nor a new output alone within ``CATALOG_OUTPUT_SYNC_SECONDS``."""
         self._liveness: CatalogLiveness | None = None
         """``run``: the session that keeps this node alive and the watch for dead nodes (``hold_node``)."""
 
@@ -251,7 +262,7 @@ class CatalogSink(ConsulConnection):
         with self._lock:
             for check_id, written in list(self._written.items()):
                 check = held.get(check_id)
-                if check is None or (check.get("Status"), check.get("Output") or "") != written:
+                if check is None or (check.get("Status"), check.get("Output") or "") != written[:2]:
                     del self._written[check_id]
 
     def _services_of(self, answer: Any) -> dict[str, Any]:
@@ -334,7 +345,7 @@ class CatalogSink(ConsulConnection):
     def _remember(self, check: Mapping[str, Any]) -> None:
         """Keep a check as written (under the lock): its body for status updates, its status and output."""
         self._checks[check["CheckID"]] = {k: v for k, v in check.items() if k not in ("Status", "Output")}
-        self._written[check["CheckID"]] = (check["Status"], check.get("Output") or "")
+        self._written[check["CheckID"]] = (check["Status"], check.get("Output") or "", time.monotonic())
 
     def deregister(self, service_id: str) -> None:
         """``PUT /v1/catalog/deregister`` {Node, ServiceID}: the service and its checks; one already gone is done."""
@@ -358,19 +369,26 @@ class CatalogSink(ConsulConnection):
         return self._call(what, lambda: self._set_status(health.check_id, health.status, health.output))
 
     def _set_status(self, check_id: str, status: str, output: str) -> bool:
-        """Write one check again with this Status and Output; the same as this sink last wrote (and the last
-        full read found): nothing to do. A check the catalog does not hold (its service is not registered):
-        nothing to do either, as the agent ignores a TTL update of a check it does not have."""
+        """Write one check again with this Status and Output. Not written: the same as this sink last wrote (and
+        the last full read found), or a new output alone within ``CATALOG_OUTPUT_SYNC_SECONDS`` of that write, as
+        the agent holds output back; a check the catalog does not hold (its service is not registered), as the
+        agent ignores a TTL update of a check it does not have."""
         with self._lock:
             check = self._checks.get(check_id)
-            if self._written.get(check_id) == (status, output):
-                return False
+            last = self._written.get(check_id)
+        recent = last is not None and time.monotonic() - last[2] < CATALOG_OUTPUT_SYNC_SECONDS
+        if last is not None and last[0] == status and (last[1] == output or recent):
+            return False
         if check is None:  # not written by this process (a restart): the catalog has it
             held = self._held_checks(f"CheckID == {_quoted(check_id)}").get(check_id)
             if held is None:
                 log.debug("check_not_in_catalog", check_id=check_id, node=self.node.name)
                 return False
             check = {k: held[k] for k in ("Node", "CheckID", "Name", "ServiceID", "Notes", "Type") if held.get(k)}
+            if (held.get("Status"), held.get("Output") or "") == (status, output):  # as this host's last run left it
+                with self._lock:
+                    self._remember({**check, "Status": status, "Output": output})
+                return False
             if any((held.get("Definition") or {}).values()):
                 check["Definition"] = held["Definition"]
         body = {**check, "Status": status, "Output": output}

@@ -270,20 +270,30 @@ def _exec(fields: Mapping[str, Value], ctx: CheckContext, problems: list[Problem
     return {"ttl": probe.ttl, "probe": probe, "exec_notes": f"registrar runs in the container: {value.value}"}
 
 
+MIN_HOST_INTERVAL = 1.0
+"""Seconds: the shortest interval of a check registrar runs from the host (``--catalog``), the agent's."""
 HOST_CHECK_TIMEOUT = 10.0
 """Seconds an HTTP, TCP or gRPC check that registrar runs (``--catalog``) waits without a TIMEOUT: the agent's
 default."""
 
 
 def host_probe(check: Check) -> Probe:
-    """The probe that runs an HTTP, TCP or gRPC check from the host (``--catalog``): its interval and timeout (the
-    agent's default 10 s), the output it keeps (OUTPUT_MAX_SIZE, else 4 KiB) and its thresholds."""
+    """The probe that runs an HTTP, TCP or gRPC check from the host (``--catalog``), timed as the agent times it
+    (agent/checks/check.go): every INTERVAL, at least 1 s; within TIMEOUT if it is under the interval, else
+    (HTTP, TCP) within the interval if that is under 10 s, else 10 s (gRPC: TIMEOUT, else 10 s); the output it
+    keeps (OUTPUT_MAX_SIZE, else 4 KiB) and its thresholds."""
     options = check.options or CheckOptions()
+    interval = max(MIN_HOST_INTERVAL, duration_seconds(check.interval or DEFAULT_INTERVAL))
+    timeout = duration_seconds(check.timeout) if check.timeout else 0.0
+    if check.grpc:
+        timeout = timeout or HOST_CHECK_TIMEOUT
+    elif not 0 < timeout < interval:
+        timeout = min(interval, HOST_CHECK_TIMEOUT)
     return Probe(
         check.check_id,
         (),
-        duration_seconds(check.interval or DEFAULT_INTERVAL),
-        duration_seconds(check.timeout) if check.timeout else HOST_CHECK_TIMEOUT,
+        interval,
+        timeout,
         options.output_max_size or DEFAULT_EXEC_OUTPUT,
         target=check,
         passing_after=max(1, options.success_before_passing or 1),
@@ -326,6 +336,9 @@ def _check(fields: Mapping[str, Value], ctx: CheckContext, check_id: str, proble
             message = "registrar cannot run a gRPC check over TLS without verifying the server: it stays critical"
             problems.append(Problem(ctx.container, fields["tls_skip_verify"].source, message))
         if ctx.host_checks and (check.http or check.tcp or check.grpc):
+            if check.interval and duration_seconds(check.interval) < MIN_HOST_INTERVAL:
+                message = f"{check.interval!r} is less than a check takes; {MIN_HOST_INTERVAL:g}s used"
+                problems.append(Problem(ctx.container, fields["interval"].source, message))
             return replace(check, probe=host_probe(check))
         if ctx.host_checks and check.h2ping:
             message = "registrar does not run H2PING checks with --catalog: it stays at its initial status"

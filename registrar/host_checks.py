@@ -13,12 +13,19 @@ success``), anything else critical. A run never takes longer than the check's ti
 
 from __future__ import annotations
 
+import contextlib
+import re
 import socket
 import threading
+import warnings
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import urllib3
-from urllib3.exceptions import HTTPError
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import HTTPError, InsecureRequestWarning
 
 from registrar.model import Check, Health, Probe
 
@@ -39,6 +46,35 @@ def http_status(code: int) -> str:
     return "warning" if code == 429 else "critical"
 
 
+_VARYING = re.compile(r"<\S+ object at 0x[0-9a-f]+>: |\w+\(host='[^']*', port=\d+\): | \(read timeout=[\d.]+\)")
+"""What urllib3 puts in an error that differs from run to run, or names its own classes: an object's address
+(1.26), the pool, the seconds left of the timeout."""
+
+
+def _error_text(error: BaseException) -> str:
+    """An error as the check's output, the same for each run that fails the same way (each new output would be
+    a catalog write): ``Failed to establish a new connection: [Errno 111] Connection refused``."""
+    reason = getattr(error, "reason", None)  # MaxRetryError: what made the request fail
+    return _VARYING.sub("", str(reason if isinstance(reason, Exception) else error))
+
+
+def _pool_classes(track: Callable[[socket.socket], None]) -> dict[str, type]:
+    """urllib3's pool classes for PoolManager, whose connections hand their socket to ``track`` once connected (so
+    ``HostChecks.close`` can end a request that waits for an answer)."""
+
+    def tracked(base: type[HTTPConnection]) -> type[HTTPConnection]:
+        class Tracked(base):  # type: ignore[valid-type,misc]
+            def connect(self) -> None:
+                super().connect()
+                track(self.sock)
+
+        return Tracked
+
+    http = type("HTTPPool", (HTTPConnectionPool,), {"ConnectionCls": tracked(HTTPConnection)})
+    https = type("HTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": tracked(HTTPSConnection)})
+    return {"http": http, "https": https}
+
+
 def split_hostport(target: str) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` -> (host, port). Raises ValueError on anything else."""
     host, _, port = target.rpartition(":")
@@ -55,6 +91,11 @@ class HostChecks:
         """(verify the server's certificate, TLSServerName) -> urllib3's pools, one for each host:port."""
         self._lock = threading.Lock()
         self._closed = False
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._channels: weakref.WeakSet[Any] = weakref.WeakSet()
+        """The sockets and gRPC channels of runs in flight (or done, until collected): ``close`` shuts them."""
+        # TLS_SKIP_VERIFY is the label's explicit ask: no warning on stderr for each run (it would break JSON logs).
+        warnings.filterwarnings("ignore", category=InsecureRequestWarning)
 
     def _manager(self, verify: bool, server_name: str) -> urllib3.PoolManager:
         with self._lock:
@@ -63,8 +104,14 @@ class HostChecks:
                 tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE"}
                 if server_name:
                     tls.update(server_hostname=server_name, assert_hostname=server_name)
-                manager = self._managers[verify, server_name] = urllib3.PoolManager(num_pools=64, maxsize=1, **tls)
+                manager = urllib3.PoolManager(num_pools=64, maxsize=1, **tls)
+                manager.pool_classes_by_scheme = _pool_classes(self._track_socket)
+                self._managers[verify, server_name] = manager
             return manager
+
+    def _track_socket(self, opened: socket.socket) -> None:
+        with self._lock:
+            self._sockets.add(opened)
 
     def run(self, probe: Probe) -> Health:
         """One run of ``probe``'s check; its status and output (never raises for the check's own failures)."""
@@ -84,7 +131,7 @@ class HostChecks:
     def _http(self, probe: Probe, check: Check, url: str) -> Health:
         options = check.options
         method = check.method or "GET"
-        headers = {"User-Agent": USER_AGENT, "Accept": ACCEPT}
+        headers = {"User-Agent": USER_AGENT, "Accept": ACCEPT, "Connection": "close"}  # the agent keeps none alive
         for name, values in options.header if options else ():  # several values: one line, comma-separated
             headers = {k: v for k, v in headers.items() if k.lower() != name.lower()}
             headers[name] = ", ".join(values)
@@ -104,7 +151,7 @@ class HostChecks:
             finally:
                 response.release_conn()
         except (HTTPError, OSError, ValueError) as e:
-            return Health(probe.check_id, "critical", f"HTTP {method} {url}: {e}")
+            return Health(probe.check_id, "critical", f"HTTP {method} {url}: {_error_text(e)}")
         text = body.decode("utf-8", "replace")
         return Health(
             probe.check_id,
@@ -136,6 +183,8 @@ class HostChecks:
             channel = grpc.secure_channel(server, grpc.ssl_channel_credentials(), options)
         else:
             channel = grpc.insecure_channel(server)
+        with self._lock:
+            self._channels.add(channel)
         try:
             with channel:
                 stub = health_pb2_grpc.HealthStub(channel)
@@ -149,9 +198,15 @@ class HostChecks:
         return Health(probe.check_id, "passing", f"gRPC check {target}: success")
 
     def close(self) -> None:
-        """Refuse new runs and close the pools' connections (runs in flight end at their timeout)."""
+        """Refuse new runs, end those waiting for an answer (one still connecting ends at its timeout) and close
+        the pools' connections."""
         with self._lock:
             self._closed = True
-            managers = list(self._managers.values())
+            managers, sockets, channels = list(self._managers.values()), list(self._sockets), list(self._channels)
+        for opened in sockets:  # a request waiting for its answer ends now, not at its timeout
+            with contextlib.suppress(OSError):  # closed already
+                opened.shutdown(socket.SHUT_RDWR)
+        for channel in channels:
+            channel.close()  # ends its RPC at once
         for manager in managers:
             manager.clear()

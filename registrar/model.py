@@ -89,6 +89,9 @@ class Probe:
 #: registrar that stays away lets it turn critical (45 to 55 s after it stopped).
 DOCKER_HEALTH_TTL = "45s"
 HEALTH_REFRESH_SECONDS = 10.0
+CATALOG_OUTPUT_SYNC_SECONDS = 300.0
+"""``--catalog``: a check's output alone (its status unchanged) is written at most this often, and every status
+is sent again this often: the agent's ``check_update_interval`` (5 min), each catalog write a Raft entry."""
 DOCKER_HEALTH_NAME = "Docker health"
 
 

@@ -32,6 +32,9 @@ PROBE_THREADS = 8
 """Probes run at once. The engine is the limit: on this project's 2-vCPU machine it runs about 25 execs a
 second however many ask at once (bench/run-probes.sh), so more threads would only wait longer; these
 leave room for probes that hang until their timeout."""
+HOST_CHECK_THREADS = 32
+"""HTTP, TCP and gRPC checks (``--catalog``) run at once, on a pool apart from the exec probes': a run waits on
+the network, not on the engine, and endpoints that hang until their timeout must not hold up the others."""
 EXEC_STATUS = {0: "passing", 1: "warning"}
 """A probe's exit code -> its check's status (Consul's script check rule); anything else is critical."""
 
@@ -66,6 +69,8 @@ class Prober:
         """Check ID -> (its last results passed, how many in a row): for SUCCESS_BEFORE_PASSING and
         FAILURES_BEFORE_CRITICAL."""
         self.pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="registrar-probe")
+        self.host_pool = ThreadPoolExecutor(max_workers=HOST_CHECK_THREADS, thread_name_prefix="registrar-check")
+        """Runs the probes with a ``target`` (threads are started only as runs need them)."""
         self.changed = threading.Condition()
         self.probes: dict[str, tuple[str, str, Probe]] = {}
         """Check ID -> (service ID, container ID, probe): what to run."""
@@ -114,7 +119,8 @@ class Prober:
                         self.running.add(check_id)
                         service_id, container_id, probe = self.probes[check_id]
                         self.due[check_id] = now + probe.interval
-                        self.pool.submit(self._probe, service_id, container_id, probe)
+                        pool = self.pool if probe.target is None else self.host_pool
+                        pool.submit(self._probe, service_id, container_id, probe)
                 waiting = [w for c, w in self.due.items() if c not in self.running]
                 self.changed.wait(max(0.0, min(waiting) - now) if waiting else None)
 
@@ -140,8 +146,11 @@ class Prober:
                 self.running.discard(probe.check_id)
                 self.runs += 1
                 self.changed.notify()
-        with self.changed:
-            reached = self._reached(probe, health.status != "critical")
+        with self.changed:  # a probe gone or changed while it ran counts no more (its streak is gone with it)
+            current = self.probes.get(probe.check_id) == (service_id, container_id, probe)
+            reached = current and self._reached(probe, health.status != "critical")
+        if not current:
+            return
         if not reached:
             log.debug("probe_below_threshold", check_id=probe.check_id, status=health.status)
         elif not self._closed:
@@ -163,3 +172,4 @@ class Prober:
         if self.host_checks is not None:
             self.host_checks.close()
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.host_pool.shutdown(wait=True, cancel_futures=True)

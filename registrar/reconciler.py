@@ -51,7 +51,7 @@ from registrar.messages import (
     WatcherExited,
     Written,
 )
-from registrar.model import HEALTH_REFRESH_SECONDS, Action, DockerEvent, Write, write_key
+from registrar.model import Action, DockerEvent, Write, write_key
 from registrar.settings import Settings
 
 
@@ -97,8 +97,7 @@ class Schedule:
     ttl: float | None
     """Passes of registrar's own TTL checks (``--ttl``)."""
     health: float | None
-    """Docker health and exec probe results sent again, before their TTL runs out (none with ``--catalog``:
-    they are sent again after each parsed read of the node instead)."""
+    """Docker health and probe results sent again (``Settings.health_refresh_seconds``)."""
 
     def due(self, name: str, now: float, every: float | None) -> bool:
         """Whether ``name`` is due at ``now``; if so it moves on by ``every`` (None: not due until set again).
@@ -171,7 +170,7 @@ class Reconciler:
             read=now + timing.consul_probe,
             resync=now + s.resync if s.resync > 0 else None,
             ttl=now + s.ttl_refresh_seconds if s.ttl > 0 else None,
-            health=now + HEALTH_REFRESH_SECONDS if (s.docker_health or s.exec_checks) and not s.catalog else None,
+            health=now + s.health_refresh_seconds if s.health_refresh_seconds else None,
         )
 
     # Queries -----------------------------------------------------------------------------------
@@ -248,7 +247,7 @@ class Reconciler:
             self._writes()
             if schedule.due("ttl", now, s.ttl_refresh_seconds):
                 self._send(self.actual.ttl_passes(self.desired.services))
-            if schedule.due("health", now, HEALTH_REFRESH_SECONDS):
+            if schedule.due("health", now, s.health_refresh_seconds):
                 self._send(self.actual.refresh_health(self.desired.services))
             self._full_done_if_finished(now)
         except Exception as e:

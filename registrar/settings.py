@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from registrar.errors import ConfigError
+from registrar.model import CATALOG_OUTPUT_SYNC_SECONDS, HEALTH_REFRESH_SECONDS
 
 DEFAULT_REGISTRY = "consul://127.0.0.1:8500"
 SCHEMES = ("consul", "consul-tls", "consul-unix")
@@ -150,6 +151,14 @@ class Settings:
     @property
     def ttl_refresh_seconds(self) -> float:
         return float(self.ttl_refresh) if self.ttl_refresh > 0 else max(self.ttl / 2, 1)
+
+    @property
+    def health_refresh_seconds(self) -> float | None:
+        """Seconds between sending every Docker health and probe result again: before an agent's TTL check runs
+        out; with ``--catalog`` (no TTL) as often as the agent syncs output; None when there is nothing to send."""
+        if self.catalog:
+            return CATALOG_OUTPUT_SYNC_SECONDS
+        return HEALTH_REFRESH_SECONDS if self.docker_health or self.exec_checks else None
 
 
 def parse_node_ttl(text: str) -> int:

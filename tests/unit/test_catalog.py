@@ -251,7 +251,7 @@ def test_a_check_registrar_runs_is_written_as_such_until_its_first_result(
     s = sink()
     s.register(web(replace(HTTP, probe=host_probe(HTTP)), TCP))
     ran, left = catalog.checks[NODE][HTTP.check_id], catalog.checks[NODE][TCP.check_id]
-    assert (ran["Status"], ran["Output"]) == ("critical", "registrar runs this check from the host: no result yet")
+    assert (ran["Status"], ran["Output"]) == ("critical", "registrar runs this check: no result yet")
     assert (left["Status"], left["Output"]) == ("critical", NOT_RUN["tcp"])
     assert ran["Definition"]["HTTP"] == HTTP.http
 
@@ -316,6 +316,34 @@ def test_an_unchanged_status_is_not_written_again_however_long_after(
     for _ in range(360):
         clock[0] += 10.0
         s.set_health(HEALTH)
+    assert len(catalog.writes()) == 1
+
+
+def test_a_new_output_alone_is_written_once_five_minutes_have_passed(
+    catalog: StandInCatalog, sink: Callable[..., CatalogSink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check's output that changes while its status stays (a body with a timestamp) is written at most every
+    5 minutes, as the agent's check_update_interval; a new status is written at once."""
+    clock = [1000.0]
+    monkeypatch.setattr(catalog_sink, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    s = sink()
+    s.register(web(health=HEALTH))
+    outputs = []
+    for at, status in ((10.0, "passing"), (299.0, "passing"), (300.0, "passing"), (310.0, "critical")):
+        clock[0] = 1000.0 + at
+        s.set_health(Health(HEALTH.check_id, status, f"at {at:g}"))
+        outputs.append(catalog.checks[NODE][HEALTH.check_id]["Output"])
+    assert outputs == ["ok", "ok", "at 300", "at 310"]
+
+
+def test_a_restarted_registrar_writes_no_status_the_catalog_holds_already(
+    catalog: StandInCatalog, sink: Callable[..., CatalogSink]
+) -> None:
+    """After a restart, a status equal to what the catalog holds for the check is not written again."""
+    sink().register(web(health=HEALTH))
+    again = sink()
+    assert not again.set_health(HEALTH)
+    assert not again.set_health(HEALTH)
     assert len(catalog.writes()) == 1
 
 
@@ -448,16 +476,20 @@ def test_the_metrics_tell_a_status_sent_from_one_left_unchanged(
     daemon = Daemon(MemoryDocker(), sink(), Settings(hostname=NODE, ip="10.0.0.9", catalog=True), metrics=Metrics())
     try:
         daemon.sink.register(web(health=HEALTH))
-        for health in (Health(HEALTH.check_id, "critical", "unhealthy"), HEALTH, HEALTH, HEALTH):
+        for health in (HEALTH, Health(HEALTH.check_id, "critical", "unhealthy"), HEALTH, HEALTH):
             daemon.executor.send(HealthUpdate(health))
-        daemon.executor.send(TtlPass(HEALTH.check_id))
+        daemon.executor.send(TtlPass(HEALTH.check_id))  # passing with no output: the output alone is new
         counted = daemon.metrics.registry.get_sample_value  # type: ignore[union-attr]
-        labels = [{"operation": op, "result": r} for op, r in (("health_update", "ok"), ("health_update", "unchanged"))]
-        assert [counted("registrar_consul_operations_total", x) for x in labels] == [2.0, 2.0]
-        assert counted("registrar_consul_operations_total", {"operation": "ttl_pass", "result": "ok"}) == 1.0
+        labels = [(op, r) for op in ("health_update", "ttl_pass") for r in ("ok", "unchanged")]
+        assert [counted("registrar_consul_operations_total", {"operation": o, "result": r}) for o, r in labels] == [
+            2.0,
+            2.0,
+            0.0,
+            1.0,
+        ]
     finally:
         daemon.close()
-    assert len(catalog.writes()) == 4  # the service, two changes, the TTL pass's new output
+    assert len(catalog.writes()) == 3  # the service, two changes of status
 
 
 def settings_for(args: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:

@@ -92,7 +92,7 @@ def test_exec_checks_off_or_a_one_shot_run_no_probe(one_shot: Any, started: Any)
 
 def test_exec_results_are_refreshed_with_docker_health_off(started: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """--docker-health off: an exec check's unchanged result is still sent again each refresh period (its TTL)."""
-    monkeypatch.setattr("registrar.reconciler.HEALTH_REFRESH_SECONDS", 0.05)
+    monkeypatch.setattr("registrar.settings.HEALTH_REFRESH_SECONDS", 0.05)
     c = probed({"SERVICE_CHECK_INTERVAL": "1h"})
     docker, consul = MemoryDocker(c), MemoryConsul()
     daemon = started(docker, consul, Settings(hostname="vm", docker_health=False))

@@ -439,7 +439,7 @@ def test_a_second_kind_in_one_check_is_one_warning(labels: dict[str, str], keys:
 
 def test_with_catalog_registrar_runs_http_tcp_and_grpc_checks_itself() -> None:
     """--catalog: HTTP, TCP and gRPC checks are kept as they are (their Definition is written) and run by
-    registrar: its interval, timeout (the agent's 10 s without one), output maximum and thresholds."""
+    registrar: its interval, timeout, output maximum and thresholds."""
     labels = {
         "SERVICE_CHECK_HTTP": "/health",
         "SERVICE_CHECK_INTERVAL": "5s",
@@ -453,7 +453,7 @@ def test_with_catalog_registrar_runs_http_tcp_and_grpc_checks_itself() -> None:
     }
     catalog = Settings(hostname="h", catalog=True, ip="127.0.0.1")
     http, tcp, grpc = probes_of(labels, catalog)
-    assert (http.check_id, http.interval, http.timeout, http.output_max) == (ID, 5.0, 10.0, 100)
+    assert (http.check_id, http.interval, http.timeout, http.output_max) == (ID, 5.0, 5.0, 100)
     assert (http.passing_after, http.critical_after) == (2, 3)
     assert http.target is not None and http.target.http == "http://127.0.0.1:30000/health"
     assert (tcp.check_id, tcp.interval, tcp.timeout) == (f"{ID}:2", 10.0, 1.0)
@@ -461,6 +461,40 @@ def test_with_catalog_registrar_runs_http_tcp_and_grpc_checks_itself() -> None:
     assert grpc.target is not None and grpc.target.grpc == "127.0.0.1:30000"
     assert checks_of(labels, catalog)[0]["HTTP"].endswith("/health")
     assert problem_keys(labels, catalog) == ["label SERVICE_CHECK_4_H2PING"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "interval", "timeout", "expected"),
+    [
+        ("TCP", "", "", (10.0, 10.0)),
+        ("TCP", "30s", "", (30.0, 10.0)),
+        ("TCP", "5s", "", (5.0, 5.0)),
+        ("TCP", "5s", "2s", (5.0, 2.0)),
+        ("TCP", "5s", "8s", (5.0, 5.0)),
+        ("TCP", "30s", "20s", (30.0, 20.0)),
+        ("GRPC", "5s", "", (5.0, 10.0)),
+        ("GRPC", "5s", "8s", (5.0, 8.0)),
+    ],
+)
+def test_a_check_registrar_runs_is_timed_as_the_agent_times_it(
+    kind: str, interval: str, timeout: str, expected: tuple[float, float]
+) -> None:
+    """The agent's rules (agent/checks/check.go): TIMEOUT if under the interval, else the interval if under 10 s,
+    else 10 s; gRPC: TIMEOUT, else 10 s."""
+    labels = {f"SERVICE_CHECK_{kind}": "true"}
+    labels |= {"SERVICE_CHECK_INTERVAL": interval} if interval else {}
+    labels |= {"SERVICE_CHECK_TIMEOUT": timeout} if timeout else {}
+    (found,) = probes_of(labels, Settings(hostname="h", catalog=True, ip="127.0.0.1"))
+    assert (found.interval, found.timeout) == expected
+
+
+def test_an_interval_under_a_second_is_one_warning_and_a_second_is_used() -> None:
+    """An interval under the agent's least (1 s) for a check registrar runs: one warning naming the key, 1 s."""
+    labels = {"SERVICE_CHECK_HTTP": "/", "SERVICE_CHECK_INTERVAL": "1ms"}
+    catalog = Settings(hostname="h", catalog=True, ip="127.0.0.1")
+    (found,) = probes_of(labels, catalog)
+    assert (found.interval, found.timeout) == (1.0, 1.0)
+    assert problem_keys(labels, catalog) == ["label SERVICE_CHECK_INTERVAL"]
 
 
 def test_a_grpc_check_over_tls_without_verification_is_one_warning_with_catalog() -> None:

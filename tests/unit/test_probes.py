@@ -185,3 +185,21 @@ def test_a_status_is_delivered_once_its_threshold_of_results_in_a_row_is_met() -
         ("critical", "run 7"),
         ("critical", "run 8"),
     ]
+
+
+def test_a_run_back_after_its_probe_was_removed_counts_for_nothing(
+    prober: tuple[Prober, Engine, queue.SimpleQueue[Message]],
+) -> None:
+    """A container gone while its probe ran: the run's result is not delivered and leaves no count behind (one
+    would carry over to a new probe of the same check ID toward its FAILURES_BEFORE_CRITICAL)."""
+    p, engine, results = prober
+    engine.held.add("c1")
+    p.update(["vm:web:80"], {"vm:web:80": service(PROBE)})
+    with engine.ran:
+        assert engine.ran.wait_for(lambda: engine.runs, 5), "the probe never ran"
+    p.update(["vm:web:80"], {})
+    engine.hold.set()
+    with p.changed:
+        assert p.changed.wait_for(lambda: p.runs == 1 and not p.running, 5), "the run never came back"
+    assert p.streaks == {}
+    assert results.empty()
