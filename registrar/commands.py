@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gc
 import json
 import os
@@ -79,12 +78,16 @@ def _connect(
             sink: ServiceSink = catalog
         else:
             sink = ConsulSink(settings.consul)
-        if retry_at_start("consul", sink.services, ConsulError, attempts, interval, shutdown) is None:
+
+        def reach() -> bool:
+            """Consul answers (and with ``keep_node``, this host's node is held): one budget of attempts for both."""
+            sink.services()
+            if settings.catalog and keep_node:
+                catalog.hold_node(settings.node_ttl)
+            return True
+
+        if retry_at_start("consul", reach, ConsulError, attempts, interval, shutdown) is None:
             return None
-        if settings.catalog and keep_node:
-            hold = functools.partial(catalog.hold_node, settings.node_ttl)
-            if retry_at_start("consul", hold, ConsulError, attempts, interval, shutdown) is None:
-                return None
     except ConfigError as e:
         fail(ExitCode.CONFIG, str(e))
     except DockerError as e:

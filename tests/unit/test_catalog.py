@@ -45,6 +45,14 @@ class Request:
     body: Any
 
 
+def _body(raw: bytes) -> Any:
+    """A request's body: JSON, else its bytes (a KV value), None when empty."""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return raw
+
+
 class StandInCatalog:
     """A Consul catalog on loopback for the requests CatalogSink makes; ``deny`` answers 403 to everything."""
 
@@ -54,6 +62,8 @@ class StandInCatalog:
         self.checks: dict[str, dict[str, dict[str, Any]]] = {}
         self.requests: list[Request] = []
         self.deny = False
+        self.failing_node_reads = 0
+        """The next node reads that answer 500."""
         self.lock = threading.Lock()
         catalog = self
 
@@ -76,7 +86,7 @@ class StandInCatalog:
                     urllib.parse.unquote(url.path),
                     dict(urllib.parse.parse_qsl(url.query)),
                     dict(self.headers.items()),
-                    json.loads(raw) if raw else None,
+                    _body(raw),
                 )
                 status, body = catalog.handle(request)
                 data = json.dumps(body).encode() if not isinstance(body, bytes) else body
@@ -97,6 +107,9 @@ class StandInCatalog:
             if self.deny:
                 return 403, b"Permission denied"
             if r.method == "GET" and r.path.startswith("/v1/catalog/node/"):
+                if self.failing_node_reads:
+                    self.failing_node_reads -= 1
+                    return 500, b"rpc error: No cluster leader"
                 name = r.path.removeprefix("/v1/catalog/node/")
                 node = self.nodes.get(name)
                 return 200, None if node is None else {"Node": node, "Services": self.services.get(name, {})}
@@ -107,6 +120,8 @@ class StandInCatalog:
                     return 200, checks
                 field, value = re.fullmatch(r'(\w+) == (".*")', r.query["filter"]).groups()  # type: ignore[union-attr]
                 return 200, [c for c in checks if c.get(field) == json.loads(value)]
+            if r.path.startswith("/v1/session/"):
+                return 500, b"rpc error: No cluster leader"  # a session cannot be had here
             if r.path == "/v1/catalog/register":
                 return self.register(r.body)
             if r.path == "/v1/catalog/deregister":
@@ -545,3 +560,32 @@ def test_catalog_usage_errors_are_one_line(args: list[str], needle: str, capsys:
     err = capsys.readouterr().err
     assert exit.value.code == 2, err
     assert err.startswith("registrar: ") and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+class Engine:
+    """Docker as ``_connect`` needs it at start: a host name."""
+
+    def __init__(self, settings: Settings, environ: Any) -> None:
+        pass
+
+    def host_name(self) -> str:
+        return NODE
+
+    def close(self) -> None:
+        pass
+
+
+def test_run_catalog_start_gives_consul_one_budget_of_attempts(
+    catalog: StandInCatalog, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """run --catalog at start: reading the node and taking the session share --retry-attempts 3 (four tries in
+    all), not three each: two failed reads leave two tries for the session, then one line and exit 5."""
+    monkeypatch.setattr("registrar.docker_source.DockerSource", Engine)
+    catalog.failing_node_reads = 2  # and every session fails
+    args = ["run", "--catalog", f"consul://127.0.0.1:{catalog.port}", "--ip", "10.0.0.9", "--metrics-addr", ""]
+    with pytest.raises(SystemExit) as exit:
+        main([*args, "--retry-attempts", "3", "--retry-interval", "1", "--log-level", "error"])
+    err = capsys.readouterr().err
+    assert exit.value.code == 5, err
+    assert err.startswith("registrar: gave up after 4 attempt(s): ") and len(err.strip().splitlines()) == 1, err
+    assert len([r for r in catalog.requests if r.path == "/v1/session/create"]) == 2
