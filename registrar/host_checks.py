@@ -4,11 +4,12 @@ checks.
 Each run gives the status and output Consul's agent gives for the same check (agent/checks/check.go, grpc.go):
 HTTP: the request with the check's method (GET), headers, body and TLS settings, through urllib3, following
 redirects as Go's client does; 2xx is passing, 429 warning, anything else or no answer critical; the output
-``HTTP <METHOD> <url>: <code> <reason> Output: <body>``, the body cut at OUTPUT_MAX_SIZE bytes. TCP: a
+``HTTP <METHOD> <url>: <code> <reason> Output: <body>``, the body's last OUTPUT_MAX_SIZE bytes. TCP: a
 connection opened, then closed; ``TCP connect <host:port>: Success``, or critical with the error. gRPC: the
 standard health service's ``Check`` (grpc.health.v1) through grpcio (the ``grpc`` extra, imported at the first
 gRPC check), a channel for each run as the agent dials for each; SERVING is passing (``gRPC check <target>:
-success``), anything else critical. A run never takes longer than the check's timeout.
+success``), anything else critical. The timeout bounds the connection and each read (a body that trickles in
+slower is read to its end; the agent's client would give up).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ ACCEPT = "text/plain, text/*, */*"
 """The agent's Accept header, unless the check sets one."""
 GRPC_MISSING = "registrar runs gRPC checks with grpcio, which is not installed: pip install 'registrar[grpc]'"
 GRPC_SKIP_VERIFY = "registrar cannot run a gRPC check over TLS without verifying the server (grpcio cannot skip it)"
+BODY_CHUNK = 8192
+"""Bytes of a check's response body read at a time."""
 REDIRECTS = 10
 """Redirects followed, as Go's HTTP client (and so the agent's check) does."""
 
@@ -73,6 +76,14 @@ def _pool_classes(track: Callable[[socket.socket], None]) -> dict[str, type]:
     http = type("HTTPPool", (HTTPConnectionPool,), {"ConnectionCls": tracked(HTTPConnection)})
     https = type("HTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": tracked(HTTPSConnection)})
     return {"http": http, "https": https}
+
+
+def _tail(response: Any, keep: int) -> bytes:
+    """The last ``keep`` bytes of a response's body, as the agent keeps them (a circular buffer)."""
+    tail = b""
+    for chunk in response.stream(BODY_CHUNK, decode_content=True):
+        tail = (tail + chunk)[-keep:]
+    return tail
 
 
 def split_hostport(target: str) -> tuple[str, int]:
@@ -147,7 +158,7 @@ class HostChecks:
                 preload_content=False,
             )
             try:
-                body = response.read(probe.output_max, decode_content=True)
+                body = _tail(response, probe.output_max)
             finally:
                 response.release_conn()
         except (HTTPError, OSError, ValueError) as e:

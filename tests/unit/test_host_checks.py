@@ -285,3 +285,11 @@ def test_close_ends_a_run_that_waits_for_an_answer(checks: HostChecks, monkeypat
             checks.close()
             run.join(timeout=10)
     assert [h.status for h in results] == ["critical"]
+
+
+def test_the_output_keeps_the_last_bytes_of_the_body(app: App, checks: HostChecks) -> None:
+    """OUTPUT_MAX_SIZE keeps the end of a longer body, as the agent's circular buffer does."""
+    url = f"http://127.0.0.1:{app.port}/"
+    app.body = b"the start " + b"." * 10_000 + b" the end"
+    health = checks.run(probe(Check("service:web", http=url), output_max=8))
+    assert health.output == f"HTTP GET {url}: 200 OK Output:  the end"
