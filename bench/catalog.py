@@ -21,7 +21,8 @@ pid at the end.
    client agent. Per registrar: CPU seconds from its process start until all its services are passing on a
    server's health API (the cold start); then, in ``--windows`` idle windows of ``--idle`` s one after the other
    (default two of 60 s), CPU seconds per minute (session renewals, watches, reads of the agent or node every
-   3 s, Docker health sent again every 10 s, catalog mode's 20 HTTP checks a second), the client agent's too,
+   3 s; agent mode sends Docker health again every 10 s, catalog mode runs 20 HTTP checks a second and sends
+   every status again every 5 minutes), the client agent's too,
    the loop's Consul operations (``registrar_consul_operations_total``; ``health_update/unchanged``: a status
    catalog mode did not send, the catalog holding it already), how many of each registrar's checks were
    modified in the catalog, and the servers' raft index growth (both registrars and the client agent

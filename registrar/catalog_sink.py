@@ -370,13 +370,14 @@ class CatalogSink(ConsulConnection):
 
     def _set_status(self, check_id: str, status: str, output: str) -> bool:
         """Write one check again with this Status and Output. Not written: the same as this sink last wrote (and
-        the last full read found), or a new output alone within ``CATALOG_OUTPUT_SYNC_SECONDS`` of that write, as
-        the agent holds output back; a check the catalog does not hold (its service is not registered), as the
-        agent ignores a TTL update of a check it does not have."""
+        the last full read found); a new output alone within ``CATALOG_OUTPUT_SYNC_SECONDS`` of that write, as the
+        agent holds output back (a first result is written: the output said there was none yet); a check the
+        catalog does not hold (its service is not registered), as the agent ignores a TTL update of a check it
+        does not have."""
         with self._lock:
             check = self._checks.get(check_id)
             last = self._written.get(check_id)
-        recent = last is not None and time.monotonic() - last[2] < CATALOG_OUTPUT_SYNC_SECONDS
+        recent = last is not None and time.monotonic() - last[2] < CATALOG_OUTPUT_SYNC_SECONDS and last[1] != STARTING
         if last is not None and last[0] == status and (last[1] == output or recent):
             return False
         if check is None:  # not written by this process (a restart): the catalog has it

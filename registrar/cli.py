@@ -151,7 +151,7 @@ SHARED_PARAMS: list[click.Parameter] = [
         "catalog-checks",
         type=click.Choice(["registrar", "esm"]),
         default="registrar",
-        help="With --catalog: who runs HTTP and TCP checks, registrar from this host or consul-esm (from each "
+        help="With --catalog: who runs HTTP, TCP and gRPC checks, registrar from this host or consul-esm (from each "
         "check's Definition).",
     ),
     click.Argument(["registry_uri"], required=False, envvar="REGISTRAR_REGISTRY_URI"),

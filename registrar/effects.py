@@ -45,7 +45,7 @@ class Send:
 
 @dataclass(frozen=True)
 class UpdateProbes:
-    """The exec probes of these services (IDs) changed: ``services`` holds those still desired."""
+    """The probes of these services (IDs) changed: ``services`` holds those still desired."""
 
     changed: frozenset[str]
     services: Mapping[str, Service]

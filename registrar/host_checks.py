@@ -49,7 +49,9 @@ def http_status(code: int) -> str:
     return "warning" if code == 429 else "critical"
 
 
-_VARYING = re.compile(r"<\S+ object at 0x[0-9a-f]+>: |\w+\(host='[^']*', port=\d+\): | \(read timeout=[\d.]+\)")
+_VARYING = re.compile(
+    r"<\S+ object at 0x[0-9a-f]+>: |\w+\(host='[^']*', port=\d+\): | \((read|connect) timeout=[\d.]+\)"
+)
 """What urllib3 puts in an error that differs from run to run, or names its own classes: an object's address
 (1.26), the pool, the seconds left of the timeout."""
 
@@ -58,7 +60,9 @@ def _error_text(error: BaseException) -> str:
     """An error as the check's output, the same for each run that fails the same way (each new output would be
     a catalog write): ``Failed to establish a new connection: [Errno 111] Connection refused``."""
     reason = getattr(error, "reason", None)  # MaxRetryError: what made the request fail
-    return _VARYING.sub("", str(reason if isinstance(reason, Exception) else error))
+    cause = reason if isinstance(reason, Exception) else error
+    said = [a for a in cause.args if isinstance(a, str)]  # urllib3's (connection, message) and (pool, url, message)
+    return _VARYING.sub("", said[-1] if said else str(cause))
 
 
 def _pool_classes(track: Callable[[socket.socket], None]) -> dict[str, type]:
@@ -73,9 +77,16 @@ def _pool_classes(track: Callable[[socket.socket], None]) -> dict[str, type]:
 
         return Tracked
 
-    http = type("HTTPPool", (HTTPConnectionPool,), {"ConnectionCls": tracked(HTTPConnection)})
+    class HTTPPool(HTTPConnectionPool):
+        ConnectionCls = tracked(HTTPConnection)
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            for tls in ("server_hostname", "assert_hostname"):  # TLS_SERVER_NAME means nothing to http://
+                kwargs.pop(tls, None)  # (urllib3 1.26 passes them on to a connection that refuses them)
+            super().__init__(*args, **kwargs)
+
     https = type("HTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": tracked(HTTPSConnection)})
-    return {"http": http, "https": https}
+    return {"http": HTTPPool, "https": https}
 
 
 def _tail(response: Any, keep: int) -> bytes:
@@ -95,7 +106,7 @@ def split_hostport(target: str) -> tuple[str, int]:
 
 
 class HostChecks:
-    """Runs HTTP and TCP checks from this host; safe from the prober's threads at once; ``close`` ends it."""
+    """Runs HTTP, TCP and gRPC checks from this host; safe from the prober's threads at once; ``close`` ends it."""
 
     def __init__(self) -> None:
         self._managers: dict[tuple[bool, str], urllib3.PoolManager] = {}

@@ -44,7 +44,10 @@ class Metrics:
             registry=r,
         )
         self.probe_runs = Counter(
-            "registrar_probe_runs", "Exec probes run (SERVICE_CHECK_EXEC), by status.", ["status"], registry=r
+            "registrar_probe_runs",
+            "Probes run (SERVICE_CHECK_EXEC; with --catalog HTTP, TCP, gRPC checks), by status.",
+            ["status"],
+            registry=r,
         )
         self.services = Gauge("registrar_registered_services", "Services of this host on the agent.", registry=r)
         self.docker_up = Gauge("registrar_docker_up", "1 when the Docker engine answers.", registry=r)

@@ -63,7 +63,7 @@ class ExecResult:
 class Probe:
     """A check registrar runs itself every ``interval`` seconds, for at most ``timeout`` seconds, and reports on
     ``check_id``: a command inside the container (``SERVICE_CHECK_EXEC``, on the TTL check it registers), or,
-    with ``--catalog``, where no agent runs checks, an HTTP or TCP check (``target``) run from the host."""
+    with ``--catalog``, where no agent runs checks, an HTTP, TCP or gRPC check (``target``) run from the host."""
 
     check_id: str
     args: tuple[str, ...]
@@ -72,7 +72,7 @@ class Probe:
     output_max: int = 4096
     """Bytes of the command's output kept as the check's output (``OUTPUT_MAX_SIZE``)."""
     target: Check | None = None
-    """``--catalog``: the HTTP or TCP check to run from the host (registrar.host_checks); None: ``args``."""
+    """``--catalog``: the HTTP, TCP or gRPC check to run from the host (registrar.host_checks); None: ``args``."""
     passing_after: int = 1
     """``SUCCESS_BEFORE_PASSING``: passing (or warning) results in a row before the check's status says so."""
     critical_after: int = 1

@@ -1,5 +1,5 @@
 """Probes: the checks registrar runs itself. Commands inside containers (``SERVICE_CHECK_EXEC``), reported on TTL
-checks; with ``--catalog``, the HTTP and TCP checks no agent runs, run from the host (registrar.host_checks).
+checks; with ``--catalog``, the HTTP, TCP and gRPC checks no agent runs, from the host (registrar.host_checks).
 
 The loop tells the prober which probes the desired state holds (``update``); the prober's own thread
 starts each one when it is due, on a bounded pool of its own, so probes never hold up the loop or its

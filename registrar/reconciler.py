@@ -245,9 +245,10 @@ class Reconciler:
                 self._apply_events(events, now)
             self._follow_changes()
             self._writes()
-            if schedule.due("ttl", now, s.ttl_refresh_seconds):
+            writable = not (self.writes_paused or self.stopping or self.dry_run)
+            if schedule.due("ttl", now, s.ttl_refresh_seconds) and writable:
                 self._send(self.actual.ttl_passes(self.desired.services))
-            if schedule.due("health", now, s.health_refresh_seconds):
+            if schedule.due("health", now, s.health_refresh_seconds) and writable:
                 self._send(self.actual.refresh_health(self.desired.services))
             self._full_done_if_finished(now)
         except Exception as e:
@@ -284,8 +285,8 @@ class Reconciler:
                     self.actual.read_unchanged()
                 else:
                     self.actual.read(services, digest)
-                    if self.settings.catalog:  # no TTL to keep: a status someone else wrote is put back now
-                        self._send(self.actual.refresh_health(self.desired.services))
+                    if self.settings.catalog:  # every status sent again now: one someone else wrote is put back
+                        self.schedule.health = now
                 if error is None:
                     self._set_consul_up(True)
                     self.writes_paused = False  # the agent's state is known again: what failed is planned afresh
@@ -407,20 +408,17 @@ class Reconciler:
             self._out.append(ReadAgent(skip_digest))
 
     def _follow_changes(self) -> None:
-        """Inspects of containers that share the network of one that changed; exec probes of changed services."""
+        """Inspects of containers that share the network of one that changed; probes of changed services."""
         for cid in self.desired.due_inspects():
             self._inspect(cid)
         changed = self.desired.changed
-        if changed and self.settings.exec_checks:
+        if changed and (self.settings.exec_checks or self.settings.host_checks):
             services = self.desired.services
             self._out.append(UpdateProbes(frozenset(changed), {i: services[i] for i in changed if i in services}))
 
     def _writes(self) -> None:
-        """The writes that bring the agent in line, marked in flight and counted.
-
-        None while writes are paused after a failure, once a stop is requested, before the first listing
-        and read, and in a plan.
-        """
+        """The writes that bring the agent in line, marked in flight and counted; none while writes are paused
+        after a failure, once a stop is requested, before the first listing and read, and in a plan."""
         desired = self.desired
         if self.writes_paused or self.stopping or self.dry_run:
             return

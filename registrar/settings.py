@@ -140,12 +140,12 @@ class Settings:
     """``run --catalog``: seconds of the TTL of the Consul session that keeps this host's node alive
     (registrar.catalog_liveness); a node whose session is gone is removed by the registrars that live."""
     catalog_checks: str = "registrar"
-    """``--catalog-checks``: who runs the HTTP and TCP checks of this host's services with ``--catalog``:
+    """``--catalog-checks``: who runs the HTTP, TCP and gRPC checks of this host's services with ``--catalog``:
     ``registrar`` (from the host, registrar.host_checks) or ``esm`` (consul-esm, from their Definition)."""
 
     @property
     def host_checks(self) -> bool:
-        """registrar runs HTTP and TCP checks from the host: ``--catalog``, and not ``--catalog-checks esm``."""
+        """registrar runs HTTP, TCP and gRPC checks from the host: ``--catalog``, not ``--catalog-checks esm``."""
         return self.catalog and self.catalog_checks == "registrar"
 
     @property

@@ -5,11 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+import structlog
 
 from registrar.daemon import Daemon, Timing
 from registrar.settings import Settings
 from tests.unit.fakes import MemoryConsul, MemoryDocker
 from tests.unit.loop import FAST, S, WatchedLock
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was() -> Iterator[None]:
+    """A test that runs a command, which configures logging (``--log-level error`` filters warnings out for good),
+    leaves the next test's logging as it found it: capture_logs sees what that test logs."""
+    config = structlog.get_config()
+    yield
+    structlog.configure(**config)
 
 
 @pytest.fixture

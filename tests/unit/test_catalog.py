@@ -269,6 +269,9 @@ def test_a_check_registrar_runs_is_written_as_such_until_its_first_result(
     assert (ran["Status"], ran["Output"]) == ("critical", "registrar runs this check: no result yet")
     assert (left["Status"], left["Output"]) == ("critical", NOT_RUN["tcp"])
     assert ran["Definition"]["HTTP"] == HTTP.http
+    refused = Health(HTTP.check_id, "critical", "HTTP HEAD http://10.0.0.9:32768/health: Connection refused")
+    assert s.set_health(refused)  # the first result, critical as the check started: its output is written at once
+    assert catalog.checks[NODE][HTTP.check_id]["Output"] == refused.output
 
 
 def test_a_status_the_catalog_holds_is_kept_when_the_service_is_written_again(

@@ -293,3 +293,30 @@ def test_the_output_keeps_the_last_bytes_of_the_body(app: App, checks: HostCheck
     app.body = b"the start " + b"." * 10_000 + b" the end"
     health = checks.run(probe(Check("service:web", http=url), output_max=8))
     assert health.output == f"HTTP GET {url}: 200 OK Output:  the end"
+
+
+def test_a_connect_that_times_out_gives_the_same_output_each_run(checks: HostChecks) -> None:
+    """A server whose accept queue is full (its SYNs go unanswered): critical, ``Connection to ... timed out.``,
+    the same each run (urllib3 puts the connection object and the seconds in its error)."""
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        waiting = [socket.socket() for _ in range(4)]
+        for queued in waiting:
+            queued.setblocking(False)
+            queued.connect_ex(full.getsockname())
+        url = f"http://127.0.0.1:{full.getsockname()[1]}/"
+        try:
+            runs = [checks.run(probe(Check("service:web", http=url), timeout=0.3)) for _ in range(2)]
+        finally:
+            for queued in waiting:
+                queued.close()
+    assert (
+        runs[0] == runs[1] == Health("service:web", "critical", f"HTTP GET {url}: Connection to 127.0.0.1 timed out.")
+    )
+
+
+def test_a_tls_server_name_on_a_plain_http_check_is_ignored(app: App, checks: HostChecks) -> None:
+    """TLS_SERVER_NAME given to an http:// check (a label for every check of the service) changes nothing."""
+    check = Check("service:web", http=f"http://127.0.0.1:{app.port}/", options=CheckOptions(tls_server_name="web"))
+    assert checks.run(probe(check)).status == "passing"

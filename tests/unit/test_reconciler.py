@@ -380,14 +380,18 @@ def test_with_catalog_health_is_sent_again_after_a_parsed_read_not_every_10_s() 
     health = [w for w in driven.writes() if isinstance(w, HealthUpdate)]
     assert [h.health.status for h in health] == ["passing"]
     sent = []
-    for at in (10.0, 20.0, 29.0):  # the read at 10 s is the first since the registration: parsed
+    for at in (10.0, 20.0, 29.0, 299.0):  # the read at 10 s is the first since the registration: parsed
         before = len(driven.effects)
-        driven.step(at=at)
-        driven.answer_all()
+        for _ in range(2):  # the loop's turn, and the one at the deadline it leaves
+            driven.step(at=at)
+            driven.answer_all()
         sent.append([w for w in driven.writes(before) if isinstance(w, HealthUpdate)])
-    assert sent == [health, [], []]
+    assert sent[0] and set(sent[0]) == set(health)  # after the start's read and after the registration's
+    assert sent[1:] == [[], [], []]
     before = len(driven.effects)
-    driven.step(RESYNC, at=30.0)
+    driven.step(RESYNC, at=300.0)
+    driven.answer_all()
+    driven.step(at=300.0)
     driven.answer_all()
     assert [w for w in driven.writes(before) if isinstance(w, HealthUpdate)] == health
 
@@ -430,3 +434,28 @@ def test_a_recreated_container_does_not_inherit_the_last_result_of_its_predecess
     driven.handle(Probed(service.id, new["Id"], probe, starting))
     driven.answer_all()
     assert [w for w in driven.writes(before) if isinstance(w, HealthUpdate)] == [HealthUpdate(starting)]
+
+
+def test_with_catalog_and_exec_checks_off_the_http_checks_still_run() -> None:
+    """--catalog --exec-checks off: the HTTP check registrar runs from the host is still handed to the prober
+    (only exec probes are off)."""
+    web = container("web", labels={"SERVICE_CHECK_HTTP": "/health"})
+    settings = Settings(hostname="vm", catalog=True, ip="10.0.0.9", exec_checks=False)
+    driven = started(web, settings=settings)
+    updates = [e for e in driven.effects if isinstance(e, UpdateProbes)]
+    assert [p.check_id for u in updates for s in u.services.values() for p in s.probes] == ["service:vm:rec-web:80"]
+
+
+def test_plan_with_catalog_writes_no_status() -> None:
+    """plan --catalog writes nothing, not even the statuses sent again after its read of the node, when Docker
+    has answered before Consul (the services registered already, as plan finds them)."""
+    driven = started(healthy(payload("web")), settings=Settings(hostname="vm", catalog=True, ip="10.0.0.9"))
+    driven.core.one_shot = driven.core.dry_run = True
+    before = len(driven.effects)
+    driven.step(RESYNC, at=1.0)
+    read = driven.take(ReadAgent)
+    driven.answer_all()  # the listing and the inspect
+    driven.handle(driven.result(read))
+    driven.step(at=1.0)
+    driven.answer_all()
+    assert driven.writes(before) == []
