@@ -80,6 +80,9 @@ class Prober:
         self.by_service: dict[str, list[str]] = {}
         """Service ID -> the check IDs of its probes."""
         self.running: set[str] = set()
+        self.delivered: dict[str, Health] = {}
+        """Check ID -> the result last delivered for its probe as it is now: the same again is not delivered (the
+        loop has it, and sends it again itself when it must)."""
         self.first: set[str] = set()
         """Check IDs whose first run is still to start: their second run comes after half to all of an interval,
         at random, so probes that started together (a host's containers at boot) do not run in step after."""
@@ -105,12 +108,14 @@ class Prober:
                     if before.pop(probe.check_id, None) != entry:
                         self.due[probe.check_id] = now
                         self.streaks.pop(probe.check_id, None)
+                        self.delivered.pop(probe.check_id, None)
                         self.first.add(probe.check_id)
                     if probe.target is not None and self.host_checks is None:
                         self.host_checks = HostChecks()
                 for check_id in before:
                     self.due.pop(check_id, None)
                     self.streaks.pop(check_id, None)
+                    self.delivered.pop(check_id, None)
                     self.first.discard(check_id)
             self.changed.notify()
             if self._thread is None and self.probes and not self._closed:
@@ -158,7 +163,10 @@ class Prober:
         with self.changed:  # a probe gone or changed while it ran counts no more (its streak is gone with it)
             current = self.probes.get(probe.check_id) == (service_id, container_id, probe)
             reached = current and self._reached(probe, health.status != "critical")
-        if not current:
+            again = reached and self.delivered.get(probe.check_id) == health
+            if reached:
+                self.delivered[probe.check_id] = health
+        if not current or again:
             return
         if not reached:
             log.debug("probe_below_threshold", check_id=probe.check_id, status=health.status)

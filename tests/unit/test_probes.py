@@ -90,13 +90,18 @@ def test_exit_code_gives_the_checks_status(exit_code: int | None, status: str) -
 def test_a_probe_runs_every_interval_in_its_container(
     prober: tuple[Prober, Engine, queue.SimpleQueue[Message]],
 ) -> None:
-    """A service's probe runs at once, then again each interval, in its container, with its output maximum."""
+    """A service's probe runs at once, then again each interval, in its container, with its output maximum; the
+    same result again is not delivered again (the loop has it)."""
     p, engine, results = prober
     engine.results["c1"] = ExecResult(1, "x" * 100)
     p.update(["vm:web:80"], {"vm:web:80": service(PROBE)})
-    first, second = next_health(results), next_health(results)
-    assert first == second == Health(PROBE.check_id, "warning", "x" * 16)
-    assert engine.runs[:2] == [("c1", ("check", "--quick"))] * 2
+    assert next_health(results) == Health(PROBE.check_id, "warning", "x" * 16)
+    with engine.ran:
+        assert engine.ran.wait_for(lambda: len(engine.runs) >= 3, 5), "the probe did not run again"
+    assert engine.runs[:3] == [("c1", ("check", "--quick"))] * 3
+    assert results.empty(), "the same result was delivered again"
+    engine.results["c1"] = ExecResult(0, "fine")
+    assert next_health(results) == Health(PROBE.check_id, "passing", "fine")
 
 
 def test_an_engine_that_refuses_is_critical_with_its_message(
@@ -118,8 +123,8 @@ def test_a_hung_probe_is_not_started_twice_and_holds_up_no_other(
     slow = Probe("service:vm:slow:80", ("hang",), interval=0.01, timeout=5)
     desired = {"vm:slow:80": service(slow, sid="vm:slow:80", container="c2"), "vm:web:80": service(PROBE)}
     p.update(desired, desired)
-    for _ in range(3):
-        assert next_health(results).check_id == PROBE.check_id
+    with engine.ran:
+        assert engine.ran.wait_for(lambda: engine.runs.count(("c1", PROBE.args)) >= 3, 5), "the other stopped"
     assert engine.runs.count(("c2", ("hang",))) == 1
     engine.hold.set()
     while next_health(results).check_id != slow.check_id:
@@ -134,14 +139,12 @@ def test_a_gone_service_stops_its_probes(prober: tuple[Prober, Engine, queue.Sim
     p.update(desired, desired)
     next_health(results)
     p.update(["vm:web:80"], {"vm:api:80": desired["vm:api:80"]})
-    while not results.empty():
-        results.get()
-    seen = [next_health(results).check_id for _ in range(6)]
-    assert seen.count(other.check_id) >= 5, "only a run under way at the update may still report"
-    runs = engine.runs.count(("c1", PROBE.args))
-    for _ in range(5):
-        assert next_health(results).check_id == other.check_id
-    assert engine.runs.count(("c1", PROBE.args)) == runs
+    with engine.ran:  # a run of web under way at the update may still start: the next one may not
+        assert engine.ran.wait_for(lambda: engine.runs.count(("c2", other.args)) >= 3, 5), "the other stopped"
+        runs = engine.runs.count(("c1", PROBE.args))
+        later = engine.runs.count(("c2", other.args)) + 5
+        assert engine.ran.wait_for(lambda: engine.runs.count(("c2", other.args)) >= later, 5), "the other stopped"
+        assert engine.runs.count(("c1", PROBE.args)) == runs
 
 
 def test_close_ends_a_hanging_probe_at_once(prober: tuple[Prober, Engine, queue.SimpleQueue[Message]]) -> None:
