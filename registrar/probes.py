@@ -13,7 +13,6 @@ the check's output. A result that has not yet come ``SUCCESS_BEFORE_PASSING`` (p
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -83,9 +82,6 @@ class Prober:
         self.delivered: dict[str, Health] = {}
         """Check ID -> the result last delivered for its probe as it is now: the same again is not delivered (the
         loop has it, and sends it again itself when it must)."""
-        self.first: set[str] = set()
-        """Check IDs whose first run is still to start: their second run comes after half to all of an interval,
-        at random, so probes that started together (a host's containers at boot) do not run in step after."""
         self.runs = 0
         """Probes run so far (benchmarks read it)."""
         self._closed = False
@@ -93,8 +89,7 @@ class Prober:
 
     def update(self, changed: Iterable[str], desired: Mapping[str, Service]) -> None:
         """The probes of the services ``changed`` (IDs), as ``desired`` now holds them: a new or changed
-        probe is due at once (its second run after a random half to whole interval), an unchanged one keeps its
-        time, a gone one stops."""
+        probe is due at once, an unchanged one keeps its time, a gone one stops."""
         with self.changed:
             now = time.monotonic()
             for service_id in changed:
@@ -109,14 +104,12 @@ class Prober:
                         self.due[probe.check_id] = now
                         self.streaks.pop(probe.check_id, None)
                         self.delivered.pop(probe.check_id, None)
-                        self.first.add(probe.check_id)
                     if probe.target is not None and self.host_checks is None:
                         self.host_checks = HostChecks()
                 for check_id in before:
                     self.due.pop(check_id, None)
                     self.streaks.pop(check_id, None)
                     self.delivered.pop(check_id, None)
-                    self.first.discard(check_id)
             self.changed.notify()
             if self._thread is None and self.probes and not self._closed:
                 self._thread = threading.Thread(target=self._run, name="registrar-prober", daemon=True)
@@ -130,9 +123,7 @@ class Prober:
                     if when <= now and check_id not in self.running:
                         self.running.add(check_id)
                         service_id, container_id, probe = self.probes[check_id]
-                        spread = random.uniform(0.5, 1.0) if check_id in self.first else 1.0
-                        self.first.discard(check_id)
-                        self.due[check_id] = now + probe.interval * spread
+                        self.due[check_id] = now + probe.interval
                         pool = self.pool if probe.target is None else self.host_pool
                         pool.submit(self._probe, service_id, container_id, probe)
                 waiting = [w for c, w in self.due.items() if c not in self.running]

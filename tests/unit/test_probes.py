@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -207,21 +206,3 @@ def test_a_run_back_after_its_probe_was_removed_counts_for_nothing(
         assert p.changed.wait_for(lambda: p.runs == 1 and not p.running, 5), "the run never came back"
     assert p.streaks == {}
     assert results.empty()
-
-
-def test_probes_that_start_together_do_not_run_in_step_after(
-    prober: tuple[Prober, Engine, queue.SimpleQueue[Message]],
-) -> None:
-    """Twenty containers' probes (interval 60 s) all run at once when they appear; their second runs are spread
-    over the second half of the interval, not all due at the same moment (a burst every interval)."""
-    p, _, results = prober
-    probes = [Probe(f"service:vm:web{i}:80", ("check",), interval=60.0, timeout=1.0) for i in range(20)]
-    desired = {f"vm:web{i}:80": service(pr, sid=f"vm:web{i}:80", container=f"c{i}") for i, pr in enumerate(probes)}
-    start = time.monotonic()
-    p.update(desired, desired)
-    for _ in probes:
-        next_health(results)
-    with p.changed:
-        due = sorted(when - start for when in p.due.values())
-    assert due[0] >= 30.0 and due[-1] <= 60.0 + (time.monotonic() - start)
-    assert due[-1] - due[0] > 5.0, due
