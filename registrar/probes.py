@@ -52,7 +52,8 @@ def result_health(probe: Probe, exit_code: int | None, output: str) -> Health:
 
 
 class Prober:
-    """Runs the desired state's exec probes on ``size`` threads of its own; results go to ``deliver``."""
+    """Runs the desired state's probes, exec probes on ``size`` threads of its own and checks run from the host on
+    ``HOST_CHECK_THREADS`` more; results go to ``deliver``, each only when it differs from the last."""
 
     def __init__(
         self,
