@@ -22,9 +22,11 @@ cleanup() {
     services_stop
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM  # Ctrl-C ends the wait below and goes through cleanup (a bare SIGINT would skip it)
 
 echo "== starting registrar (log: $log)"
-.venv/bin/registrar run --log-format console --resync 30 consul://127.0.0.1:8500 >"$log" 2>&1 &
+# In a session of its own, as the services are: Ctrl-C reaches this script, and the cleanup still has registrar.
+setsid .venv/bin/registrar run --log-format console --resync 30 consul://127.0.0.1:8500 >"$log" 2>&1 &
 registrar_pid=$!
 
 echo "== starting a sample container: docker run -p 127.0.0.1::80 -l SERVICE_NAME=demo-web ..."

@@ -34,15 +34,16 @@ services_start() {
     if ! docker info >/dev/null 2>&1; then
         echo "services: starting dockerd (log: $REGISTRAR_STATE/dockerd.log)" >&2
         # Long-lived services start in / : a checkout they were started from may be deleted while they
-        # run (Podman's conmon then fails every start with "Failed to get working directory").
-        (cd / && exec dockerd --ip 127.0.0.1) >"$REGISTRAR_STATE/dockerd.log" 2>&1 &
+        # run (Podman's conmon then fails every start with "Failed to get working directory"). And in a
+        # session of their own (setsid): a terminal's Ctrl-C reaches the script, whose cleanup needs them.
+        (cd / && exec setsid dockerd --ip 127.0.0.1) >"$REGISTRAR_STATE/dockerd.log" 2>&1 &
         echo $! >"$REGISTRAR_STATE/dockerd.pid"
         _started+=(dockerd)
         _wait_for 60 dockerd docker info || return 1
     fi
     if ! curl -fsS http://127.0.0.1:8500/v1/status/leader 2>/dev/null | grep -q ':'; then
         echo "services: starting a consul dev agent (log: $REGISTRAR_STATE/consul.log)" >&2
-        (cd / && exec "$REGISTRAR_CONSUL" agent -dev -client 127.0.0.1 -bind 127.0.0.1 \
+        (cd / && exec setsid "$REGISTRAR_CONSUL" agent -dev -client 127.0.0.1 -bind 127.0.0.1 \
             -hcl 'enable_script_checks = true') >"$REGISTRAR_STATE/consul.log" 2>&1 &
         echo $! >"$REGISTRAR_STATE/consul.pid"
         _started+=(consul)
@@ -71,7 +72,7 @@ start_docker26() {
                 && ip link set "$DOCKER26_BRIDGE" up || return 1
         fi
         mkdir -p "$root"
-        (cd / && PATH="$REGISTRAR_DOCKER26/usr/sbin:$REGISTRAR_DOCKER26/usr/bin:$PATH" exec \
+        (cd / && PATH="$REGISTRAR_DOCKER26/usr/sbin:$REGISTRAR_DOCKER26/usr/bin:$PATH" exec setsid \
             "$REGISTRAR_DOCKER26/usr/sbin/dockerd" -H "unix://$REGISTRAR_DOCKER26_SOCKET" \
             --data-root "$root/data" --exec-root "$root/exec" --pidfile "$root/dockerd.pid" \
             --bridge "$DOCKER26_BRIDGE" --ip 127.0.0.1 --iptables=false \
@@ -93,7 +94,7 @@ start_podman() {
     if ! curl -fsS --unix-socket "$REGISTRAR_PODMAN_SOCKET" http://podman/_ping >/dev/null 2>&1; then
         echo "services: starting podman system service (log: $REGISTRAR_STATE/podman.log)" >&2
         rm -f "$REGISTRAR_PODMAN_SOCKET"
-        (cd / && exec podman system service --time=0 "unix://$REGISTRAR_PODMAN_SOCKET") >"$REGISTRAR_STATE/podman.log" 2>&1 &
+        (cd / && exec setsid podman system service --time=0 "unix://$REGISTRAR_PODMAN_SOCKET") >"$REGISTRAR_STATE/podman.log" 2>&1 &
         echo $! >"$REGISTRAR_STATE/podman.pid"
         _started+=(podman)
         _wait_for 60 podman curl -fsS --unix-socket "$REGISTRAR_PODMAN_SOCKET" http://podman/_ping || return 1
