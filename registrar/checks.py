@@ -332,21 +332,27 @@ def _check(fields: Mapping[str, Value], ctx: CheckContext, check_id: str, proble
             attrs.setdefault("notes", attrs.pop("exec_notes"))
         options = {name: attrs.pop(name) for name in _OPTIONS if name in attrs}
         check = Check(check_id, options=CheckOptions(**options) if options else None, **attrs)
-        if ctx.host_checks and check.grpc and check.grpc_use_tls and check.tls_skip_verify:
-            message = "registrar cannot run a gRPC check over TLS without verifying the server: it stays critical"
-            problems.append(Problem(ctx.container, fields["tls_skip_verify"].source, message))
-        if ctx.host_checks and (check.http or check.tcp or check.grpc):
-            if check.interval and duration_seconds(check.interval) < MIN_HOST_INTERVAL:
-                message = f"{check.interval!r} is less than a check takes; {MIN_HOST_INTERVAL:g}s used"
-                problems.append(Problem(ctx.container, fields["interval"].source, message))
-            return replace(check, probe=host_probe(check))
-        if ctx.host_checks and check.h2ping:
-            message = "registrar does not run H2PING checks with --catalog: it stays at its initial status"
-            problems.append(Problem(ctx.container, fields["h2ping"].source, message))
-        return check
+        return _from_host(check, fields, ctx, problems) if ctx.host_checks else check
     except _Invalid as e:
         problems.append(Problem(ctx.container, e.value.source, f"check dropped: {e}"))
         return None
+
+
+def _from_host(check: Check, fields: Mapping[str, Value], ctx: CheckContext, problems: list[Problem]) -> Check:
+    """``--catalog``: an HTTP, TCP or gRPC check with the probe that runs it from the host; what registrar
+    cannot run as the labels ask is a problem naming the key."""
+    if check.grpc and check.grpc_use_tls and check.tls_skip_verify:
+        message = "registrar cannot run a gRPC check over TLS without verifying the server: it stays critical"
+        problems.append(Problem(ctx.container, fields["tls_skip_verify"].source, message))
+    if check.h2ping:
+        message = "registrar does not run H2PING checks with --catalog: it stays at its initial status"
+        problems.append(Problem(ctx.container, fields["h2ping"].source, message))
+    if not (check.http or check.tcp or check.grpc):
+        return check
+    if check.interval and duration_seconds(check.interval) < MIN_HOST_INTERVAL:
+        message = f"{check.interval!r} is less than a check takes; {MIN_HOST_INTERVAL:g}s used"
+        problems.append(Problem(ctx.container, fields["interval"].source, message))
+    return replace(check, probe=host_probe(check))
 
 
 def _split(key: str) -> tuple[str, str] | None:
